@@ -1,0 +1,254 @@
+"""Plugin discovery and the registry of methods, workloads and attacks.
+
+Order of discovery: built-ins (every module under ``plugins`` and ``benchmark.workloads``
+that implements a hook), then the ``methodbench`` entry-point group, then modules named
+with ``--plugin``. ``METHODBENCH_PLUGINS`` (comma-separated entry-point or distribution
+names; empty means none) is an allow-list for entry-point plugins and
+``METHODBENCH_DISABLE_PLUGINS`` a deny-list, as ``llm`` does with ``LLM_LOAD_PLUGINS``.
+
+Each plugin's hook implementation is called on its own, and every spec it registers is
+checked against its kind's contract, so a plugin that fails to import, raises while
+registering, registers a duplicate name or breaks a contract is recorded with its error
+and skipped; the others keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as md
+import os
+import pkgutil
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from benchmark import PROJECT_NAME, __version__, hookspecs
+from benchmark.kinds import AttackSpec, ContractError, MethodSpec, Spec, WorkloadSpec, check_spec
+
+ENTRY_POINT_GROUP = "methodbench"
+ALLOW_ENV = "METHODBENCH_PLUGINS"
+DENY_ENV = "METHODBENCH_DISABLE_PLUGINS"
+BUILTIN_PACKAGES = ("benchmark.workloads", "plugins")
+_REGISTER_HOOKS = {
+    "methodbench_register_methods": MethodSpec,
+    "methodbench_register_workloads": WorkloadSpec,
+    "methodbench_register_attacks": AttackSpec,
+}
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``bench plugins`` shows it."""
+
+    name: str
+    source: str  # builtin | entry-point | command-line
+    distribution: str | None = None
+    version: str | None = None
+    registered: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+class UnknownName(LookupError):
+    """A suite names a method, workload or attack that no plugin registered."""
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class Registry:
+    """The host: discovers plugins and answers lookups by kind and name."""
+
+    def __init__(self, extra_plugins: Sequence[str] = (), *, builtins: bool = True,
+                 entry_points: bool = True) -> None:
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.methods: dict[tuple[str, str], MethodSpec] = {}
+        self.workloads: dict[tuple[str, str], WorkloadSpec] = {}
+        self.attacks: dict[str, AttackSpec] = {}
+        self._owners: dict[tuple[str, str], str] = {}
+        self.extra_plugins = tuple(extra_plugins)
+        if builtins:
+            self._load_builtins()
+        if entry_points:
+            self._load_entry_points()
+        for module_path in self.extra_plugins:
+            self._load_module(module_path, source="command-line")
+        self._collect()
+
+    # ------------------------------------------------------------------ discovery
+
+    def _load_builtins(self) -> None:
+        for package_name in BUILTIN_PACKAGES:
+            package = importlib.import_module(package_name)
+            for mod in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+                self._load_module(mod.name, source="builtin", distribution=PROJECT_NAME,
+                                  version=__version__, only_if_hooks=True)
+
+    def _load_entry_points(self) -> None:
+        allow_raw = os.environ.get(ALLOW_ENV)
+        allow = None if allow_raw is None else {s.strip() for s in allow_raw.split(",") if s.strip()}
+        deny = {s.strip() for s in os.environ.get(DENY_ENV, "").split(",") if s.strip()}
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            dist_name = ep.dist.metadata["Name"] if ep.dist is not None else None
+            names = {ep.name, dist_name}
+            if (allow is not None and not (names & allow)) or (names & deny):
+                continue
+            info = PluginInfo(name=ep.name, source="entry-point", distribution=dist_name,
+                              version=ep.dist.version if ep.dist is not None else None)
+            self.plugins[info.name] = info
+            try:
+                module = ep.load()
+            except Exception as exc:
+                info.errors.append(f"import failed: {_describe(exc)}")
+                continue
+            self._register_module(module, info)
+
+    def _load_module(self, module_path: str, *, source: str, distribution: str | None = None,
+                     version: str | None = None, only_if_hooks: bool = False) -> None:
+        info = PluginInfo(name=module_path, source=source, distribution=distribution,
+                          version=version)
+        try:
+            module = importlib.import_module(module_path)
+        except Exception as exc:
+            info.errors.append(f"import failed: {_describe(exc)}")
+            self.plugins[info.name] = info
+            return
+        if only_if_hooks and not any(hasattr(module, h) for h in _REGISTER_HOOKS) and not hasattr(
+            module, "methodbench_run_finished"
+        ):
+            return
+        if distribution is None:
+            info.distribution, info.version = _distribution_of(module)
+        self.plugins[info.name] = info
+        self._register_module(module, info)
+
+    def _register_module(self, module: ModuleType | Any, info: PluginInfo) -> None:
+        try:
+            self.pm.register(module, name=info.name)
+        except Exception as exc:  # pluggy validates hook names and signatures
+            info.errors.append(f"rejected by the plugin manager: {_describe(exc)}")
+
+    # ------------------------------------------------------------------ registration
+
+    def _collect(self) -> None:
+        for hook_name, expected in _REGISTER_HOOKS.items():
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                info = self.plugins[impl.plugin_name]
+                try:
+                    impl.function(register=lambda spec, _i=info, _e=expected: self._add(spec, _i, _e))
+                except Exception as exc:
+                    info.errors.append(f"{hook_name} raised: {_describe(exc)}")
+
+    def _add(self, spec: Spec, info: PluginInfo, expected: type) -> None:
+        try:
+            if not isinstance(spec, expected):
+                raise ContractError(
+                    f"this hook registers {expected.__name__}s, got {type(spec).__name__}"
+                )
+            check_spec(spec)
+            table: dict[Any, Any]
+            key: Any
+            if isinstance(spec, AttackSpec):
+                table, key = self.attacks, spec.name
+            elif isinstance(spec, MethodSpec):
+                table, key = self.methods, spec.key
+            else:
+                table, key = self.workloads, spec.key
+            if key in table:
+                owner = self._owner(spec)
+                raise ContractError(
+                    f"duplicate {spec.kind} {spec.name!r}: already registered by {owner}"
+                )
+            table[key] = spec
+            self._owners[(spec.kind, spec.name)] = info.name
+            info.registered.append(f"{spec.kind}:{spec.name}")
+        except ContractError as exc:
+            info.errors.append(f"skipped {getattr(spec, 'name', spec)!r}: {exc}")
+
+    def _owner(self, spec: Spec) -> str:
+        return self._owners.get((spec.kind, spec.name), "another plugin")
+
+    def owner_of(self, kind: str, name: str) -> PluginInfo | None:
+        plugin = self._owners.get((kind, name))
+        return None if plugin is None else self.plugins.get(plugin)
+
+    # ------------------------------------------------------------------ lookups
+
+    def method(self, kind: str, name: str) -> MethodSpec:
+        try:
+            return self.methods[(kind, name)]
+        except KeyError:
+            names = [n for (k, n) in self.methods if k == kind]
+            raise UnknownName(
+                f"unknown {kind} method {name!r}{_suggest(name, names)}; "
+                f"known: {', '.join(sorted(names)) or 'none'}"
+            ) from None
+
+    def workload(self, kind: str, name: str) -> WorkloadSpec:
+        try:
+            return self.workloads[(kind, name)]
+        except KeyError:
+            names = [n for (k, n) in self.workloads if k == kind]
+            raise UnknownName(
+                f"unknown {kind} workload {name!r}{_suggest(name, names)}; "
+                f"known: {', '.join(sorted(names)) or 'none'}"
+            ) from None
+
+    def attack(self, name: str) -> AttackSpec:
+        try:
+            return self.attacks[name]
+        except KeyError:
+            raise UnknownName(
+                f"unknown attack {name!r}{_suggest(name, self.attacks)}; "
+                f"known: {', '.join(sorted(self.attacks)) or 'none'}"
+            ) from None
+
+    def notify_run_finished(self, record: Any) -> list[str]:
+        """Call every observer; an observer that raises is reported, never fatal."""
+        errors = []
+        for impl in self.pm.hook.methodbench_run_finished.get_hookimpls():
+            try:
+                impl.function(record=record)
+            except Exception as exc:
+                errors.append(f"observer {impl.plugin_name} raised: {_describe(exc)}")
+        return errors
+
+
+def unknown_hparams(spec: MethodSpec | AttackSpec | WorkloadSpec, given: Iterable[str]) -> list[str]:
+    """Messages for hyperparameters/options the spec does not declare, with suggestions."""
+    return [
+        f"{spec.name} has no {'option' if isinstance(spec, WorkloadSpec) else 'hyperparameter'} "
+        f"{k!r}{_suggest(k, spec.defaults)}; it accepts: {', '.join(sorted(spec.defaults)) or 'none'}"
+        for k in given
+        if k not in spec.defaults
+    ]
+
+
+def _distribution_of(module: ModuleType) -> tuple[str | None, str | None]:
+    top = module.__name__.split(".")[0]
+    dists = md.packages_distributions().get(top) or []
+    if not dists:
+        return None, None
+    try:
+        return dists[0], md.version(dists[0])
+    except md.PackageNotFoundError:
+        return dists[0], None
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

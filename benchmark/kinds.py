@@ -1,0 +1,257 @@
+"""The four kind contracts and the specs that plugins register.
+
+A plugin registers *specs* (plain data plus a factory). The host checks each spec against
+its kind's contract when it is registered (``check_spec``) and checks the object a factory
+builds when a run uses it (``check_built``), so a broken plugin is reported with a reason
+instead of failing somewhere deep inside a protocol.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
+
+import torch
+from torch import nn
+
+Kind = Literal["optimizer", "compressor", "security_split", "detector"]
+KINDS: tuple[str, ...] = get_args(Kind)
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+
+
+class ContractError(ValueError):
+    """A plugin's spec or built object does not satisfy its kind's contract."""
+
+
+# --------------------------------------------------------------------------- method side
+
+
+@runtime_checkable
+class Compressor(Protocol):
+    """What a compressor factory builds: ``compress`` returns a real smaller/faster model."""
+
+    def compress(self, model: nn.Module, ctx: Any) -> nn.Module: ...
+
+
+@runtime_checkable
+class SplitModel(Protocol):
+    """A model partitioned between a trusted and an untrusted device.
+
+    ``untrusted_state`` is what an attacker holding the untrusted device sees, keyed by the
+    original model's parameter names (a residual under the original name, a missing layer
+    simply absent), so attacks can load it into a fresh copy of the architecture.
+    """
+
+    trusted: nn.Module
+    untrusted: nn.Module
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor: ...
+
+    def untrusted_state(self) -> dict[str, torch.Tensor]: ...
+
+
+@runtime_checkable
+class SecuritySplitter(Protocol):
+    """What a security_split factory builds."""
+
+    def split(self, model: nn.Module) -> SplitModel: ...
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What a detector factory builds. Higher scores mean more likely out-of-distribution.
+
+    A detector may also offer ``pvalue(model, batch) -> Tensor`` (small means anomalous);
+    the detector protocol then reports the Type-I error at alpha as well.
+    """
+
+    def fit(self, model: nn.Module, in_distribution_batches: Iterable[Any]) -> None: ...
+
+    def score(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Attack(Protocol):
+    """Callable form of an attack: the attacker's best model from the untrusted state."""
+
+    def __call__(self, untrusted_state: dict[str, torch.Tensor], ctx: Any) -> nn.Module: ...
+
+
+# --------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method a plugin offers.
+
+    ``defaults`` lists every hyperparameter the factory accepts with its default; a suite
+    that names any other hyperparameter is rejected with a "did you mean".
+    """
+
+    kind: Kind
+    name: str
+    factory: Callable[..., Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    paper: str | None = None
+    description: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """A model, its data and its quality metric for one kind; ``factory(**options)``."""
+
+    kind: Kind
+    name: str
+    factory: Callable[..., Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """An attack on security splits; ``factory(**hparams)`` gives an ``Attack`` callable."""
+
+    name: str
+    factory: Callable[..., Any]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    paper: str | None = None
+    description: str = ""
+
+    kind: str = "attack"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return ("attack", self.name)
+
+
+Spec = MethodSpec | WorkloadSpec | AttackSpec
+
+
+def _check_binds(factory: Callable[..., Any], leading: int, defaults: Mapping[str, Any]) -> None:
+    try:
+        sig = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: nothing to check
+        return
+    try:
+        sig.bind(*([None] * leading), **dict(defaults))
+    except TypeError as exc:
+        raise ContractError(
+            f"factory {getattr(factory, '__qualname__', factory)!r} does not accept "
+            f"{'a model and ' if leading else ''}its declared defaults {sorted(defaults)}: {exc}"
+        ) from exc
+
+
+def check_spec(spec: object) -> None:
+    """Reject a registration that breaks its kind's contract, with the reason."""
+    if not isinstance(spec, MethodSpec | WorkloadSpec | AttackSpec):
+        raise ContractError(
+            f"register() takes a MethodSpec, WorkloadSpec or AttackSpec, got {type(spec).__name__}"
+        )
+    if not isinstance(spec.name, str) or not _NAME.match(spec.name):
+        raise ContractError(
+            f"name {spec.name!r} must be lower-case letters, digits, '_', '-' or '.'"
+        )
+    if not isinstance(spec, AttackSpec) and spec.kind not in KINDS:
+        raise ContractError(f"{spec.name}: kind {spec.kind!r} is not one of {list(KINDS)}")
+    if not callable(spec.factory):
+        raise ContractError(f"{spec.name}: factory is not callable")
+    if not isinstance(spec.defaults, Mapping):
+        raise ContractError(f"{spec.name}: defaults must be a mapping of hyperparameters")
+    leading = 1 if isinstance(spec, MethodSpec) and spec.kind == "optimizer" else 0
+    _check_binds(spec.factory, leading, spec.defaults)
+
+
+_BUILT_CONTRACT: dict[str, type] = {
+    "compressor": Compressor,
+    "security_split": SecuritySplitter,
+    "detector": Detector,
+}
+
+
+def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
+    """Check what a factory returned before a protocol relies on it."""
+    if isinstance(spec, AttackSpec):
+        if not callable(obj):
+            raise ContractError(f"attack {spec.name}: factory must return a callable")
+        return
+    if spec.kind == "optimizer":
+        if not isinstance(obj, torch.optim.Optimizer):
+            raise ContractError(
+                f"optimizer {spec.name}: factory returned {type(obj).__name__}, "
+                "expected a torch.optim.Optimizer"
+            )
+        return
+    proto = _BUILT_CONTRACT[spec.kind]
+    if not isinstance(obj, proto):
+        raise ContractError(
+            f"{spec.kind} {spec.name}: factory returned {type(obj).__name__}, which lacks "
+            f"the {proto.__name__} interface"
+        )
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """How a kind's runs are ranked on a leaderboard."""
+
+    primary: str
+    higher_is_better: bool
+    columns: tuple[str, ...]
+
+
+KIND_INFO: dict[str, KindInfo] = {
+    "optimizer": KindInfo(
+        primary="eval_loss",
+        higher_is_better=False,
+        columns=(
+            "eval_loss",
+            "perplexity",
+            "steps_to_target",
+            "time_to_target",
+            "step_time_p50",
+            "tokens_per_s",
+            "peak_memory",
+            "optimizer_state_bytes",
+        ),
+    ),
+    "compressor": KindInfo(
+        primary="quality_after",
+        higher_is_better=True,
+        columns=(
+            "quality_before",
+            "quality_after",
+            "params_kept_ratio",
+            "bytes_kept_ratio",
+            "latency_speedup",
+            "compression_time",
+        ),
+    ),
+    "security_split": KindInfo(
+        primary="attack_recovered_ratio",
+        higher_is_better=False,
+        columns=(
+            "max_abs_output_diff",
+            "quality",
+            "trusted_flops_share",
+            "trusted_bytes_share",
+            "latency_overhead",
+            "attack_recovered_ratio",
+        ),
+    ),
+    "detector": KindInfo(
+        primary="auroc",
+        higher_is_better=True,
+        columns=("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "fit_time", "latency_per_sample"),
+    ),
+}

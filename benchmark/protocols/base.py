@@ -1,0 +1,57 @@
+"""What every kind's protocol receives and returns.
+
+A protocol module (``benchmark/protocols/<kind>.py``) exposes ``run(ctx) -> ProtocolResult``.
+It builds the method through ``ctx.build_method()`` (which checks the kind's contract),
+measures, and returns metrics and curves. It never catches the failures that decide a
+run's status: the executor turns ``Diverged``, out-of-memory and any other exception into
+a record with that status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from benchmark.kinds import check_built
+from benchmark.records import Curve, Metric, RunSpec
+
+if TYPE_CHECKING:
+    from benchmark.host import Registry
+    from benchmark.kinds import MethodSpec
+
+
+class Diverged(RuntimeError):
+    """The method produced a non-finite loss or output; the run's status becomes 'diverged'."""
+
+
+@dataclass
+class RunContext:
+    """Everything a protocol needs for one run."""
+
+    spec: RunSpec
+    method: MethodSpec
+    workload: Any
+    device: torch.device
+    registry: Registry
+    progress: Callable[[str], None] = field(default=lambda message: None)
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The method's defaults overlaid with the suite's hyperparameters."""
+        return {**dict(self.method.defaults), **self.spec.hparams}
+
+    def build_method(self, *leading: Any) -> Any:
+        """Call the method's factory with the resolved hyperparameters and check the result."""
+        obj = self.method.factory(*leading, **self.hparams)
+        check_built(self.method, obj)
+        return obj
+
+
+@dataclass
+class ProtocolResult:
+    metrics: dict[str, Metric] = field(default_factory=dict)
+    curves: dict[str, Curve] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,126 @@
+"""Plain-data records that travel between the suite, the executors, the store and reports.
+
+A ``RunSpec`` is everything needed to reproduce one run; its id is a hash of that content,
+so re-running a suite skips finished runs and a remote worker needs nothing but the spec.
+A ``RunRecord`` is the spec plus what happened: status, metrics with units and meters,
+curves and the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Status = Literal["ok", "failed", "diverged", "oom", "timeout", "skipped"]
+STATUSES: tuple[str, ...] = ("ok", "failed", "diverged", "oom", "timeout", "skipped")
+
+
+class Budget(BaseModel):
+    """Limits for one run: training/fine-tuning steps and wall-clock seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int | None = Field(default=None, ge=1)
+    time_s: float | None = Field(default=None, gt=0)
+
+
+class RunSpec(BaseModel):
+    """One run: a method with its hyperparameters on a workload, with one seed on one device."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    kind: str
+    method: str
+    hparams: dict[str, Any] = Field(default_factory=dict)
+    workload: str
+    workload_options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    device: str = "cpu"
+    budget: Budget = Field(default_factory=Budget)
+    timeout_s: float | None = None
+    attacks: list[str] = Field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        """Content hash: the same run (whatever suite file it came from) has the same id."""
+        content = self.model_dump(exclude={"suite", "timeout_s"})
+        blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Short human label: method, the hyperparameters that differ from nothing, seed."""
+        hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()))
+        return f"{self.kind}/{self.method}" + (f"[{hp}]" if hp else "") + (
+            f" on {self.workload} seed={self.seed}"
+        )
+
+
+class Metric(BaseModel):
+    """One figure with its unit and the meter that produced it.
+
+    ``value`` is null when the meter is unavailable or the figure does not apply; ``reason``
+    then says why. Repeated measurements carry their sample count and spread.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float | None
+    unit: str
+    meter: str
+    reason: str | None = None
+    n: int | None = None
+    p10: float | None = None
+    p90: float | None = None
+    std: float | None = None
+    higher_is_better: bool | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite_or_null(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"metric value {v} is not finite: report null with a reason")
+        return v
+
+    @classmethod
+    def null(cls, unit: str, meter: str, reason: str) -> Metric:
+        return cls(value=None, unit=unit, meter=meter, reason=reason)
+
+
+class Curve(BaseModel):
+    """A series such as loss per step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    x: list[float]
+    y: list[float | None]
+    x_label: str = "step"
+    y_label: str = ""
+    unit: str = ""
+
+
+class RunRecord(BaseModel):
+    """What one run produced. Written once, atomically, as one JSON file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    spec: RunSpec
+    status: Status
+    reason: str | None = None
+    metrics: dict[str, Metric] = Field(default_factory=dict)
+    curves: dict[str, Curve] = Field(default_factory=dict)
+    info: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    started_at: str | None = None
+    duration_s: float | None = None
+    log_tail: str | None = None
+
+    def value(self, metric: str) -> float | None:
+        m = self.metrics.get(metric)
+        return None if m is None else m.value

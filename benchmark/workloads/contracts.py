@@ -1,0 +1,95 @@
+"""What a workload must offer to each kind's protocol.
+
+A ``WorkloadSpec.factory(**options)`` returns one of these. Workloads own their data,
+model and quality metric; protocols own measurement. Quality metrics declare their name,
+unit and direction so reports never guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class QualityMetric:
+    """Name, unit and direction of a workload's quality figure (e.g. accuracy, fraction)."""
+
+    name: str
+    unit: str
+    higher_is_better: bool
+
+
+@runtime_checkable
+class OptimizerWorkload(Protocol):
+    """A model trained from scratch; the optimizer protocol drives the loop."""
+
+    target_loss: float | None
+    items_unit: str  # what throughput counts, e.g. "tokens"
+
+    def build_model(self, seed: int, device: torch.device) -> nn.Module: ...
+
+    def train_batches(self, seed: int, device: torch.device) -> Iterator[Any]:
+        """An endless stream of training batches, deterministic for a seed."""
+        ...
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+
+    def items_in(self, batch: Any) -> int:
+        """How many items (tokens, samples) a batch holds, for throughput."""
+        ...
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Held-out figures; must include 'eval_loss' (nats) and may add 'perplexity'."""
+        ...
+
+
+@runtime_checkable
+class ClassifierWorkload(Protocol):
+    """A trained model with labelled data: used by compressors and security splits."""
+
+    quality: QualityMetric
+
+    def model(self, device: torch.device) -> nn.Module:
+        """The trained reference model (a fresh copy each call, in eval mode)."""
+        ...
+
+    def fresh_model(self, seed: int, device: torch.device) -> nn.Module:
+        """The same architecture at random initialisation."""
+        ...
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> float: ...
+
+    def example_inputs(self, batch_size: int, device: torch.device) -> Any:
+        """A fixed batch of real inputs, for latency, FLOPs and output comparisons."""
+        ...
+
+    def labelled_batches(
+        self, split: str, n: int, batch_size: int, seed: int, device: torch.device
+    ) -> list[tuple[Any, torch.Tensor]]:
+        """``n`` labelled samples of a split ("train" or "test") in batches."""
+        ...
+
+    def loss(self, model: nn.Module, inputs: Any, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DetectorWorkload(Protocol):
+    """A trained classifier with an in-distribution and an out-of-distribution test set."""
+
+    in_name: str
+    out_name: str
+
+    def model(self, device: torch.device) -> nn.Module: ...
+
+    def fit_batches(self, device: torch.device) -> Iterable[Any]:
+        """In-distribution ``(inputs, labels)`` batches the detector may fit on (held apart from test)."""
+        ...
+
+    def test_batches(self, which: str, device: torch.device) -> Iterable[Any]:
+        """Held-out input batches; ``which`` is "in" or "out"."""
+        ...
