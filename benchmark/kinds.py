@@ -219,7 +219,7 @@ KIND_INFO: dict[str, KindInfo] = {
             "perplexity",
             "steps_to_target",
             "time_to_target",
-            "step_time_p50",
+            "step_time",
             "tokens_per_s",
             "peak_memory",
             "optimizer_state_bytes",

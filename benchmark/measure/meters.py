@@ -1,0 +1,44 @@
+"""One context manager per measured phase, bundling every memory and energy meter.
+
+Protocols write ``with phase("train", device) as p: ...`` and then ``p.metrics()``; the
+names are prefixed with the phase so a record can hold several phases. ``peak_memory``
+is the headline figure: the CUDA allocator peak on a GPU, the host RSS peak elsewhere,
+and the metric names its meter.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import torch
+
+from benchmark.measure.memory import CudaPeak, RssSampler
+from benchmark.records import Metric
+
+
+class Phase:
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name = name
+        self.device = device
+        self.rss = RssSampler()
+        self.cuda = CudaPeak(device)
+        self._stack = ExitStack()
+
+    def __enter__(self) -> Phase:
+        self._stack.enter_context(self.rss)
+        self._stack.enter_context(self.cuda)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def metrics(self) -> dict[str, Metric]:
+        """Figures for this phase, keyed ``<phase>_<figure>``."""
+        out: dict[str, Metric] = {"host_rss_peak": self.rss.metric(), **self.cuda.metrics()}
+        headline = out["cuda_peak_allocated"] if self.cuda.available else out["host_rss_peak"]
+        out["peak_memory"] = headline
+        return {f"{self.name}_{k}": v for k, v in out.items()}
+
+
+def phase(name: str, device: torch.device | str) -> Phase:
+    return Phase(name, torch.device(device))
