@@ -227,11 +227,13 @@ class Registry:
         return errors
 
 
-def unknown_hparams(spec: MethodSpec | AttackSpec | WorkloadSpec, given: Iterable[str]) -> list[str]:
-    """Messages for hyperparameters/options the spec does not declare, with suggestions."""
+def unknown_hparams(
+    spec: MethodSpec | AttackSpec | WorkloadSpec, given: Iterable[str]
+) -> list[tuple[str, str]]:
+    """(key, message) for each hyperparameter/option the spec does not declare."""
     return [
-        f"{spec.name} has no {'option' if isinstance(spec, WorkloadSpec) else 'hyperparameter'} "
-        f"{k!r}{_suggest(k, spec.defaults)}; it accepts: {', '.join(sorted(spec.defaults)) or 'none'}"
+        (k, f"{spec.name} has no {'option' if isinstance(spec, WorkloadSpec) else 'hyperparameter'} "
+        f"{k!r}{_suggest(k, spec.defaults)}; it accepts: {', '.join(sorted(spec.defaults)) or 'none'}")
         for k in given
         if k not in spec.defaults
     ]

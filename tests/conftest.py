@@ -22,3 +22,36 @@ def methodbench_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = os.environ.get("METHODBENCH_TEST_CACHE") or str(tmp_path_factory.mktemp("cache"))
     os.environ["METHODBENCH_CACHE"] = path
     return path
+
+
+EXAMPLE_SOURCE = os.path.join(os.path.dirname(__file__), "thirdparty", "methodbench-example")
+
+
+@pytest.fixture
+def example_dist(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The example third-party plugin as an installed distribution on sys.path.
+
+    A dist-info with METADATA and entry_points.txt is what ``pip install`` leaves behind;
+    importlib.metadata (and so the host) finds it exactly as it finds an installed package.
+    Workers started as subprocesses see it through PYTHONPATH.
+    """
+    import importlib
+    import shutil
+    import sys
+
+    site = tmp_path_factory.mktemp("site")
+    shutil.copytree(os.path.join(EXAMPLE_SOURCE, "methodbench_example"),
+                    site / "methodbench_example")
+    info = site / "methodbench_example-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: methodbench-example\nVersion: 0.1.0\n"
+    )
+    (info / "entry_points.txt").write_text("[methodbench]\nexample = methodbench_example\n")
+    (info / "top_level.txt").write_text("methodbench_example\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+    importlib.invalidate_caches()
+    yield str(site)
+    sys.modules.pop("methodbench_example", None)

@@ -1,0 +1,275 @@
+"""The ``bench`` command.
+
+Bad input (a missing or malformed suite, an unknown name, a device that is not there, a
+results directory that cannot be written) is reported in one clear message with exit
+code 2, never a traceback. ``bench compare`` exits 1 when something regressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+# Nothing methodbench runs may download from a model or data hub; the workers inherit this.
+for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+
+EXIT_USAGE = 2
+EXIT_REGRESSION = 1
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed without a traceback, exit code 2."""
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.json:
+        out = [
+            {"name": p.name, "source": p.source, "distribution": p.distribution,
+             "version": p.version, "registered": p.registered, "errors": p.errors}
+            for p in registry.plugins.values()
+        ]
+        print(json.dumps(out, indent=2))
+        return 0
+    table = Table(title="methodbench plugins", show_lines=False)
+    for col in ("plugin", "source", "distribution", "registered", "status"):
+        table.add_column(col, overflow="fold")
+    for p in registry.plugins.values():
+        dist = f"{p.distribution or '?'} {p.version or ''}".strip()
+        status = "[green]ok[/]" if p.ok else "[red]" + "\n".join(p.errors) + "[/]"
+        table.add_row(p.name, p.source, dist, "\n".join(p.registered) or "-", status)
+    console.print(table)
+    broken = [p for p in registry.plugins.values() if not p.ok]
+    if broken:
+        console.print(f"[yellow]{len(broken)} plugin(s) reported errors and were skipped "
+                      "(in part or whole); the rest are usable.[/]")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from benchmark.suite import check_names, expand, load_suite
+
+    registry = _registry(args)
+    for path in args.suites:
+        suite = load_suite(path)
+        check_names(suite, registry, path)
+        specs = expand(suite, device="cpu")  # validation must not depend on this machine
+        kinds = sorted({s.kind for s in specs})
+        console.print(f"[green]{path}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
+                      f"({', '.join(kinds)})")
+        if suite.device == "cuda":
+            console.print("  note: the suite asks for device 'cuda'")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import store
+    from benchmark.executors.local import InlineExecutor, LocalExecutor
+    from benchmark.suite import check_names, expand, load_suite
+
+    registry = _registry(args)
+    suite = load_suite(args.suite)
+    check_names(suite, registry, args.suite)
+    specs = expand(suite, device=args.device)
+    results_dir = Path(args.results or Path("results") / suite.name)
+    store.check_writable(results_dir)
+
+    done = set() if args.rerun else store.finished_ids(results_dir)
+    todo = [s for s in specs if s.id not in done]
+    skipped = len(specs) - len(todo)
+    console.print(
+        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {specs[0].device if specs else '-'}"
+        f", {skipped} already finished in {results_dir} (resume; --rerun to redo)"
+        if skipped else
+        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {specs[0].device if specs else '-'}"
+        f" -> {results_dir}"
+    )
+    if args.inline:
+        console.print("[yellow]--inline: runs share this process: no timeouts, and memory "
+                      "figures include earlier runs[/]")
+        executor: InlineExecutor | LocalExecutor = InlineExecutor(results_dir, registry)
+    else:
+        executor = LocalExecutor(results_dir, registry, jobs=args.jobs, plugins=args.plugin)
+    with _ProgressEvents(len(todo)) as events:
+        records = executor.run(todo, events)
+    bad = [r for r in records if r.status != "ok"]
+    console.print(f"{len(records)} runs finished, {len(bad)} not ok; records in {results_dir}")
+    if not args.no_report:
+        _write_and_print_reports(results_dir)
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    results_dir = Path(args.results)
+    if not results_dir.is_dir():
+        raise UsageError(f"{results_dir}: no such results directory")
+    _write_and_print_reports(results_dir, Path(args.out) if args.out else None)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from benchmark import store
+    from benchmark.report.compare import compare, parse_rule, render_compare
+
+    for d in (args.old, args.new):
+        if not Path(d).is_dir():
+            raise UsageError(f"{d}: no such results directory")
+    try:
+        rules = [parse_rule(r) for r in args.fail_on]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = compare(store.load_records(Path(args.old)), store.load_records(Path(args.new)),
+                     rules)
+    print(render_compare(result))
+    return EXIT_REGRESSION if result.regressions else 0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from benchmark.host import Registry
+
+    return Registry(extra_plugins=args.plugin)
+
+
+def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> None:
+    from rich.markdown import Markdown
+
+    from benchmark.report import write_reports
+
+    paths = write_reports(results_dir, out_dir)
+    md_path = paths.get("markdown") or next(iter(paths.values()))
+    console.print(Markdown(Path(md_path).read_text()))
+    console.print("reports: " + ", ".join(str(p) for p in paths.values()))
+
+
+class _ProgressEvents:
+    """A rich progress bar over runs, a live line per running run, a line per finished one."""
+
+    def __init__(self, total: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.overall = self.progress.add_task("runs", total=total)
+        self.lines: dict[str, int] = {}
+
+    def __enter__(self) -> _ProgressEvents:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def started(self, spec) -> None:  # type: ignore[no-untyped-def]
+        self.lines[spec.id] = self.progress.add_task(f"  {spec.label}: starting", total=None)
+
+    def progress(self, spec, message: str) -> None:  # type: ignore[no-untyped-def]
+        task = self.lines.get(spec.id)
+        if task is not None:
+            self.progress.update(task, description=f"  {spec.label}: {message}")
+
+    def finished(self, record) -> None:  # type: ignore[no-untyped-def]
+        from benchmark.kinds import KIND_INFO
+
+        task = self.lines.pop(record.spec.id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        self.progress.advance(self.overall)
+        colour = {"ok": "green", "skipped": "dim"}.get(record.status, "red")
+        primary = KIND_INFO[record.spec.kind].primary if record.spec.kind in KIND_INFO else None
+        figure = ""
+        if record.status == "ok" and primary and primary in record.metrics:
+            m = record.metrics[primary]
+            figure = f" {primary}={m.value:.4g}" if m.value is not None else f" {primary}=n/a"
+        why = f" ({record.reason})" if record.reason else ""
+        took = f" [{record.duration_s:.1f} s]" if record.duration_s is not None else ""
+        self.progress.console.print(
+            f"[{colour}]{record.status:>8}[/] {record.spec.label}{figure}{took}{why}"
+        )
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="also load this module as a plugin (repeatable)")
+    parser = argparse.ArgumentParser(
+        prog="bench", description="methodbench: benchmark methods that make networks cheaper "
+        "or safer to train and run.", parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("plugins", parents=[common], help="list plugins and what they registered")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("validate", parents=[common], help="check suite files without running")
+    p.add_argument("suites", nargs="+", metavar="SUITE")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", parents=[common], help="run a suite, then write its leaderboard")
+    p.add_argument("suite", metavar="SUITE")
+    p.add_argument("--results", metavar="DIR", help="results directory (default results/<suite>)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs in parallel (default 1)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
+    p.add_argument("--rerun", action="store_true", help="redo runs that already have a record")
+    p.add_argument("--inline", action="store_true",
+                   help="run in this process (debugging; no timeouts or process isolation)")
+    p.add_argument("--no-report", action="store_true", help="skip writing the leaderboard")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", parents=[common],
+                       help="write LEADERBOARD.md, leaderboard.csv and report.html")
+    p.add_argument("results", metavar="RESULTS_DIR")
+    p.add_argument("--out", metavar="DIR", help="where to write (default: RESULTS_DIR)")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("compare", parents=[common],
+                       help="compare two results directories; exit 1 on regression")
+    p.add_argument("old", metavar="OLD")
+    p.add_argument("new", metavar="NEW")
+    p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:+N%",
+                   help="regression rule, e.g. 'eval_loss:+10%%' or 'auroc:-2%%' (repeatable)")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchmark.host import UnknownName
+    from benchmark.store import StoreError
+    from benchmark.suite import DeviceUnavailable, SuiteError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SuiteError as exc:
+        for problem in exc.problems:
+            err_console.print(f"[red]error[/]: {problem}", highlight=False)
+    except (UsageError, DeviceUnavailable, StoreError, UnknownName) as exc:
+        err_console.print(f"[red]error[/]: {exc}", highlight=False)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: finished runs are stored; run again to resume")
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Run specs on this machine: each in its own process, up to ``jobs`` at a time.
+
+The parent is the only writer of the results store. A worker hands its record back
+through a file; when a worker dies without one (a crash, the out-of-memory killer) or
+outlives its timeout, the parent writes the record that says so, and the suite goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from benchmark import store
+from benchmark.executors.worker import PROGRESS_PREFIX
+from benchmark.host import Registry
+from benchmark.records import RunRecord, RunSpec, Status
+
+LOG_TAIL = 4000
+
+
+class RunEvents(Protocol):
+    """What an executor tells its caller (the CLI shows it as a progress display)."""
+
+    def started(self, spec: RunSpec) -> None: ...
+
+    def progress(self, spec: RunSpec, message: str) -> None: ...
+
+    def finished(self, record: RunRecord) -> None: ...
+
+
+class SilentEvents:
+    def started(self, spec: RunSpec) -> None:
+        pass
+
+    def progress(self, spec: RunSpec, message: str) -> None:
+        pass
+
+    def finished(self, record: RunRecord) -> None:
+        pass
+
+
+def _finish(results_dir: Path, registry: Registry, record: RunRecord,
+            events: RunEvents) -> RunRecord:
+    store.write_record(results_dir, record)
+    for problem in registry.notify_run_finished(record):
+        events.progress(record.spec, problem)
+    events.finished(record)
+    return record
+
+
+class InlineExecutor:
+    """Runs specs one after another in this process: for debugging and fast tests.
+
+    No process boundary means no timeout enforcement and memory figures that include
+    earlier runs; ``bench run --inline`` says so.
+    """
+
+    def __init__(self, results_dir: Path, registry: Registry) -> None:
+        self.results_dir = Path(results_dir)
+        self.registry = registry
+
+    def run(self, specs: Sequence[RunSpec], events: RunEvents | None = None) -> list[RunRecord]:
+        from benchmark.executors.runner import execute
+
+        events = events or SilentEvents()
+        records = []
+        for spec in specs:
+            events.started(spec)
+            record = execute(spec, self.registry, lambda m, s=spec: events.progress(s, m))
+            records.append(_finish(self.results_dir, self.registry, record, events))
+        return records
+
+
+@dataclass
+class _Running:
+    spec: RunSpec
+    proc: subprocess.Popen[str]
+    record_path: Path
+    log_path: Path
+    log: IO[str]
+    started: float
+    started_at: str
+    reader: threading.Thread | None = None
+    timed_out: bool = False
+    last: list[str] = field(default_factory=list)
+
+
+class LocalExecutor:
+    """A process per run; ``jobs`` processes at a time; per-run timeout from the spec."""
+
+    def __init__(self, results_dir: Path, registry: Registry, *, jobs: int = 1,
+                 plugins: Sequence[str] = (), threads_per_job: int | None = None,
+                 poll_s: float = 0.1) -> None:
+        self.results_dir = Path(results_dir)
+        self.registry = registry
+        self.jobs = max(1, jobs)
+        self.plugins = list(plugins)
+        cores = os.cpu_count() or 1
+        self.threads = threads_per_job or max(1, cores // self.jobs)
+        self.poll_s = poll_s
+        self.log_dir = self.results_dir / "logs"
+
+    def run(self, specs: Sequence[RunSpec], events: RunEvents | None = None) -> list[RunRecord]:
+        events = events or SilentEvents()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        pending = list(specs)
+        running: list[_Running] = []
+        records: list[RunRecord] = []
+        with tempfile.TemporaryDirectory(prefix="methodbench-") as handoff:
+            try:
+                while pending or running:
+                    while pending and len(running) < self.jobs:
+                        spec = pending.pop(0)
+                        running.append(self._launch(spec, Path(handoff), events))
+                    time.sleep(self.poll_s)
+                    for run in list(running):
+                        if run.proc.poll() is None:
+                            limit = run.spec.timeout_s
+                            if limit is not None and time.monotonic() - run.started > limit:
+                                run.timed_out = True
+                                _kill(run.proc)
+                            continue
+                        running.remove(run)
+                        records.append(_finish(self.results_dir, self.registry,
+                                               self._collect(run), events))
+            finally:
+                for run in running:  # interrupted: stop the children, keep what finished
+                    _kill(run.proc)
+                    run.log.close()
+        return records
+
+    def _launch(self, spec: RunSpec, handoff: Path, events: RunEvents) -> _Running:
+        spec_path = handoff / f"{spec.id}.spec.json"
+        spec_path.write_text(spec.model_dump_json())
+        record_path = handoff / f"{spec.id}.record.json"
+        log_path = self.log_dir / f"{spec.id}.log"
+        cmd = [sys.executable, "-m", "benchmark.executors.worker", "--spec", str(spec_path),
+               "--record", str(record_path), "--threads", str(self.threads)]
+        for plugin in self.plugins:
+            cmd += ["--plugin", plugin]
+        log = open(log_path, "w")  # noqa: SIM115 - closed when the run is collected
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+                                start_new_session=True)
+        run = _Running(spec=spec, proc=proc, record_path=record_path, log_path=log_path,
+                       log=log, started=time.monotonic(),
+                       started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        run.reader = threading.Thread(target=_pump, args=(run, events), daemon=True)
+        run.reader.start()
+        events.started(spec)
+        return run
+
+    def _collect(self, run: _Running) -> RunRecord:
+        if run.reader is not None:
+            run.reader.join(timeout=5)
+        run.log.close()
+        duration = time.monotonic() - run.started
+        if not run.timed_out and run.record_path.exists():
+            return RunRecord.model_validate_json(run.record_path.read_text())
+        tail = _tail(run.log_path)
+        status: Status
+        code = run.proc.returncode
+        if run.timed_out:
+            status, reason = "timeout", f"exceeded its timeout of {run.spec.timeout_s:g} s"
+        elif code == -signal.SIGKILL:
+            status = "oom"
+            reason = ("the run's process was killed by SIGKILL; on this machine that is the "
+                      "kernel's out-of-memory killer (see the log)")
+        elif code is not None and code < 0:
+            status, reason = "failed", f"the run's process died from signal {-code}"
+        else:
+            status, reason = "failed", f"the run's process exited with code {code} and no record"
+        return RunRecord(id=run.spec.id, spec=run.spec, status=status, reason=reason,
+                         started_at=run.started_at, duration_s=duration, log_tail=tail)
+
+
+def _pump(run: _Running, events: RunEvents) -> None:
+    """Forward progress lines; everything else the worker prints goes to its log."""
+    assert run.proc.stdout is not None
+    for line in run.proc.stdout:
+        if line.startswith(PROGRESS_PREFIX):
+            events.progress(run.spec, line[len(PROGRESS_PREFIX):].rstrip())
+        else:
+            run.log.write(line)
+
+
+def _kill(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _tail(path: Path) -> str | None:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    return text[-LOG_TAIL:] or None

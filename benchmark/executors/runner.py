@@ -1,0 +1,69 @@
+"""Execute one RunSpec in this process and turn whatever happens into a RunRecord.
+
+This is the single place where a run's status is decided: a clean return is ``ok``,
+``Diverged`` is ``diverged``, an out-of-memory error is ``oom`` and any other exception is
+``failed`` with its reason and traceback tail. Executors (a process per run, Ray) only
+add what a process boundary can see: timeouts and hard crashes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+
+import torch
+
+from benchmark.host import Registry
+from benchmark.protocols.base import Diverged, RunContext
+from benchmark.records import RunRecord, RunSpec, Status
+
+TRACEBACK_TAIL = 4000
+
+
+def _environment(device: str) -> dict[str, object]:
+    from benchmark.measure.environment import capture_environment
+
+    return capture_environment(device)
+
+
+def _classify(exc: BaseException) -> Status:
+    if isinstance(exc, Diverged):
+        return "diverged"
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return "oom"
+    return "failed"
+
+
+def execute(spec: RunSpec, registry: Registry,
+            progress: Callable[[str], None] = lambda message: None) -> RunRecord:
+    """Run ``spec`` to completion here; never raises for a failure of the run itself."""
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    environment = _environment(spec.device)
+    try:
+        method = registry.method(spec.kind, spec.method)
+        wspec = registry.workload(spec.kind, spec.workload)
+        torch.manual_seed(spec.seed)
+        progress(f"building workload {spec.workload}")
+        workload = wspec.factory(**{**dict(wspec.defaults), **spec.workload_options})
+        protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")
+        ctx = RunContext(spec=spec, method=method, workload=workload,
+                         device=torch.device(spec.device), registry=registry, progress=progress)
+        result = protocol.run(ctx)
+    except BaseException as exc:  # a run never takes the suite down
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        return RunRecord(
+            id=spec.id, spec=spec, status=_classify(exc),
+            reason=f"{type(exc).__name__}: {exc}"[:2000], environment=environment,
+            started_at=started, duration_s=time.perf_counter() - t0,
+            log_tail="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
+        )
+    return RunRecord(
+        id=spec.id, spec=spec, status="ok", metrics=result.metrics, curves=result.curves,
+        info=result.info, environment=environment, started_at=started,
+        duration_s=time.perf_counter() - t0,
+    )

@@ -1,0 +1,50 @@
+"""Entry point of a run's own process: ``python -m benchmark.executors.worker``.
+
+The parent passes the spec as JSON and a path for the record; progress goes to stdout as
+``@@progress <text>`` lines the parent shows live. A process per run gives clean memory
+figures and lets the parent survive a crash, an out-of-memory kill or a timeout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PROGRESS_PREFIX = "@@progress "
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark.executors.worker")
+    parser.add_argument("--spec", required=True, help="path to the RunSpec JSON")
+    parser.add_argument("--record", required=True, help="where to write the RunRecord JSON")
+    parser.add_argument("--plugin", action="append", default=[])
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from benchmark.executors.runner import execute
+    from benchmark.host import Registry
+    from benchmark.records import RunSpec
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    spec = RunSpec.model_validate(json.loads(Path(args.spec).read_text()))
+    registry = Registry(extra_plugins=args.plugin)
+
+    def progress(message: str) -> None:
+        print(PROGRESS_PREFIX + message.replace("\n", " "), flush=True)
+
+    record = execute(spec, registry, progress)
+    out = Path(args.record)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(record.model_dump_json())
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

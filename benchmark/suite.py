@@ -1,0 +1,241 @@
+"""Declarative suites: YAML -> validated ``Suite`` -> expanded ``RunSpec`` list.
+
+Validation happens in two passes, both reported with the file, the line and the key:
+the shape (pydantic), then the names against the plugin registry (unknown method,
+workload, hyperparameter or attack, with a "did you mean"). Every problem is collected,
+not just the first, so a user fixes a suite in one go.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from benchmark.host import Registry, UnknownName, unknown_hparams
+from benchmark.kinds import Kind
+from benchmark.records import Budget, RunSpec
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be run; ``problems`` holds one located message each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class DeviceUnavailable(RuntimeError):
+    """The suite or the command line asks for a device this machine does not have."""
+
+
+class MethodEntry(BaseModel):
+    """A method with fixed hyperparameters and a grid; the grid's product is expanded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    hparams: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in grid.items():
+            if not values:
+                raise ValueError(f"grid axis {key!r} has no values")
+        return grid
+
+
+class WorkloadEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Experiment(BaseModel):
+    """Methods of one kind crossed with workloads and seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Kind
+    workloads: list[WorkloadEntry] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    seeds: list[int] | None = None
+    budget: Budget | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    attacks: list[str] = Field(default_factory=list)
+
+    @field_validator("workloads", "methods", mode="before")
+    @classmethod
+    def _names_as_shorthand(cls, entries: Any) -> Any:
+        if isinstance(entries, list):
+            return [{"name": e} if isinstance(e, str) else e for e in entries]
+        return entries
+
+
+class Suite(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    description: str = ""
+    device: Device = "auto"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    budget: Budget = Field(default_factory=Budget)
+    timeout_s: float = Field(default=1800.0, gt=0)
+    experiments: list[Experiment] = Field(min_length=1)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and shape-check a suite file; raise SuiteError with located messages."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError([f"{path}: no such suite file"])
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SuiteError([f"{where}: malformed YAML: {problem}"]) from None
+    if not isinstance(data, dict):
+        raise SuiteError([f"{path}:1: a suite is a mapping with 'name' and 'experiments'"])
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            given = err.get("input")
+            shown = "" if isinstance(given, dict | list) else f" (got {given!r})"
+            problems.append(f"{_where(path, root, loc)}: {_dotted(loc)}: {err['msg']}{shown}")
+        raise SuiteError(problems) from None
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _where(path: Path, root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
+    """``file:line`` of the deepest YAML node the error location reaches."""
+    node = root
+    line = 1 if node is None else node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value if k.value == part]
+            if not match:
+                break
+            key, node = match[0]
+            line = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return f"{path}:{line}"
+
+
+# --------------------------------------------------------------------------- checking names
+
+
+def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") -> None:
+    """Every method, workload, hyperparameter, option and attack must be registered."""
+    path = Path(path)
+    root = yaml.compose(path.read_text()) if path.is_file() else None
+    problems: list[str] = []
+
+    def add(loc: tuple[Any, ...], message: str) -> None:
+        problems.append(f"{_where(path, root, loc)}: {_dotted(loc)}: {message}")
+
+    for i, exp in enumerate(suite.experiments):
+        base = ("experiments", i)
+        for j, w in enumerate(exp.workloads):
+            try:
+                spec = registry.workload(exp.kind, w.name)
+            except UnknownName as exc:
+                add((*base, "workloads", j, "name"), str(exc))
+                continue
+            for key, msg in unknown_hparams(spec, w.options):
+                add((*base, "workloads", j, "options", key), msg)
+        for j, m in enumerate(exp.methods):
+            try:
+                mspec = registry.method(exp.kind, m.name)
+            except UnknownName as exc:
+                add((*base, "methods", j, "name"), str(exc))
+                continue
+            for field in ("hparams", "grid"):
+                given = getattr(m, field)
+                for key, msg in unknown_hparams(mspec, given):
+                    add((*base, "methods", j, field, key), msg)
+            overlap = sorted(set(m.hparams) & set(m.grid))
+            if overlap:
+                add((*base, "methods", j, "grid"), f"{overlap} set both in hparams and in grid")
+        if exp.attacks and exp.kind != "security_split":
+            add((*base, "attacks"), "attacks apply to security_split experiments only")
+        for j, name in enumerate(exp.attacks):
+            try:
+                registry.attack(name)
+            except UnknownName as exc:
+                add((*base, "attacks", j), str(exc))
+    if problems:
+        raise SuiteError(problems)
+
+
+# --------------------------------------------------------------------------- expansion
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
+    if requested not in ("auto", "cpu", "cuda"):
+        raise DeviceUnavailable(f"device {requested!r} is not one of auto, cpu, cuda")
+    has_cuda = torch.cuda.is_available()
+    if requested == "auto":
+        return "cuda" if has_cuda else "cpu"
+    if requested == "cuda" and not has_cuda:
+        raise DeviceUnavailable(
+            "device 'cuda' was asked for but torch sees no CUDA GPU on this machine "
+            f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
+            "use --device cpu or auto"
+        )
+    return requested
+
+
+def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
+    """All runs of a suite, in file order; ids are content hashes of each run."""
+    resolved = resolve_device(device or suite.device)
+    specs: list[RunSpec] = []
+    for exp in suite.experiments:
+        seeds = exp.seeds or suite.seeds
+        budget = Budget(**{**suite.budget.model_dump(exclude_none=True),
+                           **(exp.budget.model_dump(exclude_none=True) if exp.budget else {})})
+        for w in exp.workloads:
+            for m in exp.methods:
+                axes = list(m.grid.items())
+                points = itertools.product(*(values for _, values in axes)) if axes else [()]
+                for point in points:
+                    hparams = {**m.hparams, **{k: v for (k, _), v in zip(axes, point, strict=True)}}
+                    for seed in seeds:
+                        specs.append(RunSpec(
+                            suite=suite.name, kind=exp.kind, method=m.name, hparams=hparams,
+                            workload=w.name, workload_options=w.options, seed=seed,
+                            device=resolved, budget=budget,
+                            timeout_s=exp.timeout_s or suite.timeout_s, attacks=exp.attacks,
+                        ))
+    return specs

@@ -1,0 +1,151 @@
+"""Suite files: located validation errors, grid expansion, content-hash ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmark.host import Registry
+from benchmark.suite import (
+    DeviceUnavailable,
+    SuiteError,
+    check_names,
+    expand,
+    load_suite,
+    resolve_device,
+)
+
+GOOD = """\
+name: demo
+seeds: [0, 1]
+budget: {steps: 5}
+experiments:
+  - kind: optimizer
+    workloads: [tiny-llama]
+    methods:
+      - name: adamw
+        hparams: {weight_decay: 0.0}
+        grid: {lr: [0.001, 0.003]}
+  - kind: detector
+    workloads:
+      - name: digits-cnn
+    methods: [msp]
+    seeds: [7]
+    budget: {time_s: 30}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return Registry()
+
+
+def test_expansion_crosses_grid_and_seeds(tmp_path: Path, registry: Registry) -> None:
+    path = write(tmp_path, GOOD)
+    suite = load_suite(path)
+    check_names(suite, registry, path)
+    specs = expand(suite, device="cpu")
+    assert len(specs) == 2 * 2 + 1
+    opt = [s for s in specs if s.kind == "optimizer"]
+    assert {(s.hparams["lr"], s.seed) for s in opt} == {(0.001, 0), (0.001, 1), (0.003, 0),
+                                                        (0.003, 1)}
+    assert all(s.hparams["weight_decay"] == 0.0 and s.budget.steps == 5 for s in opt)
+    det = next(s for s in specs if s.kind == "detector")
+    assert det.seed == 7 and det.budget.steps == 5 and det.budget.time_s == 30
+    assert len({s.id for s in specs}) == len(specs)
+
+
+def test_ids_are_content_hashes(tmp_path: Path) -> None:
+    a = expand(load_suite(write(tmp_path, GOOD)), device="cpu")
+    b = expand(load_suite(write(tmp_path, GOOD.replace("name: demo", "name: renamed"))),
+               device="cpu")
+    assert [s.id for s in a] == [s.id for s in b], "the suite's name is not part of a run"
+    c = expand(load_suite(write(tmp_path, GOOD.replace("0.003", "0.004"))), device="cpu")
+    assert {s.id for s in a} != {s.id for s in c}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: x\nexperiments:\n  - kind: optimizr\n    workloads: [a]\n    methods: [b]\n",
+         ["suite.yaml:3:", "experiments[0].kind", "optimizer"]),
+        ("name: x\nseeds: one\nexperiments: []\n",
+         ["suite.yaml:2:", "seeds", "valid list"]),
+        ("name: x\nexperiments:\n  - kind: detector\n    workloads: [a]\n    methods: [b]\n"
+         "    budget: {steps: -1}\n", ["suite.yaml:6:", "budget.steps", "greater than"]),
+        ("name: x\nbogus: 1\nexperiments:\n  - kind: detector\n    workloads: [a]\n"
+         "    methods: [b]\n", ["suite.yaml:2:", "bogus", "Extra inputs"]),
+        ("name: x\nexperiments: [\n", ["malformed YAML"]),
+        ("- just a list\n", ["a suite is a mapping"]),
+    ],
+)
+def test_shape_errors_name_file_line_and_key(tmp_path: Path, text: str,
+                                             expected: list[str]) -> None:
+    with pytest.raises(SuiteError) as err:
+        load_suite(write(tmp_path, text))
+    message = str(err.value)
+    for piece in expected:
+        assert piece in message, message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SuiteError, match="no such suite file"):
+        load_suite(tmp_path / "absent.yaml")
+
+
+def test_unknown_names_are_all_reported_with_suggestions(tmp_path: Path,
+                                                         registry: Registry) -> None:
+    text = """\
+name: x
+experiments:
+  - kind: optimizer
+    workloads:
+      - name: tiny-lama
+    methods:
+      - name: adamw
+        grid: {lrr: [1]}
+      - name: adamx
+  - kind: detector
+    workloads:
+      - name: digits-cnn
+        options: {epoch: 1}
+    methods: [msp]
+    attacks: [finetune]
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(SuiteError) as err:
+        check_names(load_suite(path), registry, path)
+    problems = err.value.problems
+    assert len(problems) == 5, problems
+    joined = "\n".join(problems)
+    assert "suite.yaml:5: experiments[0].workloads[0].name" in joined
+    assert "did you mean 'tiny-llama'" in joined
+    assert "suite.yaml:8: experiments[0].methods[0].grid.lrr" in joined and "'lr'" in joined
+    assert "suite.yaml:9:" in joined and "did you mean 'adamw'" in joined
+    assert "experiments[1].workloads[0].options.epoch" in joined and "'epochs'" in joined
+    assert "attacks apply to security_split experiments only" in joined
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailable, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_shipped_suites_are_valid(registry: Registry) -> None:
+    suites = sorted(Path(__file__).parent.parent.joinpath("suites").glob("*.yaml"))
+    assert suites
+    for path in suites:
+        check_names(load_suite(path), registry, path)
+        assert expand(load_suite(path), device="cpu")
