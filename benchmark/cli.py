@@ -40,8 +40,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registry = _registry(args)
     if args.json:
         out = [
-            {"name": p.name, "source": p.source, "distribution": p.distribution,
-             "version": p.version, "registered": p.registered, "errors": p.errors}
+            {
+                "name": p.name,
+                "source": p.source,
+                "distribution": p.distribution,
+                "version": p.version,
+                "registered": p.registered,
+                "errors": p.errors,
+            }
             for p in registry.plugins.values()
         ]
         print(json.dumps(out, indent=2))
@@ -56,8 +62,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     console.print(table)
     broken = [p for p in registry.plugins.values() if not p.ok]
     if broken:
-        console.print(f"[yellow]{len(broken)} plugin(s) reported errors and were skipped "
-                      "(in part or whole); the rest are usable.[/]")
+        console.print(
+            f"[yellow]{len(broken)} plugin(s) reported errors and were skipped "
+            "(in part or whole); the rest are usable.[/]"
+        )
     return 0
 
 
@@ -70,8 +78,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         check_names(suite, registry, path)
         specs = expand(suite, device="cpu")  # validation must not depend on this machine
         kinds = sorted({s.kind for s in specs})
-        console.print(f"[green]{path}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
-                      f"({', '.join(kinds)})")
+        console.print(
+            f"[green]{path}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
+            f"({', '.join(kinds)})"
+        )
         if suite.device == "cuda":
             console.print("  note: the suite asks for device 'cuda'")
     return 0
@@ -92,16 +102,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = set() if args.rerun else store.finished_ids(results_dir)
     todo = [s for s in specs if s.id not in done]
     skipped = len(specs) - len(todo)
+    device = specs[0].device if specs else "-"
+    resumed = f", {skipped} already finished (resume; --rerun to redo)" if skipped else ""
     console.print(
-        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {specs[0].device if specs else '-'}"
-        f", {skipped} already finished in {results_dir} (resume; --rerun to redo)"
-        if skipped else
-        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {specs[0].device if specs else '-'}"
-        f" -> {results_dir}"
+        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {device}{resumed} -> {results_dir}"
     )
     if args.inline:
-        console.print("[yellow]--inline: runs share this process: no timeouts, and memory "
-                      "figures include earlier runs[/]")
+        console.print(
+            "[yellow]--inline: runs share this process: no timeouts, and memory "
+            "figures include earlier runs[/]"
+        )
         executor: InlineExecutor | LocalExecutor = InlineExecutor(results_dir, registry)
     else:
         executor = LocalExecutor(results_dir, registry, jobs=args.jobs, plugins=args.plugin)
@@ -133,8 +143,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rules = [parse_rule(r) for r in args.fail_on]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = compare(store.load_records(Path(args.old)), store.load_records(Path(args.new)),
-                     rules)
+    result = compare(store.load_records(Path(args.old)), store.load_records(Path(args.new)), rules)
     print(render_compare(result))
     return EXIT_REGRESSION if result.regressions else 0
 
@@ -164,8 +173,12 @@ class _ProgressEvents:
 
     def __init__(self, total: int) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=console, transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
         )
         self.overall = self.progress.add_task("runs", total=total)
         self.lines: dict[str, int] = {}
@@ -210,11 +223,19 @@ class _ProgressEvents:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="also load this module as a plugin (repeatable)")
+    common.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load this module as a plugin (repeatable)",
+    )
     parser = argparse.ArgumentParser(
-        prog="bench", description="methodbench: benchmark methods that make networks cheaper "
-        "or safer to train and run.", parents=[common])
+        prog="bench",
+        description="methodbench: benchmark methods that make networks cheaper "
+        "or safer to train and run.",
+        parents=[common],
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins and what they registered")
@@ -231,23 +252,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs in parallel (default 1)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
     p.add_argument("--rerun", action="store_true", help="redo runs that already have a record")
-    p.add_argument("--inline", action="store_true",
-                   help="run in this process (debugging; no timeouts or process isolation)")
+    p.add_argument(
+        "--inline",
+        action="store_true",
+        help="run in this process (debugging; no timeouts or process isolation)",
+    )
     p.add_argument("--no-report", action="store_true", help="skip writing the leaderboard")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("leaderboard", parents=[common],
-                       help="write LEADERBOARD.md, leaderboard.csv and report.html")
+    p = sub.add_parser(
+        "leaderboard",
+        parents=[common],
+        help="write LEADERBOARD.md, leaderboard.csv and report.html",
+    )
     p.add_argument("results", metavar="RESULTS_DIR")
     p.add_argument("--out", metavar="DIR", help="where to write (default: RESULTS_DIR)")
     p.set_defaults(func=cmd_leaderboard)
 
-    p = sub.add_parser("compare", parents=[common],
-                       help="compare two results directories; exit 1 on regression")
+    p = sub.add_parser(
+        "compare", parents=[common], help="compare two results directories; exit 1 on regression"
+    )
     p.add_argument("old", metavar="OLD")
     p.add_argument("new", metavar="NEW")
-    p.add_argument("--fail-on", action="append", default=[], metavar="METRIC:+N%",
-                   help="regression rule, e.g. 'eval_loss:+10%%' or 'auroc:-2%%' (repeatable)")
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="METRIC:+N%",
+        help="regression rule, e.g. 'eval_loss:+10%%' or 'auroc:-2%%' (repeatable)",
+    )
     p.set_defaults(func=cmd_compare)
     return parser
 

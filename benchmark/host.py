@@ -69,8 +69,9 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 class Registry:
     """The host: discovers plugins and answers lookups by kind and name."""
 
-    def __init__(self, extra_plugins: Sequence[str] = (), *, builtins: bool = True,
-                 entry_points: bool = True) -> None:
+    def __init__(
+        self, extra_plugins: Sequence[str] = (), *, builtins: bool = True, entry_points: bool = True
+    ) -> None:
         self.pm = pluggy.PluginManager(PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self.plugins: dict[str, PluginInfo] = {}
@@ -93,20 +94,31 @@ class Registry:
         for package_name in BUILTIN_PACKAGES:
             package = importlib.import_module(package_name)
             for mod in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
-                self._load_module(mod.name, source="builtin", distribution=PROJECT_NAME,
-                                  version=__version__, only_if_hooks=True)
+                self._load_module(
+                    mod.name,
+                    source="builtin",
+                    distribution=PROJECT_NAME,
+                    version=__version__,
+                    only_if_hooks=True,
+                )
 
     def _load_entry_points(self) -> None:
         allow_raw = os.environ.get(ALLOW_ENV)
-        allow = None if allow_raw is None else {s.strip() for s in allow_raw.split(",") if s.strip()}
+        allow = (
+            None if allow_raw is None else {s.strip() for s in allow_raw.split(",") if s.strip()}
+        )
         deny = {s.strip() for s in os.environ.get(DENY_ENV, "").split(",") if s.strip()}
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             dist_name = ep.dist.metadata["Name"] if ep.dist is not None else None
             names = {ep.name, dist_name}
             if (allow is not None and not (names & allow)) or (names & deny):
                 continue
-            info = PluginInfo(name=ep.name, source="entry-point", distribution=dist_name,
-                              version=ep.dist.version if ep.dist is not None else None)
+            info = PluginInfo(
+                name=ep.name,
+                source="entry-point",
+                distribution=dist_name,
+                version=ep.dist.version if ep.dist is not None else None,
+            )
             self.plugins[info.name] = info
             try:
                 module = ep.load()
@@ -115,18 +127,28 @@ class Registry:
                 continue
             self._register_module(module, info)
 
-    def _load_module(self, module_path: str, *, source: str, distribution: str | None = None,
-                     version: str | None = None, only_if_hooks: bool = False) -> None:
-        info = PluginInfo(name=module_path, source=source, distribution=distribution,
-                          version=version)
+    def _load_module(
+        self,
+        module_path: str,
+        *,
+        source: str,
+        distribution: str | None = None,
+        version: str | None = None,
+        only_if_hooks: bool = False,
+    ) -> None:
+        info = PluginInfo(
+            name=module_path, source=source, distribution=distribution, version=version
+        )
         try:
             module = importlib.import_module(module_path)
         except Exception as exc:
             info.errors.append(f"import failed: {_describe(exc)}")
             self.plugins[info.name] = info
             return
-        if only_if_hooks and not any(hasattr(module, h) for h in _REGISTER_HOOKS) and not hasattr(
-            module, "methodbench_run_finished"
+        if (
+            only_if_hooks
+            and not any(hasattr(module, h) for h in _REGISTER_HOOKS)
+            and not hasattr(module, "methodbench_run_finished")
         ):
             return
         if distribution is None:
@@ -148,7 +170,9 @@ class Registry:
             for impl in hook.get_hookimpls():
                 info = self.plugins[impl.plugin_name]
                 try:
-                    impl.function(register=lambda spec, _i=info, _e=expected: self._add(spec, _i, _e))
+                    impl.function(
+                        register=lambda spec, _i=info, _e=expected: self._add(spec, _i, _e)
+                    )
                 except Exception as exc:
                     info.errors.append(f"{hook_name} raised: {_describe(exc)}")
 
@@ -174,7 +198,7 @@ class Registry:
                 )
             table[key] = spec
             self._owners[(spec.kind, spec.name)] = info.name
-            info.registered.append(f"{spec.kind}:{spec.name}")
+            info.registered.append(_label(spec))
         except ContractError as exc:
             info.errors.append(f"skipped {getattr(spec, 'name', spec)!r}: {exc}")
 
@@ -231,12 +255,20 @@ def unknown_hparams(
     spec: MethodSpec | AttackSpec | WorkloadSpec, given: Iterable[str]
 ) -> list[tuple[str, str]]:
     """(key, message) for each hyperparameter/option the spec does not declare."""
+    what = "option" if isinstance(spec, WorkloadSpec) else "hyperparameter"
+    accepts = ", ".join(sorted(spec.defaults)) or "none"
     return [
-        (k, f"{spec.name} has no {'option' if isinstance(spec, WorkloadSpec) else 'hyperparameter'} "
-        f"{k!r}{_suggest(k, spec.defaults)}; it accepts: {', '.join(sorted(spec.defaults)) or 'none'}")
+        (k, f"{spec.name} has no {what} {k!r}{_suggest(k, spec.defaults)}; it accepts: {accepts}")
         for k in given
         if k not in spec.defaults
     ]
+
+
+def _label(spec: Spec) -> str:
+    if isinstance(spec, AttackSpec):
+        return f"attack {spec.name}"
+    category = "method" if isinstance(spec, MethodSpec) else "workload"
+    return f"{category} {spec.kind}/{spec.name}"
 
 
 def _distribution_of(module: ModuleType) -> tuple[str | None, str | None]:

@@ -56,8 +56,10 @@ class RunSpec(BaseModel):
     def label(self) -> str:
         """Short human label: method, the hyperparameters that differ from nothing, seed."""
         hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()))
-        return f"{self.kind}/{self.method}" + (f"[{hp}]" if hp else "") + (
-            f" on {self.workload} seed={self.seed}"
+        return (
+            f"{self.kind}/{self.method}"
+            + (f"[{hp}]" if hp else "")
+            + (f" on {self.workload} seed={self.seed}")
         )
 
 

@@ -223,8 +223,12 @@ def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
     specs: list[RunSpec] = []
     for exp in suite.experiments:
         seeds = exp.seeds or suite.seeds
-        budget = Budget(**{**suite.budget.model_dump(exclude_none=True),
-                           **(exp.budget.model_dump(exclude_none=True) if exp.budget else {})})
+        budget = Budget(
+            **{
+                **suite.budget.model_dump(exclude_none=True),
+                **(exp.budget.model_dump(exclude_none=True) if exp.budget else {}),
+            }
+        )
         for w in exp.workloads:
             for m in exp.methods:
                 axes = list(m.grid.items())
@@ -232,10 +236,19 @@ def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
                 for point in points:
                     hparams = {**m.hparams, **{k: v for (k, _), v in zip(axes, point, strict=True)}}
                     for seed in seeds:
-                        specs.append(RunSpec(
-                            suite=suite.name, kind=exp.kind, method=m.name, hparams=hparams,
-                            workload=w.name, workload_options=w.options, seed=seed,
-                            device=resolved, budget=budget,
-                            timeout_s=exp.timeout_s or suite.timeout_s, attacks=exp.attacks,
-                        ))
+                        specs.append(
+                            RunSpec(
+                                suite=suite.name,
+                                kind=exp.kind,
+                                method=m.name,
+                                hparams=hparams,
+                                workload=w.name,
+                                workload_options=w.options,
+                                seed=seed,
+                                device=resolved,
+                                budget=budget,
+                                timeout_s=exp.timeout_s or suite.timeout_s,
+                                attacks=exp.attacks,
+                            )
+                        )
     return specs

@@ -40,8 +40,9 @@ def example_dist(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     import sys
 
     site = tmp_path_factory.mktemp("site")
-    shutil.copytree(os.path.join(EXAMPLE_SOURCE, "methodbench_example"),
-                    site / "methodbench_example")
+    shutil.copytree(
+        os.path.join(EXAMPLE_SOURCE, "methodbench_example"), site / "methodbench_example"
+    )
     info = site / "methodbench_example-0.1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
@@ -50,8 +51,9 @@ def example_dist(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     (info / "entry_points.txt").write_text("[methodbench]\nexample = methodbench_example\n")
     (info / "top_level.txt").write_text("methodbench_example\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    )
     importlib.invalidate_caches()
     yield str(site)
     sys.modules.pop("methodbench_example", None)

@@ -46,15 +46,15 @@ def test_plugins_lists_distribution_version_and_registrations(
     example = listing["example"]
     assert example["source"] == "entry-point"
     assert (example["distribution"], example["version"]) == ("methodbench-example", "0.1.0")
-    assert example["registered"] == ["optimizer:signsgd", "optimizer:least-squares"]
+    assert example["registered"] == ["method optimizer/signsgd", "workload optimizer/least-squares"]
     assert listing["tests.fixtures.broken_import"]["errors"]
     code, text = run_cli(capsys, "plugins")
     assert code == 0 and "methodbench" in text
 
 
-def test_third_party_method_runs_in_a_suite(capsys: pytest.CaptureFixture[str],
-                                            example_dist: str, suite_file: Path,
-                                            tmp_path: Path) -> None:
+def test_third_party_method_runs_in_a_suite(
+    capsys: pytest.CaptureFixture[str], example_dist: str, suite_file: Path, tmp_path: Path
+) -> None:
     results = tmp_path / "results"
     code, text = run_cli(capsys, "run", str(suite_file), "--results", str(results))
     assert code == 0, text
@@ -66,8 +66,7 @@ def test_third_party_method_runs_in_a_suite(capsys: pytest.CaptureFixture[str],
     assert (results / "report.html").exists() and (results / "leaderboard.csv").exists()
 
 
-def test_validate(capsys: pytest.CaptureFixture[str], example_dist: str,
-                  suite_file: Path) -> None:
+def test_validate(capsys: pytest.CaptureFixture[str], example_dist: str, suite_file: Path) -> None:
     code, text = run_cli(capsys, "validate", str(suite_file))
     assert code == 0 and "is valid: 1 runs" in text
 
@@ -80,8 +79,13 @@ def test_validate(capsys: pytest.CaptureFixture[str], example_dist: str,
         (SUITE.format(lr=0.01).replace("signsgd", "signsdg"), "did you mean 'signsgd'"),
     ],
 )
-def test_bad_suites_exit_2(capsys: pytest.CaptureFixture[str], example_dist: str,
-                           tmp_path: Path, content: str | None, expected: str) -> None:
+def test_bad_suites_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    example_dist: str,
+    tmp_path: Path,
+    content: str | None,
+    expected: str,
+) -> None:
     path = tmp_path / "bad.yaml"
     if content is not None:
         path.write_text(content)
@@ -99,15 +103,18 @@ def test_wrong_type_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_on_a_cpu_machine_exit_2(capsys: pytest.CaptureFixture[str], example_dist: str,
-                                      suite_file: Path, tmp_path: Path) -> None:
-    code, text = run_cli(capsys, "run", str(suite_file), "--device", "cuda",
-                         "--results", str(tmp_path / "r"))
+def test_cuda_on_a_cpu_machine_exit_2(
+    capsys: pytest.CaptureFixture[str], example_dist: str, suite_file: Path, tmp_path: Path
+) -> None:
+    code, text = run_cli(
+        capsys, "run", str(suite_file), "--device", "cuda", "--results", str(tmp_path / "r")
+    )
     assert code == 2 and "no CUDA GPU" in text
 
 
-def test_unwritable_results_exit_2(capsys: pytest.CaptureFixture[str], example_dist: str,
-                                   suite_file: Path, tmp_path: Path) -> None:
+def test_unwritable_results_exit_2(
+    capsys: pytest.CaptureFixture[str], example_dist: str, suite_file: Path, tmp_path: Path
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     code, text = run_cli(capsys, "run", str(suite_file), "--results", str(blocker / "r"))
@@ -120,8 +127,9 @@ def test_unwritable_results_exit_2(capsys: pytest.CaptureFixture[str], example_d
         assert code == 2
 
 
-def test_compare_exit_codes(capsys: pytest.CaptureFixture[str], example_dist: str,
-                            tmp_path: Path) -> None:
+def test_compare_exit_codes(
+    capsys: pytest.CaptureFixture[str], example_dist: str, tmp_path: Path
+) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
     good = tmp_path / "good.yaml"
     good.write_text(SUITE.format(lr=0.05))

@@ -16,9 +16,17 @@ REPO = str(Path(__file__).resolve().parent.parent)
 
 
 def spec(method: str, *, timeout_s: float | None = 120, steps: int = 20, **hp: object) -> RunSpec:
-    return RunSpec(suite="t", kind="optimizer", method=method, hparams=dict(hp),
-                   workload="least-squares", seed=0, device="cpu",
-                   budget=Budget(steps=steps), timeout_s=timeout_s)
+    return RunSpec(
+        suite="t",
+        kind="optimizer",
+        method=method,
+        hparams=dict(hp),
+        workload="least-squares",
+        seed=0,
+        device="cpu",
+        budget=Budget(steps=steps),
+        timeout_s=timeout_s,
+    )
 
 
 @pytest.fixture
@@ -84,8 +92,9 @@ def test_resume_skips_finished_and_rerun_redoes(tmp_path: Path, example_dist: st
     assert {p.name: p.stat().st_mtime_ns for p in (results / "runs").glob("*.json")} != mtimes
 
 
-def test_observer_errors_do_not_stop_runs(tmp_path: Path, example_dist: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_observer_errors_do_not_stop_runs(
+    tmp_path: Path, example_dist: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MB_TEST_OBSERVER_RAISE", "1")
     registry = Registry(extra_plugins=["tests.fixtures.observer"])
     records = InlineExecutor(tmp_path, registry).run([spec("signsgd", steps=5)])

@@ -30,7 +30,7 @@ def test_broken_import_is_reported_and_host_keeps_working() -> None:
 def test_bad_specs_are_skipped_one_by_one() -> None:
     reg = Registry(extra_plugins=["tests.fixtures.bad_specs"])
     info = reg.plugins["tests.fixtures.bad_specs"]
-    assert info.registered == ["optimizer:good-sgd"]
+    assert info.registered == ["method optimizer/good-sgd"]
     joined = "\n".join(info.errors)
     assert "duplicate optimizer 'good-sgd'" in joined
     assert "does not accept" in joined and "learning_rate" in joined
@@ -54,7 +54,7 @@ def test_unknown_names_suggest_close_matches() -> None:
     with pytest.raises(UnknownName, match="unknown detector workload"):
         reg.workload("detector", "nope")
     spec = reg.method("optimizer", "adamw")
-    (key, message), = unknown_hparams(spec, ["lrr"])
+    ((key, message),) = unknown_hparams(spec, ["lrr"])
     assert key == "lrr" and "did you mean 'lr'" in message
 
 
@@ -65,8 +65,9 @@ def test_check_spec_rejects_bad_names_and_factories() -> None:
         check_spec(MethodSpec(kind="detector", name="x", factory=3))  # type: ignore[arg-type]
 
 
-def test_allow_and_deny_lists_filter_entry_points(monkeypatch: pytest.MonkeyPatch,
-                                                 example_dist: str) -> None:
+def test_allow_and_deny_lists_filter_entry_points(
+    monkeypatch: pytest.MonkeyPatch, example_dist: str
+) -> None:
     monkeypatch.setenv("METHODBENCH_PLUGINS", "")
     assert "example" not in Registry().plugins
     monkeypatch.setenv("METHODBENCH_PLUGINS", "methodbench-example")

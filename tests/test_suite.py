@@ -54,8 +54,12 @@ def test_expansion_crosses_grid_and_seeds(tmp_path: Path, registry: Registry) ->
     specs = expand(suite, device="cpu")
     assert len(specs) == 2 * 2 + 1
     opt = [s for s in specs if s.kind == "optimizer"]
-    assert {(s.hparams["lr"], s.seed) for s in opt} == {(0.001, 0), (0.001, 1), (0.003, 0),
-                                                        (0.003, 1)}
+    assert {(s.hparams["lr"], s.seed) for s in opt} == {
+        (0.001, 0),
+        (0.001, 1),
+        (0.003, 0),
+        (0.003, 1),
+    }
     assert all(s.hparams["weight_decay"] == 0.0 and s.budget.steps == 5 for s in opt)
     det = next(s for s in specs if s.kind == "detector")
     assert det.seed == 7 and det.budget.steps == 5 and det.budget.time_s == 30
@@ -64,8 +68,9 @@ def test_expansion_crosses_grid_and_seeds(tmp_path: Path, registry: Registry) ->
 
 def test_ids_are_content_hashes(tmp_path: Path) -> None:
     a = expand(load_suite(write(tmp_path, GOOD)), device="cpu")
-    b = expand(load_suite(write(tmp_path, GOOD.replace("name: demo", "name: renamed"))),
-               device="cpu")
+    b = expand(
+        load_suite(write(tmp_path, GOOD.replace("name: demo", "name: renamed"))), device="cpu"
+    )
     assert [s.id for s in a] == [s.id for s in b], "the suite's name is not part of a run"
     c = expand(load_suite(write(tmp_path, GOOD.replace("0.003", "0.004"))), device="cpu")
     assert {s.id for s in a} != {s.id for s in c}
@@ -74,20 +79,28 @@ def test_ids_are_content_hashes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("name: x\nexperiments:\n  - kind: optimizr\n    workloads: [a]\n    methods: [b]\n",
-         ["suite.yaml:3:", "experiments[0].kind", "optimizer"]),
-        ("name: x\nseeds: one\nexperiments: []\n",
-         ["suite.yaml:2:", "seeds", "valid list"]),
-        ("name: x\nexperiments:\n  - kind: detector\n    workloads: [a]\n    methods: [b]\n"
-         "    budget: {steps: -1}\n", ["suite.yaml:6:", "budget.steps", "greater than"]),
-        ("name: x\nbogus: 1\nexperiments:\n  - kind: detector\n    workloads: [a]\n"
-         "    methods: [b]\n", ["suite.yaml:2:", "bogus", "Extra inputs"]),
+        (
+            "name: x\nexperiments:\n  - kind: optimizr\n    workloads: [a]\n    methods: [b]\n",
+            ["suite.yaml:3:", "experiments[0].kind", "optimizer"],
+        ),
+        ("name: x\nseeds: one\nexperiments: []\n", ["suite.yaml:2:", "seeds", "valid list"]),
+        (
+            "name: x\nexperiments:\n  - kind: detector\n    workloads: [a]\n    methods: [b]\n"
+            "    budget: {steps: -1}\n",
+            ["suite.yaml:6:", "budget.steps", "greater than"],
+        ),
+        (
+            "name: x\nbogus: 1\nexperiments:\n  - kind: detector\n    workloads: [a]\n"
+            "    methods: [b]\n",
+            ["suite.yaml:2:", "bogus", "Extra inputs"],
+        ),
         ("name: x\nexperiments: [\n", ["malformed YAML"]),
         ("- just a list\n", ["a suite is a mapping"]),
     ],
 )
-def test_shape_errors_name_file_line_and_key(tmp_path: Path, text: str,
-                                             expected: list[str]) -> None:
+def test_shape_errors_name_file_line_and_key(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
     with pytest.raises(SuiteError) as err:
         load_suite(write(tmp_path, text))
     message = str(err.value)
@@ -100,8 +113,9 @@ def test_missing_file(tmp_path: Path) -> None:
         load_suite(tmp_path / "absent.yaml")
 
 
-def test_unknown_names_are_all_reported_with_suggestions(tmp_path: Path,
-                                                         registry: Registry) -> None:
+def test_unknown_names_are_all_reported_with_suggestions(
+    tmp_path: Path, registry: Registry
+) -> None:
     text = """\
 name: x
 experiments:

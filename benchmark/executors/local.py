@@ -49,8 +49,9 @@ class SilentEvents:
         pass
 
 
-def _finish(results_dir: Path, registry: Registry, record: RunRecord,
-            events: RunEvents) -> RunRecord:
+def _finish(
+    results_dir: Path, registry: Registry, record: RunRecord, events: RunEvents
+) -> RunRecord:
     store.write_record(results_dir, record)
     for problem in registry.notify_run_finished(record):
         events.progress(record.spec, problem)
@@ -98,9 +99,16 @@ class _Running:
 class LocalExecutor:
     """A process per run; ``jobs`` processes at a time; per-run timeout from the spec."""
 
-    def __init__(self, results_dir: Path, registry: Registry, *, jobs: int = 1,
-                 plugins: Sequence[str] = (), threads_per_job: int | None = None,
-                 poll_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        results_dir: Path,
+        registry: Registry,
+        *,
+        jobs: int = 1,
+        plugins: Sequence[str] = (),
+        threads_per_job: int | None = None,
+        poll_s: float = 0.1,
+    ) -> None:
         self.results_dir = Path(results_dir)
         self.registry = registry
         self.jobs = max(1, jobs)
@@ -131,8 +139,9 @@ class LocalExecutor:
                                 _kill(run.proc)
                             continue
                         running.remove(run)
-                        records.append(_finish(self.results_dir, self.registry,
-                                               self._collect(run), events))
+                        records.append(
+                            _finish(self.results_dir, self.registry, self._collect(run), events)
+                        )
             finally:
                 for run in running:  # interrupted: stop the children, keep what finished
                     _kill(run.proc)
@@ -144,17 +153,33 @@ class LocalExecutor:
         spec_path.write_text(spec.model_dump_json())
         record_path = handoff / f"{spec.id}.record.json"
         log_path = self.log_dir / f"{spec.id}.log"
-        cmd = [sys.executable, "-m", "benchmark.executors.worker", "--spec", str(spec_path),
-               "--record", str(record_path), "--threads", str(self.threads)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmark.executors.worker",
+            "--spec",
+            str(spec_path),
+            "--record",
+            str(record_path),
+            "--threads",
+            str(self.threads),
+        ]
         for plugin in self.plugins:
             cmd += ["--plugin", plugin]
         log = open(log_path, "w")  # noqa: SIM115 - closed when the run is collected
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-                                start_new_session=True)
-        run = _Running(spec=spec, proc=proc, record_path=record_path, log_path=log_path,
-                       log=log, started=time.monotonic(),
-                       started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+        )
+        run = _Running(
+            spec=spec,
+            proc=proc,
+            record_path=record_path,
+            log_path=log_path,
+            log=log,
+            started=time.monotonic(),
+            started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        )
         run.reader = threading.Thread(target=_pump, args=(run, events), daemon=True)
         run.reader.start()
         events.started(spec)
@@ -174,14 +199,23 @@ class LocalExecutor:
             status, reason = "timeout", f"exceeded its timeout of {run.spec.timeout_s:g} s"
         elif code == -signal.SIGKILL:
             status = "oom"
-            reason = ("the run's process was killed by SIGKILL; on this machine that is the "
-                      "kernel's out-of-memory killer (see the log)")
+            reason = (
+                "the run's process was killed by SIGKILL; on this machine that is the "
+                "kernel's out-of-memory killer (see the log)"
+            )
         elif code is not None and code < 0:
             status, reason = "failed", f"the run's process died from signal {-code}"
         else:
             status, reason = "failed", f"the run's process exited with code {code} and no record"
-        return RunRecord(id=run.spec.id, spec=run.spec, status=status, reason=reason,
-                         started_at=run.started_at, duration_s=duration, log_tail=tail)
+        return RunRecord(
+            id=run.spec.id,
+            spec=run.spec,
+            status=status,
+            reason=reason,
+            started_at=run.started_at,
+            duration_s=duration,
+            log_tail=tail,
+        )
 
 
 def _pump(run: _Running, events: RunEvents) -> None:
@@ -189,7 +223,7 @@ def _pump(run: _Running, events: RunEvents) -> None:
     assert run.proc.stdout is not None
     for line in run.proc.stdout:
         if line.startswith(PROGRESS_PREFIX):
-            events.progress(run.spec, line[len(PROGRESS_PREFIX):].rstrip())
+            events.progress(run.spec, line[len(PROGRESS_PREFIX) :].rstrip())
         else:
             run.log.write(line)
 

@@ -37,8 +37,9 @@ def _classify(exc: BaseException) -> Status:
     return "failed"
 
 
-def execute(spec: RunSpec, registry: Registry,
-            progress: Callable[[str], None] = lambda message: None) -> RunRecord:
+def execute(
+    spec: RunSpec, registry: Registry, progress: Callable[[str], None] = lambda message: None
+) -> RunRecord:
     """Run ``spec`` to completion here; never raises for a failure of the run itself."""
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -50,20 +51,36 @@ def execute(spec: RunSpec, registry: Registry,
         progress(f"building workload {spec.workload}")
         workload = wspec.factory(**{**dict(wspec.defaults), **spec.workload_options})
         protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")
-        ctx = RunContext(spec=spec, method=method, workload=workload,
-                         device=torch.device(spec.device), registry=registry, progress=progress)
+        ctx = RunContext(
+            spec=spec,
+            method=method,
+            workload=workload,
+            device=torch.device(spec.device),
+            registry=registry,
+            progress=progress,
+        )
         result = protocol.run(ctx)
     except BaseException as exc:  # a run never takes the suite down
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         return RunRecord(
-            id=spec.id, spec=spec, status=_classify(exc),
-            reason=f"{type(exc).__name__}: {exc}"[:2000], environment=environment,
-            started_at=started, duration_s=time.perf_counter() - t0,
+            id=spec.id,
+            spec=spec,
+            status=_classify(exc),
+            reason=f"{type(exc).__name__}: {exc}"[:2000],
+            environment=environment,
+            started_at=started,
+            duration_s=time.perf_counter() - t0,
             log_tail="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
         )
     return RunRecord(
-        id=spec.id, spec=spec, status="ok", metrics=result.metrics, curves=result.curves,
-        info=result.info, environment=environment, started_at=started,
+        id=spec.id,
+        spec=spec,
+        status="ok",
+        metrics=result.metrics,
+        curves=result.curves,
+        info=result.info,
+        environment=environment,
+        started_at=started,
         duration_s=time.perf_counter() - t0,
     )

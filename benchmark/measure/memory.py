@@ -51,8 +51,9 @@ class RssSampler:
         self.peak_bytes = max(self.peak_bytes, self._rss())
 
     def metric(self) -> Metric:
-        return Metric(value=float(self.peak_bytes), unit="bytes", meter="psutil.rss",
-                      higher_is_better=False)
+        return Metric(
+            value=float(self.peak_bytes), unit="bytes", meter="psutil.rss", higher_is_better=False
+        )
 
 
 class CudaPeak:
@@ -84,10 +85,16 @@ class CudaPeak:
                 "cuda_peak_reserved": Metric.null("bytes", "torch.cuda", reason),
             }
         return {
-            "cuda_peak_allocated": Metric(value=float(self.allocated or 0), unit="bytes",
-                                          meter="torch.cuda.max_memory_allocated",
-                                          higher_is_better=False),
-            "cuda_peak_reserved": Metric(value=float(self.reserved or 0), unit="bytes",
-                                         meter="torch.cuda.max_memory_reserved",
-                                         higher_is_better=False),
+            "cuda_peak_allocated": Metric(
+                value=float(self.allocated or 0),
+                unit="bytes",
+                meter="torch.cuda.max_memory_allocated",
+                higher_is_better=False,
+            ),
+            "cuda_peak_reserved": Metric(
+                value=float(self.reserved or 0),
+                unit="bytes",
+                meter="torch.cuda.max_memory_reserved",
+                higher_is_better=False,
+            ),
         }

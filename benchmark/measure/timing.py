@@ -78,11 +78,19 @@ class Stats:
             n=len(xs),
         )
 
-    def metric(self, unit: str, meter: str, *, scale: float = 1.0,
-               higher_is_better: bool | None = False) -> Metric:
-        return Metric(value=self.median * scale, unit=unit, meter=meter, n=self.n,
-                      p10=self.p10 * scale, p90=self.p90 * scale, std=self.std * scale,
-                      higher_is_better=higher_is_better)
+    def metric(
+        self, unit: str, meter: str, *, scale: float = 1.0, higher_is_better: bool | None = False
+    ) -> Metric:
+        return Metric(
+            value=self.median * scale,
+            unit=unit,
+            meter=meter,
+            n=self.n,
+            p10=self.p10 * scale,
+            p90=self.p90 * scale,
+            std=self.std * scale,
+            higher_is_better=higher_is_better,
+        )
 
 
 def _quantile(sorted_xs: Sequence[float], q: float) -> float:
@@ -95,8 +103,14 @@ def _quantile(sorted_xs: Sequence[float], q: float) -> float:
     return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
-def time_calls(fn: Callable[[], Any], *, device: torch.device | str | None = None,
-               warmup: int = 2, repeats: int = 10, min_total_s: float = 0.0) -> Stats:
+def time_calls(
+    fn: Callable[[], Any],
+    *,
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+    min_total_s: float = 0.0,
+) -> Stats:
     """Median-of-repeats latency of ``fn``; the first ``warmup`` calls are not measured.
 
     ``min_total_s`` keeps sampling past ``repeats`` until that much time was measured, so

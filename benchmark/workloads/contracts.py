@@ -87,7 +87,7 @@ class DetectorWorkload(Protocol):
     def model(self, device: torch.device) -> nn.Module: ...
 
     def fit_batches(self, device: torch.device) -> Iterable[Any]:
-        """In-distribution ``(inputs, labels)`` batches the detector may fit on (held apart from test)."""
+        """In-distribution ``(inputs, labels)`` batches to fit on, held apart from the test set."""
         ...
 
     def test_batches(self, which: str, device: torch.device) -> Iterable[Any]:

@@ -59,7 +59,9 @@ class LeastSquares:
         torch.manual_seed(seed)
         return nn.Linear(self.dim, 1).to(device)
 
-    def train_batches(self, seed: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, seed: int, device: torch.device
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(seed)
         while True:
             x = torch.randn(self.batch_size, self.dim, generator=g)
@@ -81,13 +83,26 @@ class LeastSquares:
 
 @hookimpl
 def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(MethodSpec(kind="optimizer", name="signsgd", factory=build_signsgd,
-                        defaults={"lr": 1e-2, "momentum": 0.0}, paper="arXiv:1802.04434",
-                        description="sign of the (momentum) gradient"))
+    register(
+        MethodSpec(
+            kind="optimizer",
+            name="signsgd",
+            factory=build_signsgd,
+            defaults={"lr": 1e-2, "momentum": 0.0},
+            paper="arXiv:1802.04434",
+            description="sign of the (momentum) gradient",
+        )
+    )
 
 
 @hookimpl
 def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    register(WorkloadSpec(kind="optimizer", name="least-squares", factory=LeastSquares,
-                          defaults={"dim": 16, "batch_size": 32, "noise": 0.1},
-                          description="noisy linear least squares (seconds)"))
+    register(
+        WorkloadSpec(
+            kind="optimizer",
+            name="least-squares",
+            factory=LeastSquares,
+            defaults={"dim": 16, "batch_size": 32, "noise": 0.1},
+            description="noisy linear least squares (seconds)",
+        )
+    )
