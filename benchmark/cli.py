@@ -145,7 +145,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     result = compare(store.load_records(Path(args.old)), store.load_records(Path(args.new)), rules)
     print(render_compare(result))
-    return EXIT_REGRESSION if result.regressions else 0
+    return EXIT_REGRESSION if result.failed else 0
 
 
 # --------------------------------------------------------------------------- helpers

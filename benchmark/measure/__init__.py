@@ -1,0 +1,17 @@
+"""Meters, each honest about what it cannot measure.
+
+timing: synchronised stopwatches and median/p10/p90 statistics with warm-up excluded.
+memory: CUDA allocator peaks per phase and a host RSS sampler.
+nvml: device/process VRAM, power and energy sampled on a thread.
+meters: one ``phase`` context bundling the memory and energy meters.
+flops: torch's FLOP counter, whole-call or per module.
+environment: what every record says about where it ran.
+"""
+
+from benchmark.measure.environment import capture_environment
+from benchmark.measure.flops import count_flops, count_flops_by_module
+from benchmark.measure.meters import phase
+from benchmark.measure.timing import Stats, Stopwatch, synchronize, time_calls
+
+__all__ = ["Stats", "Stopwatch", "capture_environment", "count_flops", "count_flops_by_module",
+           "phase", "synchronize", "time_calls"]

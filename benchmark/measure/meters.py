@@ -13,6 +13,7 @@ from contextlib import ExitStack
 import torch
 
 from benchmark.measure.memory import CudaPeak, RssSampler
+from benchmark.measure.nvml import NvmlSampler
 from benchmark.records import Metric
 
 
@@ -22,11 +23,13 @@ class Phase:
         self.device = device
         self.rss = RssSampler()
         self.cuda = CudaPeak(device)
+        self.nvml = NvmlSampler(device)
         self._stack = ExitStack()
 
     def __enter__(self) -> Phase:
         self._stack.enter_context(self.rss)
         self._stack.enter_context(self.cuda)
+        self._stack.enter_context(self.nvml)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -34,7 +37,11 @@ class Phase:
 
     def metrics(self) -> dict[str, Metric]:
         """Figures for this phase, keyed ``<phase>_<figure>``."""
-        out: dict[str, Metric] = {"host_rss_peak": self.rss.metric(), **self.cuda.metrics()}
+        out: dict[str, Metric] = {
+            "host_rss_peak": self.rss.metric(),
+            **self.cuda.metrics(),
+            **self.nvml.metrics(),
+        }
         headline = out["cuda_peak_allocated"] if self.cuda.available else out["host_rss_peak"]
         out["peak_memory"] = headline
         return {f"{self.name}_{k}": v for k, v in out.items()}

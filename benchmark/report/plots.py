@@ -1,0 +1,112 @@
+"""The plots of the HTML report, one function per kind, each returning PNG bytes or None
+when the records lack what the plot needs."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmark.report.leaderboard import Row, Table  # noqa: E402
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _label(row: Row) -> str:
+    return row.method if row.hparams == "defaults" else f"{row.method} [{row.hparams}]"
+
+
+def _mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    curves = [r.curves[key] for r in row.records if key in r.curves and r.curves[key].x]
+    if not curves:
+        return None
+    n = min(len(c.x) for c in curves)
+    x = np.asarray(curves[0].x[:n], dtype=float)
+    ys = np.asarray([[np.nan if v is None else v for v in c.y[:n]] for c in curves], dtype=float)
+    return x, np.nanmean(ys, axis=0)
+
+
+def optimizer_curves(table: Table) -> bytes | None:
+    keys = [k for k in ("train_loss", "eval_loss")
+            if any(_mean_curve(row, k) is not None for row in table.rows)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for row in table.rows:
+            curve = _mean_curve(row, key)
+            if curve is not None:
+                ax.plot(*curve, label=_label(row), marker="o" if key == "eval_loss" else None)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"{key} (nats)")
+        ax.set_title(f"{key.replace('_', ' ')}, mean over seeds")
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | None:
+    points = [(row.cells.get(x), row.cells.get(y), _label(row)) for row in table.rows]
+    points = [(a.mean, b.mean, lab) for a, b, lab in points
+              if a is not None and b is not None and a.mean is not None and b.mean is not None]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for px, py, lab in points:
+        ax.scatter([px], [py])
+        ax.annotate(lab, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def compressor_scatter(table: Table) -> bytes | None:
+    return _scatter(table, "params_kept_ratio", "quality_after", "parameters kept (fraction)",
+                    "quality after compression")
+
+
+def security_scatter(table: Table) -> bytes | None:
+    return _scatter(table, "trusted_flops_share", "attack_recovered_ratio",
+                    "trusted share of FLOPs", "attacker's recovered quality (worst attack)")
+
+
+def detector_roc(table: Table) -> bytes | None:
+    drawn = False
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for row in table.rows:
+        rec = next((r for r in row.records if "roc" in r.curves), None)
+        if rec is None:
+            continue
+        c = rec.curves["roc"]
+        auroc = row.cells.get("auroc")
+        tag = f" (AUROC {auroc.mean:.3f})" if auroc is not None and auroc.mean is not None else ""
+        ax.plot(c.x, c.y, label=_label(row) + tag)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("false positive rate (ID flagged)")
+    ax.set_ylabel("true positive rate (OOD flagged)")
+    ax.set_title("ROC, OOD positive (first seed)")
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+PLOTS: dict[str, Callable[[Table], bytes | None]] = {
+    "optimizer": optimizer_curves,
+    "compressor": compressor_scatter,
+    "security_split": security_scatter,
+    "detector": detector_roc,
+}
