@@ -158,13 +158,11 @@ def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> None:
-    from rich.markdown import Markdown
-
     from benchmark.report import write_reports
 
     paths = write_reports(results_dir, out_dir)
     md_path = paths.get("markdown") or next(iter(paths.values()))
-    console.print(Markdown(Path(md_path).read_text()))
+    console.print(Path(md_path).read_text(), markup=False, highlight=False, soft_wrap=True)
     console.print("reports: " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -172,7 +170,7 @@ class _ProgressEvents:
     """A rich progress bar over runs, a live line per running run, a line per finished one."""
 
     def __init__(self, total: int) -> None:
-        self.progress = Progress(
+        self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -180,31 +178,31 @@ class _ProgressEvents:
             console=console,
             transient=False,
         )
-        self.overall = self.progress.add_task("runs", total=total)
+        self.overall = self.bar.add_task("runs", total=total)
         self.lines: dict[str, int] = {}
 
     def __enter__(self) -> _ProgressEvents:
-        self.progress.start()
+        self.bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.bar.stop()
 
     def started(self, spec) -> None:  # type: ignore[no-untyped-def]
-        self.lines[spec.id] = self.progress.add_task(f"  {spec.label}: starting", total=None)
+        self.lines[spec.id] = self.bar.add_task(f"  {spec.label}: starting", total=None)
 
     def progress(self, spec, message: str) -> None:  # type: ignore[no-untyped-def]
         task = self.lines.get(spec.id)
         if task is not None:
-            self.progress.update(task, description=f"  {spec.label}: {message}")
+            self.bar.update(task, description=f"  {spec.label}: {message}")
 
     def finished(self, record) -> None:  # type: ignore[no-untyped-def]
         from benchmark.kinds import KIND_INFO
 
         task = self.lines.pop(record.spec.id, None)
         if task is not None:
-            self.progress.remove_task(task)
-        self.progress.advance(self.overall)
+            self.bar.remove_task(task)
+        self.bar.advance(self.overall)
         colour = {"ok": "green", "skipped": "dim"}.get(record.status, "red")
         primary = KIND_INFO[record.spec.kind].primary if record.spec.kind in KIND_INFO else None
         figure = ""
@@ -213,7 +211,7 @@ class _ProgressEvents:
             figure = f" {primary}={m.value:.4g}" if m.value is not None else f" {primary}=n/a"
         why = f" ({record.reason})" if record.reason else ""
         took = f" [{record.duration_s:.1f} s]" if record.duration_s is not None else ""
-        self.progress.console.print(
+        self.bar.console.print(
             f"[{colour}]{record.status:>8}[/] {record.spec.label}{figure}{took}{why}"
         )
 

@@ -61,7 +61,7 @@ class UnknownName(LookupError):
     """A suite names a method, workload or attack that no plugin registered."""
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
+def suggest(name: str, options: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
@@ -217,7 +217,7 @@ class Registry:
         except KeyError:
             names = [n for (k, n) in self.methods if k == kind]
             raise UnknownName(
-                f"unknown {kind} method {name!r}{_suggest(name, names)}; "
+                f"unknown {kind} method {name!r}{suggest(name, names)}; "
                 f"known: {', '.join(sorted(names)) or 'none'}"
             ) from None
 
@@ -227,7 +227,7 @@ class Registry:
         except KeyError:
             names = [n for (k, n) in self.workloads if k == kind]
             raise UnknownName(
-                f"unknown {kind} workload {name!r}{_suggest(name, names)}; "
+                f"unknown {kind} workload {name!r}{suggest(name, names)}; "
                 f"known: {', '.join(sorted(names)) or 'none'}"
             ) from None
 
@@ -236,7 +236,7 @@ class Registry:
             return self.attacks[name]
         except KeyError:
             raise UnknownName(
-                f"unknown attack {name!r}{_suggest(name, self.attacks)}; "
+                f"unknown attack {name!r}{suggest(name, self.attacks)}; "
                 f"known: {', '.join(sorted(self.attacks)) or 'none'}"
             ) from None
 
@@ -258,7 +258,7 @@ def unknown_hparams(
     what = "option" if isinstance(spec, WorkloadSpec) else "hyperparameter"
     accepts = ", ".join(sorted(spec.defaults)) or "none"
     return [
-        (k, f"{spec.name} has no {what} {k!r}{_suggest(k, spec.defaults)}; it accepts: {accepts}")
+        (k, f"{spec.name} has no {what} {k!r}{suggest(k, spec.defaults)}; it accepts: {accepts}")
         for k in given
         if k not in spec.defaults
     ]

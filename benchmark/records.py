@@ -44,6 +44,7 @@ class RunSpec(BaseModel):
     budget: Budget = Field(default_factory=Budget)
     timeout_s: float | None = None
     attacks: list[str] = Field(default_factory=list)
+    protocol: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def id(self) -> str:

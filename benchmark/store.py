@@ -36,8 +36,9 @@ def check_writable(results_dir: Path | str) -> None:
         with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True):
             pass
     except OSError as exc:
-        raise StoreError(f"results directory {results_dir} is not writable: {exc.strerror or exc}"
-                         ) from None
+        raise StoreError(
+            f"results directory {results_dir} is not writable: {exc.strerror or exc}"
+        ) from None
 
 
 def write_record(results_dir: Path | str, record: RunRecord) -> Path:
@@ -82,10 +83,17 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
     rows = []
     for r in records:
         row: dict[str, object] = {
-            "id": r.id, "suite": r.spec.suite, "kind": r.spec.kind, "method": r.spec.method,
-            "hparams": hparams_label(r.spec.hparams), "workload": r.spec.workload,
-            "seed": r.spec.seed, "device": r.spec.device, "status": r.status,
-            "reason": r.reason, "duration_s": r.duration_s,
+            "id": r.id,
+            "suite": r.spec.suite,
+            "kind": r.spec.kind,
+            "method": r.spec.method,
+            "hparams": hparams_label(r.spec.hparams),
+            "workload": r.spec.workload,
+            "seed": r.spec.seed,
+            "device": r.spec.device,
+            "status": r.status,
+            "reason": r.reason,
+            "duration_s": r.duration_s,
         }
         for name, m in r.metrics.items():
             row[name] = m.value

@@ -8,6 +8,7 @@ not just the first, so a user fixes a suite in one go.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from benchmark.host import Registry, UnknownName, unknown_hparams
+from benchmark.host import Registry, UnknownName, suggest, unknown_hparams
 from benchmark.kinds import Kind
 from benchmark.records import Budget, RunSpec
 
@@ -72,6 +73,7 @@ class Experiment(BaseModel):
     budget: Budget | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     attacks: list[str] = Field(default_factory=list)
+    protocol: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("workloads", "methods", mode="before")
     @classmethod
@@ -187,6 +189,14 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             overlap = sorted(set(m.hparams) & set(m.grid))
             if overlap:
                 add((*base, "methods", j, "grid"), f"{overlap} set both in hparams and in grid")
+        known = protocol_options(exp.kind)
+        for key in exp.protocol:
+            if key not in known:
+                add(
+                    (*base, "protocol", key),
+                    f"the {exp.kind} protocol has no option {key!r}{suggest(key, known)}; "
+                    f"it accepts: {', '.join(sorted(known)) or 'none'}",
+                )
         if exp.attacks and exp.kind != "security_split":
             add((*base, "attacks"), "attacks apply to security_split experiments only")
         for j, name in enumerate(exp.attacks):
@@ -196,6 +206,12 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                 add((*base, "attacks", j), str(exc))
     if problems:
         raise SuiteError(problems)
+
+
+def protocol_options(kind: str) -> dict[str, Any]:
+    """The options a kind's protocol accepts (its module's ``OPTIONS``), with defaults."""
+    module = importlib.import_module(f"benchmark.protocols.{kind}")
+    return dict(getattr(module, "OPTIONS", {}))
 
 
 # --------------------------------------------------------------------------- expansion
@@ -249,6 +265,7 @@ def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
                                 budget=budget,
                                 timeout_s=exp.timeout_s or suite.timeout_s,
                                 attacks=exp.attacks,
+                                protocol=exp.protocol,
                             )
                         )
     return specs

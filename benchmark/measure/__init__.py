@@ -13,5 +13,13 @@ from benchmark.measure.flops import count_flops, count_flops_by_module
 from benchmark.measure.meters import phase
 from benchmark.measure.timing import Stats, Stopwatch, synchronize, time_calls
 
-__all__ = ["Stats", "Stopwatch", "capture_environment", "count_flops", "count_flops_by_module",
-           "phase", "synchronize", "time_calls"]
+__all__ = [
+    "Stats",
+    "Stopwatch",
+    "capture_environment",
+    "count_flops",
+    "count_flops_by_module",
+    "phase",
+    "synchronize",
+    "time_calls",
+]

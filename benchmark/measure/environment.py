@@ -13,8 +13,18 @@ from typing import Any
 import psutil
 import torch
 
-PACKAGES = ("methodbench", "torch", "transformers", "datasets", "tokenizers", "numpy",
-            "pandas", "pydantic", "pluggy", "lm_eval")
+PACKAGES = (
+    "methodbench",
+    "torch",
+    "transformers",
+    "datasets",
+    "tokenizers",
+    "numpy",
+    "pandas",
+    "pydantic",
+    "pluggy",
+    "lm_eval",
+)
 
 
 @lru_cache(maxsize=1)

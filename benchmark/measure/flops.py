@@ -38,6 +38,7 @@ def count_flops_by_module(fn: Callable[[], Any], modules: dict[str, nn.Module]) 
     with FlopCounterMode(display=False) as counter:
         for name, module in modules.items():
             for leaf in _leaves(module):
+
                 def pre(_m: nn.Module, _args: Any, _name: str = name) -> None:
                     _m._mb_flops_start = counter.get_total_flops()  # type: ignore[attr-defined]
 

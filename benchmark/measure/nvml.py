@@ -7,6 +7,7 @@ module can be injected so the logic is tested without a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import threading
@@ -42,8 +43,12 @@ def _physical_index(index: int) -> tuple[str, int | str]:
 class NvmlSampler:
     """Context manager sampling one GPU every ``interval_s`` while the phase runs."""
 
-    def __init__(self, device: torch.device | str, interval_s: float = 0.05,
-                 nvml: ModuleType | Any | None = None) -> None:
+    def __init__(
+        self,
+        device: torch.device | str,
+        interval_s: float = 0.05,
+        nvml: ModuleType | Any | None = None,
+    ) -> None:
         self.device = torch.device(device)
         self.interval_s = interval_s
         self._nvml = nvml
@@ -76,8 +81,11 @@ class NvmlSampler:
         try:
             nv.nvmlInit()
             how, key = _physical_index(self.device.index or 0)
-            self._handle = (nv.nvmlDeviceGetHandleByUUID(key) if how == "uuid"
-                            else nv.nvmlDeviceGetHandleByIndex(key))
+            self._handle = (
+                nv.nvmlDeviceGetHandleByUUID(key)
+                if how == "uuid"
+                else nv.nvmlDeviceGetHandleByIndex(key)
+            )
         except Exception as exc:  # pynvml.NVMLError and friends
             self.unavailable = f"NVML unavailable: {type(exc).__name__}: {exc}"
             return self
@@ -99,10 +107,8 @@ class NvmlSampler:
         end = self._call("gpu_energy", self._nvml.nvmlDeviceGetTotalEnergyConsumption)
         if self._energy_start is not None and end is not None:
             self.energy_mj = (self._energy_start, end)
-        try:
+        with contextlib.suppress(Exception):
             self._nvml.nvmlShutdown()
-        except Exception:
-            pass
 
     # -------------------------------------------------------------- sampling
 
@@ -145,26 +151,36 @@ class NvmlSampler:
         if self.unavailable is not None:
             return {k: Metric.null(u, "nvml", self.unavailable) for k, u in UNITS.items()}
         out: dict[str, Metric] = {}
-        out["gpu_device_memory_peak"] = self._peak("gpu_device_memory_peak", self.device_mem,
-                                                   "nvml.memory_info.used")
+        out["gpu_device_memory_peak"] = self._peak(
+            "gpu_device_memory_peak", self.device_mem, "nvml.memory_info.used"
+        )
         if not self.process_mem:
             reason = self.unsupported.get("gpu_process_memory_peak") or (
                 "this process was not in NVML's compute-process list (containers often hide it)"
-                if not self.process_seen else "NVML did not report this process's memory"
+                if not self.process_seen
+                else "NVML did not report this process's memory"
             )
             out["gpu_process_memory_peak"] = Metric.null("bytes", "nvml", reason)
         else:
             out["gpu_process_memory_peak"] = self._peak(
-                "gpu_process_memory_peak", self.process_mem, "nvml.compute_processes")
+                "gpu_process_memory_peak", self.process_mem, "nvml.compute_processes"
+            )
         watts = [mw / 1e3 for _, mw in self.power_mw]
         if watts:
             xs = sorted(watts)
             q = statistics.quantiles(xs, n=10) if len(xs) > 1 else [xs[0]] * 9
-            out["gpu_power_mean"] = Metric(value=statistics.fmean(xs), unit="W",
-                                           meter="nvml.power_usage", n=len(xs), p10=q[0],
-                                           p90=q[-1], higher_is_better=False)
-            out["gpu_power_peak"] = Metric(value=xs[-1], unit="W", meter="nvml.power_usage",
-                                           n=len(xs), higher_is_better=False)
+            out["gpu_power_mean"] = Metric(
+                value=statistics.fmean(xs),
+                unit="W",
+                meter="nvml.power_usage",
+                n=len(xs),
+                p10=q[0],
+                p90=q[-1],
+                higher_is_better=False,
+            )
+            out["gpu_power_peak"] = Metric(
+                value=xs[-1], unit="W", meter="nvml.power_usage", n=len(xs), higher_is_better=False
+            )
         else:
             reason = self.unsupported.get("gpu_power_mean", "no power samples")
             out["gpu_power_mean"] = Metric.null("W", "nvml", reason)
@@ -175,21 +191,35 @@ class NvmlSampler:
     def _peak(self, figure: str, samples: list[int], meter: str) -> Metric:
         if not samples:
             return Metric.null(UNITS[figure], "nvml", self.unsupported.get(figure, "no samples"))
-        return Metric(value=float(max(samples)), unit="bytes", meter=meter, n=len(samples),
-                      higher_is_better=False)
+        return Metric(
+            value=float(max(samples)),
+            unit="bytes",
+            meter=meter,
+            n=len(samples),
+            higher_is_better=False,
+        )
 
     def _energy(self) -> Metric:
         if self.energy_mj is not None:
             start, end = self.energy_mj
-            return Metric(value=(end - start) / 1e3, unit="J",
-                          meter="nvml.total_energy_consumption", higher_is_better=False)
+            return Metric(
+                value=(end - start) / 1e3,
+                unit="J",
+                meter="nvml.total_energy_consumption",
+                higher_is_better=False,
+            )
         if len(self.power_mw) >= 2:
-            joules = sum((t1 - t0) * (p0 + p1) / 2e3
-                         for (t0, p0), (t1, p1) in zip(self.power_mw, self.power_mw[1:],
-                                                       strict=False))
-            return Metric(value=joules, unit="J",
-                          meter="nvml.power_usage integrated (energy counter unsupported: "
-                          f"{self.unsupported.get('gpu_energy', 'no counter')})",
-                          n=len(self.power_mw), higher_is_better=False)
+            joules = sum(
+                (t1 - t0) * (p0 + p1) / 2e3
+                for (t0, p0), (t1, p1) in zip(self.power_mw, self.power_mw[1:], strict=False)
+            )
+            return Metric(
+                value=joules,
+                unit="J",
+                meter="nvml.power_usage integrated (energy counter unsupported: "
+                f"{self.unsupported.get('gpu_energy', 'no counter')})",
+                n=len(self.power_mw),
+                higher_is_better=False,
+            )
         reason = self.unsupported.get("gpu_energy", "no energy counter and too few power samples")
         return Metric.null("J", "nvml", reason)

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from benchmark.records import RunRecord
 from benchmark.store import hparams_label
 
-_RULE = re.compile(r"^(?P<metric>[A-Za-z0-9_.\-]+):(?P<sign>[+-])(?P<amount>\d+(\.\d+)?)(?P<pct>%?)$")
+_RULE = re.compile(
+    r"^(?P<metric>[A-Za-z0-9_.\-]+):(?P<sign>[+-])(?P<amount>\d+(\.\d+)?)(?P<pct>%?)$"
+)
 
 Config = tuple[str, str, str, str, str]
 
@@ -41,8 +43,13 @@ def parse_rule(text: str) -> Rule:
             f"bad --fail-on rule {text!r}: expected METRIC:+N% or METRIC:-N% (relative) or "
             "METRIC:+X (absolute), e.g. 'eval_loss:+10%' or 'auroc:-2%'"
         )
-    return Rule(metric=m["metric"], increase_is_bad=m["sign"] == "+",
-                amount=float(m["amount"]), relative=bool(m["pct"]), text=text.strip())
+    return Rule(
+        metric=m["metric"],
+        increase_is_bad=m["sign"] == "+",
+        amount=float(m["amount"]),
+        relative=bool(m["pct"]),
+        text=text.strip(),
+    )
 
 
 @dataclass

@@ -95,8 +95,14 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
             key = (r.spec.method, hparams_label(r.spec.hparams), r.spec.device)
             configs.setdefault(key, []).append(r)
         rows = [
-            Row(method=m, hparams=h, device=d, seeds=sorted(r.spec.seed for r in rs),
-                cells={c: _cell(rs, c) for c in columns}, records=rs)
+            Row(
+                method=m,
+                hparams=h,
+                device=d,
+                seeds=sorted(r.spec.seed for r in rs),
+                cells={c: _cell(rs, c) for c in columns},
+                records=rs,
+            )
             for (m, h, d), rs in configs.items()
         ]
         sign = -1.0 if info.higher_is_better else 1.0
@@ -111,9 +117,18 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
             for r in recs
             if r.status != "ok"
         ]
-        tables.append(Table(kind=kind, workload=workload, primary=primary,
-                            higher_is_better=info.higher_is_better, columns=columns,
-                            units=units, rows=rows, failures=failures))
+        tables.append(
+            Table(
+                kind=kind,
+                workload=workload,
+                primary=primary,
+                higher_is_better=info.higher_is_better,
+                columns=columns,
+                units=units,
+                rows=rows,
+                failures=failures,
+            )
+        )
     return tables
 
 

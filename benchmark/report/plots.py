@@ -9,10 +9,10 @@ from collections.abc import Callable
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from benchmark.report.leaderboard import Row, Table  # noqa: E402
+from benchmark.report.leaderboard import Row, Table
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -38,8 +38,11 @@ def _mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def optimizer_curves(table: Table) -> bytes | None:
-    keys = [k for k in ("train_loss", "eval_loss")
-            if any(_mean_curve(row, k) is not None for row in table.rows)]
+    keys = [
+        k
+        for k in ("train_loss", "eval_loss")
+        if any(_mean_curve(row, k) is not None for row in table.rows)
+    ]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
@@ -57,8 +60,11 @@ def optimizer_curves(table: Table) -> bytes | None:
 
 def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | None:
     points = [(row.cells.get(x), row.cells.get(y), _label(row)) for row in table.rows]
-    points = [(a.mean, b.mean, lab) for a, b, lab in points
-              if a is not None and b is not None and a.mean is not None and b.mean is not None]
+    points = [
+        (a.mean, b.mean, lab)
+        for a, b, lab in points
+        if a is not None and b is not None and a.mean is not None and b.mean is not None
+    ]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -72,13 +78,23 @@ def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | 
 
 
 def compressor_scatter(table: Table) -> bytes | None:
-    return _scatter(table, "params_kept_ratio", "quality_after", "parameters kept (fraction)",
-                    "quality after compression")
+    return _scatter(
+        table,
+        "params_kept_ratio",
+        "quality_after",
+        "parameters kept (fraction)",
+        "quality after compression",
+    )
 
 
 def security_scatter(table: Table) -> bytes | None:
-    return _scatter(table, "trusted_flops_share", "attack_recovered_ratio",
-                    "trusted share of FLOPs", "attacker's recovered quality (worst attack)")
+    return _scatter(
+        table,
+        "trusted_flops_share",
+        "attack_recovered_ratio",
+        "trusted share of FLOPs",
+        "attacker's recovered quality (worst attack)",
+    )
 
 
 def detector_roc(table: Table) -> bytes | None:

@@ -18,12 +18,19 @@ from benchmark.report.plots import PLOTS
 
 def _header_lines(records: list[RunRecord]) -> list[str]:
     suites = sorted({r.spec.suite for r in records})
-    devices = sorted({str(r.environment.get("device_name")) for r in records
-                      if r.environment.get("device_name")})
-    torch_versions = sorted({str(r.environment.get("torch")) for r in records
-                             if r.environment.get("torch")})
-    commits = sorted({str(r.environment.get("git_commit"))[:10] for r in records
-                      if r.environment.get("git_commit")})
+    devices = sorted(
+        {str(r.environment.get("device_name")) for r in records if r.environment.get("device_name")}
+    )
+    torch_versions = sorted(
+        {str(r.environment.get("torch")) for r in records if r.environment.get("torch")}
+    )
+    commits = sorted(
+        {
+            str(r.environment.get("git_commit"))[:10]
+            for r in records
+            if r.environment.get("git_commit")
+        }
+    )
     by_status: dict[str, int] = {}
     for r in records:
         by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -80,8 +87,13 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
     for t in tables:
         for rank, row in enumerate(t.rows, 1):
             entry: dict[str, object] = {
-                "kind": t.kind, "workload": t.workload, "rank": rank, "method": row.method,
-                "hparams": row.hparams, "device": row.device, "seeds": len(row.seeds),
+                "kind": t.kind,
+                "workload": t.workload,
+                "rank": rank,
+                "method": row.method,
+                "hparams": row.hparams,
+                "device": row.device,
+                "seeds": len(row.seeds),
                 "primary": t.primary,
             }
             for c in t.columns:
@@ -90,8 +102,16 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
                 entry[f"{c}__unit"] = t.units.get(c)
             rows.append(entry)
         for f in t.failures:
-            rows.append({"kind": t.kind, "workload": t.workload, "rank": None,
-                         "method": f.label, "status": f.status, "reason": f.reason})
+            rows.append(
+                {
+                    "kind": t.kind,
+                    "workload": t.workload,
+                    "rank": None,
+                    "method": f.label,
+                    "status": f.status,
+                    "reason": f.reason,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -113,8 +133,10 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
         for cells in _row_cells(t):
             parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
         for f in t.failures:
-            parts.append(f"<tr class='bad'><td>-</td><td colspan='{len(head) - 1}'>"
-                         f"{esc(f.label)}: <b>{esc(f.status)}</b> {esc(f.reason or '')}</td></tr>")
+            parts.append(
+                f"<tr class='bad'><td>-</td><td colspan='{len(head) - 1}'>"
+                f"{esc(f.label)}: <b>{esc(f.status)}</b> {esc(f.reason or '')}</td></tr>"
+            )
         parts.append("</table>")
         notes = _null_notes(t)
         if notes:
@@ -139,8 +161,11 @@ def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) ->
     tables = build_leaderboard(records)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"markdown": out / "LEADERBOARD.md", "csv": out / "leaderboard.csv",
-             "html": out / "report.html"}
+    paths = {
+        "markdown": out / "LEADERBOARD.md",
+        "csv": out / "leaderboard.csv",
+        "html": out / "report.html",
+    }
     _atomic_write(paths["markdown"], render_markdown(records, tables))
     _atomic_write(paths["csv"], render_csv(tables).to_csv(index=False))
     _atomic_write(paths["html"], render_html(records, tables))

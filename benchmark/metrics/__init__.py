@@ -1,0 +1,1 @@
+"""Quality metrics computed by the project itself (and checked against scikit-learn)."""

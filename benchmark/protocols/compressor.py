@@ -1,0 +1,179 @@
+"""How one compressor run is executed and scored.
+
+Quality, stored parameters and bytes, and latency are measured before and after on the
+same inputs. Whether the result is *physically* smaller is decided here from the tensors,
+not from what the compressor claims: a model that still stores (and computes) every weight
+but has zeros is "masked-dense", and its speed-up is reported as null with that reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.kinds import ContractError
+from benchmark.measure.meters import phase
+from benchmark.measure.timing import meter_name, synchronize, time_calls
+from benchmark.protocols.base import ProtocolResult, RunContext
+from benchmark.records import Budget, Metric
+
+LATENCY_BATCH = 64
+CALIBRATION_SAMPLES = 512
+FINETUNE_SAMPLES = 2048
+
+
+@dataclass
+class CompressionContext:
+    """What a compressor may use besides the model."""
+
+    calibration_batches: list[tuple[Any, torch.Tensor]]
+    finetune_batches: list[tuple[Any, torch.Tensor]]
+    loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor]
+    budget: Budget
+    device: torch.device
+    seed: int
+
+
+@dataclass(frozen=True)
+class Footprint:
+    params: int
+    nbytes: int
+    nonzero: int
+
+
+def footprint(model: nn.Module) -> Footprint:
+    """Every parameter and buffer actually stored (quantized tensors count their bytes)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers())]
+    weights = [p for p in model.parameters()]
+    return Footprint(
+        params=sum(p.numel() for p in weights),
+        nbytes=sum(t.numel() * t.element_size() for t in tensors),
+        nonzero=sum(int(torch.count_nonzero(p)) for p in weights),
+    )
+
+
+def run(ctx: RunContext) -> ProtocolResult:
+    wl, device, spec = ctx.workload, ctx.device, ctx.spec
+    q = wl.quality
+    model = wl.model(device)
+    inputs = wl.example_inputs(LATENCY_BATCH, device)
+    timer = meter_name(device)
+
+    def latency(m: nn.Module) -> Any:
+        m.eval()
+        with torch.inference_mode():
+            return time_calls(
+                lambda: m(inputs), device=device, warmup=3, repeats=20, min_total_s=0.3
+            )
+
+    quality_before = wl.evaluate(model, device)
+    before = footprint(model)
+    lat_before = latency(model)
+
+    compressor = ctx.build_method()
+    cctx = CompressionContext(
+        calibration_batches=wl.labelled_batches(
+            "train", CALIBRATION_SAMPLES, 64, spec.seed, device
+        ),
+        finetune_batches=wl.labelled_batches("train", FINETUNE_SAMPLES, 64, spec.seed + 1, device),
+        loss=wl.loss,
+        budget=spec.budget,
+        device=device,
+        seed=spec.seed,
+    )
+    ctx.progress("compressing")
+    with phase("compress", device) as compress_phase:
+        synchronize(device)
+        t0 = time.perf_counter()
+        compressed = compressor.compress(copy.deepcopy(model), cctx)
+        synchronize(device)
+        compression_time = time.perf_counter() - t0
+    if not isinstance(compressed, nn.Module):
+        raise ContractError(f"compress() returned {type(compressed).__name__}, not an nn.Module")
+    compressed.eval()
+    ctx.progress("measuring the compressed model")
+    quality_after = wl.evaluate(compressed, device)
+    after = footprint(compressed)
+    lat_after = latency(compressed)
+
+    masked = after.params >= before.params and after.nbytes >= before.nbytes
+    representation = (
+        "masked-dense"
+        if masked and after.nonzero < after.params
+        else ("unchanged" if masked else "physical")
+    )
+    metrics: dict[str, Metric] = {
+        "quality_before": Metric(
+            value=quality_before,
+            unit=q.unit,
+            meter=f"workload {q.name}",
+            higher_is_better=q.higher_is_better,
+        ),
+        "quality_after": Metric(
+            value=quality_after,
+            unit=q.unit,
+            meter=f"workload {q.name}",
+            higher_is_better=q.higher_is_better,
+        ),
+        "quality_delta": Metric(
+            value=quality_after - quality_before,
+            unit=q.unit,
+            meter=f"workload {q.name}",
+            higher_is_better=q.higher_is_better,
+        ),
+        "params_before": Metric(value=float(before.params), unit="parameters", meter="model"),
+        "params_after": Metric(value=float(after.params), unit="parameters", meter="model"),
+        "params_kept_ratio": Metric(
+            value=after.params / before.params,
+            unit="fraction",
+            meter="stored parameters after/before",
+            higher_is_better=False,
+        ),
+        "nonzero_params_ratio": Metric(
+            value=after.nonzero / before.params,
+            unit="fraction",
+            meter="non-zero parameters after / parameters before",
+            higher_is_better=False,
+        ),
+        "bytes_before": Metric(value=float(before.nbytes), unit="bytes", meter="tensor storage"),
+        "bytes_after": Metric(value=float(after.nbytes), unit="bytes", meter="tensor storage"),
+        "bytes_kept_ratio": Metric(
+            value=after.nbytes / before.nbytes,
+            unit="fraction",
+            meter="stored bytes after/before",
+            higher_is_better=False,
+        ),
+        "latency_before": lat_before.metric("s", f"{timer}, batch {LATENCY_BATCH}"),
+        "latency_after": lat_after.metric("s", f"{timer}, batch {LATENCY_BATCH}"),
+        "compression_time": Metric(
+            value=compression_time, unit="s", meter=timer, higher_is_better=False
+        ),
+    }
+    if representation == "physical":
+        metrics["latency_speedup"] = Metric(
+            value=lat_before.median / lat_after.median,
+            unit="x",
+            n=lat_after.n,
+            meter="median latency before/after",
+            higher_is_better=True,
+        )
+    else:
+        why = (
+            "masked-dense: zeros are still stored and computed"
+            if masked and representation == "masked-dense"
+            else "the model was not made smaller"
+        )
+        metrics["latency_speedup"] = Metric.null("x", "median latency before/after", why)
+    metrics.update(compress_phase.metrics())
+    info = {
+        "representation": representation,
+        "quality_metric": q.name,
+        "latency_batch": LATENCY_BATCH,
+    }
+    return ProtocolResult(metrics=metrics, info=info)

@@ -1,0 +1,190 @@
+"""How one optimizer run is executed and scored.
+
+The loop is the plain one every optimizer paper uses (zero_grad, loss, backward, step) on
+the workload's stream of batches, up to the step budget or the time budget. Step time is
+measured with device synchronisation, warm-up steps excluded; evaluation time is excluded
+from step time and from time-to-target. Steps- and time-to-target use the held-out loss,
+as AlgoPerf does, checked at each evaluation point.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from benchmark.measure.meters import phase
+from benchmark.measure.timing import Stats, meter_name, synchronize
+from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
+from benchmark.records import Curve, Metric
+
+DEFAULT_STEPS = 100
+EVAL_POINTS = 5
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor inside ``obj``, recursing through dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """What the optimizer keeps between steps: every tensor in ``optimizer.state``."""
+    return sum(tensor_bytes(state) for state in optimizer.state.values())
+
+
+def _params(model: torch.nn.Module) -> Iterable[torch.Tensor]:
+    return (p for p in model.parameters() if p.requires_grad)
+
+
+def run(ctx: RunContext) -> ProtocolResult:
+    wl, device, spec = ctx.workload, ctx.device, ctx.spec
+    steps = spec.budget.steps or DEFAULT_STEPS
+    time_budget = spec.budget.time_s
+    warmup = min(3, steps // 5)
+    eval_every = max(1, steps // EVAL_POINTS)
+
+    torch.manual_seed(spec.seed)
+    model = wl.build_model(spec.seed, device)
+    model.train()
+    optimizer = ctx.build_method(model)
+    batches = wl.train_batches(spec.seed, device)
+    target = wl.target_loss
+
+    train_loss: list[float] = []
+    eval_curve: tuple[list[float], list[float | None]] = ([], [])
+    step_times: list[float] = []
+    items = 0
+    train_time = 0.0  # measured time of all steps, warm-up included, evaluation excluded
+    reached: tuple[int, float] | None = None
+    stopped_by_time = False
+
+    def evaluate(step: int) -> float:
+        nonlocal reached
+        loss = wl.evaluate(model, device)["eval_loss"]
+        eval_curve[0].append(step)
+        eval_curve[1].append(loss if math.isfinite(loss) else None)
+        if target is not None and reached is None and loss <= target:
+            reached = (step, train_time)
+        return loss
+
+    with phase("train", device) as train_phase:
+        for step in range(1, steps + 1):
+            batch = next(batches)
+            synchronize(device)
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = wl.loss(model, batch)
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())  # synchronises with the device
+            synchronize(device)
+            dt = time.perf_counter() - t0
+            if not math.isfinite(value):
+                raise Diverged(f"training loss is {value} at step {step}")
+            train_loss.append(value)
+            train_time += dt
+            if step > warmup:
+                step_times.append(dt)
+                items += wl.items_in(batch)
+            if step % eval_every == 0 or step == steps:
+                evaluate(step)
+            if step % max(1, steps // 10) == 0:
+                ctx.progress(f"step {step}/{steps} loss {value:.4f}")
+            if time_budget is not None and train_time >= time_budget:
+                stopped_by_time = True
+                break
+    done = len(train_loss)
+    final = wl.evaluate(model, device)
+    if not math.isfinite(final["eval_loss"]):
+        raise Diverged(f"evaluation loss is {final['eval_loss']} after {done} steps")
+    if not eval_curve[0] or eval_curve[0][-1] != done:
+        eval_curve[0].append(done)
+        eval_curve[1].append(final["eval_loss"])
+
+    timer = meter_name(device)
+    metrics: dict[str, Metric] = {
+        "eval_loss": Metric(
+            value=final["eval_loss"], unit="nats", meter="workload.evaluate", higher_is_better=False
+        ),
+        "final_train_loss": Metric(
+            value=train_loss[-1], unit="nats", meter="training loop", higher_is_better=False
+        ),
+        "steps_done": Metric(value=float(done), unit="steps", meter="training loop"),
+        "optimizer_state_bytes": Metric(
+            value=float(optimizer_state_bytes(optimizer)),
+            unit="bytes",
+            meter="optimizer.state",
+            higher_is_better=False,
+        ),
+        "param_count": Metric(
+            value=float(sum(p.numel() for p in _params(model))),
+            unit="parameters",
+            meter="model.parameters",
+        ),
+    }
+    if "perplexity" in final:
+        metrics["perplexity"] = Metric(
+            value=final["perplexity"], unit="ppl", meter="workload.evaluate", higher_is_better=False
+        )
+    if target is None:
+        why = "the workload declares no target loss"
+        metrics["steps_to_target"] = Metric.null("steps", "eval loss", why)
+        metrics["time_to_target"] = Metric.null("s", "eval loss", why)
+    elif reached is None:
+        why = f"eval loss {target:g} not reached in {done} steps"
+        metrics["steps_to_target"] = Metric.null("steps", "eval loss", why)
+        metrics["time_to_target"] = Metric.null("s", "eval loss", why)
+    else:
+        metrics["steps_to_target"] = Metric(
+            value=float(reached[0]),
+            unit="steps",
+            meter=f"eval loss <= {target:g}",
+            higher_is_better=False,
+        )
+        metrics["time_to_target"] = Metric(
+            value=reached[1],
+            unit="s",
+            meter=f"{timer}, eval loss <= {target:g}",
+            higher_is_better=False,
+        )
+    if step_times:
+        stats = Stats.of(step_times)
+        metrics["step_time"] = stats.metric(
+            "s", f"{timer} (synchronised, {warmup} warm-up steps excluded)"
+        )
+        metrics["tokens_per_s"] = Metric(
+            value=items / sum(step_times),
+            unit=f"{wl.items_unit}/s",
+            meter=timer,
+            n=stats.n,
+            higher_is_better=True,
+        )
+    else:
+        why = f"only {done} steps, all of them warm-up"
+        metrics["step_time"] = Metric.null("s", timer, why)
+        metrics["tokens_per_s"] = Metric.null(f"{wl.items_unit}/s", timer, why)
+    phase_metrics = train_phase.metrics()
+    metrics.update(phase_metrics)
+    metrics["peak_memory"] = phase_metrics["train_peak_memory"]
+    curves = {
+        "train_loss": Curve(
+            x=list(range(1, done + 1)), y=train_loss, y_label="train loss", unit="nats"
+        ),
+        "eval_loss": Curve(x=eval_curve[0], y=eval_curve[1], y_label="eval loss", unit="nats"),
+    }
+    info = {
+        "target_loss": target,
+        "stopped_by_time_budget": stopped_by_time,
+        "hparams": ctx.hparams,
+        "optimizer": type(optimizer).__name__,
+    }
+    return ProtocolResult(metrics=metrics, curves=curves, info=info)

@@ -1,0 +1,310 @@
+"""How one security-split run is executed and scored.
+
+The split must reproduce the original model (max |hybrid − original| on the logits), and
+its cost is measured: the trusted side's share of FLOPs (attributed by hooks on the
+trusted leaf modules) and of parameter bytes, and the latency of hybrid inference, both
+as measured here and as modelled for a deployment where the trusted device is slower and
+activations cross a link. Each crossing between the two sides is counted with its bytes.
+
+Then every attack (the experiment's ``attacks``, or all registered ones) receives what an
+attacker on the untrusted device holds, ``split.untrusted_state()``, and returns its best
+model. The attack is also run with an empty state, the "training from scratch" baseline
+with the same samples, and the leak is scored as the share of the gap between that
+baseline and the original model that the stolen weights close
+(``attack_<name>_recovered_ratio``, 0 = nothing leaked, 1 = the model is recovered). The
+primary metric ``attack_recovered_ratio`` is the worst case over attacks.
+
+Protocol options (``protocol:`` in a suite): ``trusted_slowdown`` (how many times slower
+the trusted device computes), ``link_latency_s`` (per crossing), ``link_bandwidth_Bps``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.kinds import ContractError, SplitModel
+from benchmark.measure.flops import count_flops_by_module
+from benchmark.measure.timing import meter_name, synchronize, time_calls
+from benchmark.protocols.base import ProtocolResult, RunContext
+from benchmark.records import Budget, Metric
+
+OPTIONS: dict[str, Any] = {
+    "trusted_slowdown": 10.0,
+    "link_latency_s": 1e-4,
+    "link_bandwidth_Bps": 1e9,
+}
+BATCH = 64
+
+
+class HybridModule(nn.Module):
+    """Lets workload code that expects an nn.Module evaluate the hybrid forward."""
+
+    def __init__(self, split: SplitModel) -> None:
+        super().__init__()
+        self._split = [split]  # not a submodule: its parts are registered below
+        self.trusted = split.trusted
+        self.untrusted = split.untrusted
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._split[0].forward(x)
+
+
+@dataclass
+class AttackContext:
+    """What an attacker has besides the stolen state."""
+
+    fresh_model: Any  # (seed) -> nn.Module: the architecture at random initialisation
+    labelled_batches: Any  # (n, batch_size) -> list of (inputs, labels) from the train split
+    loss: Any
+    device: torch.device
+    seed: int
+    budget: Budget
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if not any(True for _ in m.children())]
+
+
+def _nbytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(o) for o in obj)
+    return 0
+
+
+@dataclass
+class Trace:
+    trusted_s: float = 0.0
+    total_s: float = 0.0
+    crossings: int = 0
+    crossing_bytes: int = 0
+
+
+def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Trace:
+    """Time spent in trusted leaves, and the crossings between sides, for one forward.
+
+    Inputs start and outputs end on the untrusted host (where the application runs).
+    """
+    trace = Trace()
+    trusted_ids = {id(m) for m in _leaves(split.trusted)}
+    side = ["untrusted"]
+    started: dict[int, float] = {}
+    handles = []
+
+    def pre(module: nn.Module, args: Any) -> None:
+        here = "trusted" if id(module) in trusted_ids else "untrusted"
+        if here != side[0]:
+            trace.crossings += 1
+            trace.crossing_bytes += _tensor_bytes(args)
+            side[0] = here
+        if here == "trusted":
+            synchronize(device)
+            started[id(module)] = time.perf_counter()
+
+    def post(module: nn.Module, args: Any, out: Any) -> None:
+        if id(module) in trusted_ids:
+            synchronize(device)
+            trace.trusted_s += time.perf_counter() - started.pop(id(module))
+
+    for leaf in {id(m): m for m in (*_leaves(split.trusted), *_leaves(split.untrusted))}.values():
+        handles.append(leaf.register_forward_pre_hook(pre))
+        handles.append(leaf.register_forward_hook(post))
+    try:
+        with torch.inference_mode():
+            synchronize(device)
+            t0 = time.perf_counter()
+            out = split.forward(x)
+            synchronize(device)
+            trace.total_s = time.perf_counter() - t0
+    finally:
+        for h in handles:
+            h.remove()
+    if side[0] == "trusted":
+        trace.crossings += 1
+        trace.crossing_bytes += _tensor_bytes(out)
+    return trace
+
+
+def _median_trace(
+    split: SplitModel, x: torch.Tensor, device: torch.device, repeats: int = 15
+) -> Trace:
+    for _ in range(3):
+        trace_hybrid(split, x, device)
+    traces = sorted(
+        (trace_hybrid(split, x, device) for _ in range(repeats)), key=lambda t: t.total_s
+    )
+    return traces[len(traces) // 2]
+
+
+def run(ctx: RunContext) -> ProtocolResult:
+    wl, device, spec = ctx.workload, ctx.device, ctx.spec
+    opts = {**OPTIONS, **spec.protocol}
+    q = wl.quality
+    original = wl.model(device)
+    split = ctx.build_method().split(copy.deepcopy(original))
+    if not isinstance(split, SplitModel):
+        raise ContractError(f"split() returned {type(split).__name__}, which lacks SplitModel")
+    hybrid = HybridModule(split).eval()
+    x = wl.example_inputs(BATCH, device)
+    timer = meter_name(device)
+
+    with torch.inference_mode():
+        diff = float((hybrid(x).float() - original(x).float()).abs().max())
+    quality_original = wl.evaluate(original, device)
+    quality = wl.evaluate(hybrid, device)
+
+    flops = count_flops_by_module(lambda: hybrid(x), {"trusted": split.trusted})
+    t_bytes, u_bytes = _nbytes(split.trusted), _nbytes(split.untrusted)
+
+    with torch.inference_mode():
+        lat_orig = time_calls(lambda: original(x), device=device, warmup=3, repeats=20)
+        lat_hybrid = time_calls(lambda: hybrid(x), device=device, warmup=3, repeats=20)
+    trace = _median_trace(split, x, device)
+    untrusted_s = max(trace.total_s - trace.trusted_s, 0.0)
+    transfer_s = (
+        trace.crossings * opts["link_latency_s"] + trace.crossing_bytes / opts["link_bandwidth_Bps"]
+    )
+    modelled = untrusted_s + trace.trusted_s * opts["trusted_slowdown"] + transfer_s
+
+    metrics: dict[str, Metric] = {
+        "max_abs_output_diff": Metric(
+            value=diff, unit="logit", meter="hybrid vs original", higher_is_better=False
+        ),
+        "quality": Metric(
+            value=quality,
+            unit=q.unit,
+            meter=f"workload {q.name} (hybrid)",
+            higher_is_better=q.higher_is_better,
+        ),
+        "quality_original": Metric(value=quality_original, unit=q.unit, meter=f"workload {q.name}"),
+        "quality_delta": Metric(
+            value=quality - quality_original, unit=q.unit, meter=f"workload {q.name}"
+        ),
+        "trusted_flops_share": Metric(
+            value=flops["trusted"] / max(flops["total"], 1),
+            unit="fraction",
+            meter="torch.utils.flop_counter, hooks",
+            higher_is_better=False,
+        ),
+        "trusted_flops": Metric(
+            value=float(flops["trusted"]), unit="FLOP", meter="torch.utils.flop_counter"
+        ),
+        "trusted_bytes_share": Metric(
+            value=t_bytes / max(t_bytes + u_bytes, 1),
+            unit="fraction",
+            meter="parameter and buffer bytes",
+            higher_is_better=False,
+        ),
+        "latency_original": lat_orig.metric("s", f"{timer}, batch {BATCH}"),
+        "latency_hybrid": lat_hybrid.metric("s", f"{timer}, batch {BATCH}"),
+        "latency_overhead": Metric(
+            value=lat_hybrid.median / lat_orig.median,
+            unit="x",
+            meter="median hybrid / original, measured",
+            higher_is_better=False,
+        ),
+        "trusted_compute_time": Metric(
+            value=trace.trusted_s, unit="s", meter=f"{timer}, hooks on trusted leaves"
+        ),
+        "untrusted_compute_time": Metric(
+            value=untrusted_s, unit="s", meter=f"{timer}, forward minus trusted"
+        ),
+        "crossings": Metric(value=float(trace.crossings), unit="count", meter="hooks, per forward"),
+        "crossing_bytes": Metric(
+            value=float(trace.crossing_bytes), unit="bytes", meter="hooks, per forward"
+        ),
+        "modelled_transfer_time": Metric(
+            value=transfer_s, unit="s", meter="crossings x latency + bytes / bandwidth"
+        ),
+        "modelled_latency": Metric(
+            value=modelled,
+            unit="s",
+            meter="untrusted + slowdown x trusted + transfer",
+            higher_is_better=False,
+        ),
+        "modelled_latency_overhead": Metric(
+            value=modelled / lat_orig.median,
+            unit="x",
+            meter="modelled / measured original",
+            higher_is_better=False,
+        ),
+    }
+    metrics.update(_attacks(ctx, split, original, quality_original))
+    info = {"deployment": opts, "quality_metric": q.name, "batch": BATCH}
+    return ProtocolResult(metrics=metrics, info=info)
+
+
+def _attacks(
+    ctx: RunContext, split: SplitModel, original: nn.Module, quality_original: float
+) -> dict[str, Metric]:
+    wl, device, spec = ctx.workload, ctx.device, ctx.spec
+    names = spec.attacks or sorted(ctx.registry.attacks)
+    actx = AttackContext(
+        fresh_model=lambda seed: wl.fresh_model(seed, device),
+        labelled_batches=lambda n, bs: wl.labelled_batches("train", n, bs, spec.seed, device),
+        loss=wl.loss,
+        device=device,
+        seed=spec.seed,
+        budget=spec.budget,
+    )
+    stolen = {k: v.detach().clone() for k, v in split.untrusted_state().items()}
+    q = wl.quality
+    out: dict[str, Metric] = {}
+    ratios: list[float] = []
+    errors: list[str] = []
+    for name in names:
+        aspec = ctx.registry.attack(name)
+        ctx.progress(f"attack {name}")
+        try:
+            attack = aspec.factory(**dict(aspec.defaults))
+            attacked = wl.evaluate(attack(dict(stolen), actx), device)
+            scratch = wl.evaluate(attack({}, actx), device)
+        except Exception as exc:
+            if len(names) == 1:
+                raise
+            why = f"attack failed: {type(exc).__name__}: {exc}"
+            errors.append(f"{name}: {why}")
+            for key, unit in (("quality", q.unit), ("recovered_ratio", "fraction")):
+                out[f"attack_{name}_{key}"] = Metric.null(unit, f"attack {name}", why)
+            continue
+        gap = quality_original - scratch
+        ratio = 1.0 if gap <= 0 else min(max((attacked - scratch) / gap, 0.0), 1.0)
+        ratios.append(ratio)
+        meter = f"attack {name}"
+        out[f"attack_{name}_quality"] = Metric(value=attacked, unit=q.unit, meter=meter)
+        out[f"attack_{name}_scratch_quality"] = Metric(
+            value=scratch, unit=q.unit, meter=f"{meter}, no stolen weights"
+        )
+        out[f"attack_{name}_vs_original"] = Metric(
+            value=attacked / max(quality_original, 1e-12), unit="fraction", meter=meter
+        )
+        out[f"attack_{name}_recovered_ratio"] = Metric(
+            value=ratio,
+            unit="fraction",
+            higher_is_better=False,
+            meter=f"{meter}: (attack - scratch) / (original - scratch), clipped to [0, 1]",
+        )
+    if ratios:
+        out["attack_recovered_ratio"] = Metric(
+            value=max(ratios),
+            unit="fraction",
+            meter="worst case over attacks",
+            higher_is_better=False,
+            n=len(ratios),
+        )
+    else:
+        out["attack_recovered_ratio"] = Metric.null(
+            "fraction", "attacks", "; ".join(errors) or "no attacks registered"
+        )
+    return out

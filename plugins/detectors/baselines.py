@@ -1,0 +1,66 @@
+"""Post-hoc output-space baselines: nothing to fit, a score from the logits.
+
+- Maximum softmax probability: Hendrycks & Gimpel, "A Baseline for Detecting Misclassified
+  and Out-of-Distribution Examples in Neural Networks", ICLR 2017, arXiv:1610.02136.
+  Score = −max_c softmax(logits)_c.
+- Energy: Liu, Wang, Owens & Li, "Energy-based Out-of-distribution Detection",
+  NeurIPS 2020, arXiv:2010.03759. Score = −T·logsumexp(logits/T), the free energy, so that
+  higher means more likely out-of-distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+
+
+class MaxSoftmax:
+    def fit(self, model: nn.Module, in_distribution_batches: Iterable[Any]) -> None:
+        """Post-hoc: the trained classifier is the whole detector."""
+
+    def score(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return -torch.softmax(model(batch).float(), dim=-1).amax(dim=-1)
+
+
+class Energy:
+    def __init__(self, temperature: float = 1.0) -> None:
+        if temperature <= 0:
+            raise ValueError("temperature must be positive")
+        self.temperature = temperature
+
+    def fit(self, model: nn.Module, in_distribution_batches: Iterable[Any]) -> None:
+        """Post-hoc: the trained classifier is the whole detector."""
+
+    def score(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        return -t * torch.logsumexp(model(batch).float() / t, dim=-1)
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="detector",
+            name="msp",
+            factory=MaxSoftmax,
+            defaults={},
+            paper="arXiv:1610.02136",
+            description="maximum softmax probability",
+        )
+    )
+    register(
+        MethodSpec(
+            kind="detector",
+            name="energy",
+            factory=Energy,
+            defaults={"temperature": 1.0},
+            paper="arXiv:2010.03759",
+            description="free energy of the logits",
+        )
+    )
