@@ -95,27 +95,40 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
     """Time spent in trusted leaves, and the crossings between sides, for one forward.
 
     Inputs start and outputs end on the untrusted host (where the application runs).
+    Execution enters the trusted side when a trusted leaf starts; it returns to the
+    untrusted side when an untrusted leaf finishes without a trusted leaf having run
+    inside it (a wrapper that only delegates to a trusted layer is not untrusted work).
     """
     trace = Trace()
     trusted_ids = {id(m) for m in _leaves(split.trusted)}
     side = ["untrusted"]
     started: dict[int, float] = {}
+    open_untrusted: list[list[Any]] = []  # [module id, input bytes, delegated to trusted]
     handles = []
 
     def pre(module: nn.Module, args: Any) -> None:
-        here = "trusted" if id(module) in trusted_ids else "untrusted"
-        if here != side[0]:
-            trace.crossings += 1
-            trace.crossing_bytes += _tensor_bytes(args)
-            side[0] = here
-        if here == "trusted":
+        if id(module) in trusted_ids:
+            for frame in open_untrusted:
+                frame[2] = True
+            if side[0] == "untrusted":
+                trace.crossings += 1
+                trace.crossing_bytes += _tensor_bytes(args)
+                side[0] = "trusted"
             synchronize(device)
             started[id(module)] = time.perf_counter()
+        else:
+            open_untrusted.append([id(module), _tensor_bytes(args), False])
 
     def post(module: nn.Module, args: Any, out: Any) -> None:
         if id(module) in trusted_ids:
             synchronize(device)
             trace.trusted_s += time.perf_counter() - started.pop(id(module))
+            return
+        _, nbytes, delegated = open_untrusted.pop()
+        if not delegated and side[0] == "trusted":
+            trace.crossings += 1
+            trace.crossing_bytes += nbytes
+            side[0] = "untrusted"
 
     for leaf in {id(m): m for m in (*_leaves(split.trusted), *_leaves(split.untrusted))}.values():
         handles.append(leaf.register_forward_pre_hook(pre))

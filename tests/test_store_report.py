@@ -1,0 +1,138 @@
+"""Records are written atomically; leaderboards rank in the kind's direction; compare judges."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark import store
+from benchmark.records import Curve, Metric, RunRecord, RunSpec
+from benchmark.report import build_leaderboard, write_reports
+from benchmark.report.compare import compare, parse_rule
+
+
+def record(
+    method: str, seed: int, kind: str = "optimizer", status: str = "ok", **values: float | None
+) -> RunRecord:
+    spec = RunSpec(suite="s", kind=kind, method=method, workload="w", seed=seed)
+    metrics = {
+        k: Metric(
+            value=v,
+            unit="nats",
+            meter="test",
+            reason=None if v is not None else "meter unavailable",
+        )
+        for k, v in values.items()
+    }
+    curves = {"train_loss": Curve(x=[1, 2, 3], y=[3.0, 2.0, 1.0])} if kind == "optimizer" else {}
+    if kind == "detector":
+        curves = {"roc": Curve(x=[0, 0.5, 1], y=[0, 0.9, 1])}
+    return RunRecord(
+        id=spec.id,
+        spec=spec,
+        status=status,
+        metrics=metrics,
+        curves=curves,
+        reason=None if status == "ok" else "boom",
+    )
+
+
+def test_atomic_write_leaves_nothing_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r = record("a", 0, eval_loss=1.0)
+    monkeypatch.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError("killed")))
+    with pytest.raises(OSError):
+        store.write_record(tmp_path, r)
+    monkeypatch.undo()
+    assert not (store.runs_dir(tmp_path) / f"{r.id}.json").exists()
+    assert list(store.runs_dir(tmp_path).iterdir()) == []
+    # A half-written temporary file from a killed writer is ignored by loaders.
+    (store.runs_dir(tmp_path) / f".{r.id}.x.tmp").write_text('{"id": "half')
+    assert store.load_records(tmp_path) == []
+    store.write_record(tmp_path, r)
+    assert [x.id for x in store.load_records(tmp_path)] == [r.id]
+
+
+def test_corrupt_record_is_warned_and_skipped(tmp_path: Path) -> None:
+    store.write_record(tmp_path, record("a", 0, eval_loss=1.0))
+    (store.runs_dir(tmp_path) / "bad.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="bad.json"):
+        assert len(store.load_records(tmp_path)) == 1
+
+
+def test_not_writable(tmp_path: Path) -> None:
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(store.StoreError, match="not writable"):
+        store.check_writable(blocker / "r")
+
+
+def test_records_frame() -> None:
+    df = store.records_frame([record("a", 0, eval_loss=1.5)])
+    assert df.loc[0, "eval_loss"] == 1.5 and df.loc[0, "eval_loss__unit"] == "nats"
+    assert {"id", "kind", "method", "hparams", "seed", "status"} <= set(df.columns)
+
+
+def test_leaderboard_ranks_by_direction_and_lists_failures() -> None:
+    recs = [
+        record("worse", 0, eval_loss=3.0),
+        record("worse", 1, eval_loss=5.0),
+        record("better", 0, eval_loss=1.0),
+        record("better", 1, eval_loss=1.0),
+        record("broken", 0, status="failed"),
+        record("det-a", 0, kind="detector", auroc=0.7),
+        record("det-b", 0, kind="detector", auroc=0.9),
+    ]
+    tables = {t.kind: t for t in build_leaderboard(recs)}
+    opt = tables["optimizer"]
+    assert [r.method for r in opt.rows] == ["better", "worse"]
+    cell = opt.rows[1].cells["eval_loss"]
+    assert cell.mean == 4.0 and cell.std == pytest.approx(2**0.5) and cell.n == 2
+    assert [f.status for f in opt.failures] == ["failed"]
+    assert [r.method for r in tables["detector"].rows] == ["det-b", "det-a"]
+    assert "OOD is the positive class" in tables["detector"].ranking_note
+
+
+def test_reports_are_written(tmp_path: Path) -> None:
+    for r in (
+        record("a", 0, eval_loss=2.0, perplexity=None),
+        record("b", 0, status="oom"),
+        record("d", 0, kind="detector", auroc=0.8),
+    ):
+        store.write_record(tmp_path, r)
+    paths = write_reports(tmp_path)
+    md = paths["markdown"].read_text()
+    assert "## optimizer on w" in md and "**oom**" in md
+    assert "n/a because meter unavailable" in md
+    assert 'src="data:image/png;base64,' in paths["html"].read_text()
+    csv = pd.read_csv(paths["csv"])
+    assert set(csv["method"]) >= {"a", "d"}
+
+
+def test_compare_rules() -> None:
+    old = [record("a", s, eval_loss=1.0, auroc=0.9) for s in (0, 1, 2)]
+    same = [record("a", s, eval_loss=1.05, auroc=0.9) for s in (0, 1, 2)]
+    worse = [record("a", s, eval_loss=1.2, auroc=0.8) for s in (0, 1, 2)]
+    rule = parse_rule("eval_loss:+10%")
+    assert not compare(old, same, [rule]).failed
+    result = compare(old, worse, [rule, parse_rule("auroc:-5%")])
+    assert result.failed and {c.metric for c in result.regressions} == {"eval_loss", "auroc"}
+    assert not compare(old, worse, [parse_rule("eval_loss:+0.5")]).failed
+    noisy = [
+        record("a", 0, eval_loss=9.0),
+        record("a", 1, eval_loss=1.0),
+        record("a", 2, eval_loss=1.0),
+    ]
+    assert not compare(old, noisy, [rule]).failed, "the median over seeds decides"
+    failing = [record("a", 0, status="failed"), *old[1:]]
+    assert compare(old, failing, []).newly_failing
+
+
+@pytest.mark.parametrize("bad", ["eval_loss+10%", "eval_loss:10%", ":+1%", "x:+ten%"])
+def test_rule_syntax_errors(bad: str) -> None:
+    with pytest.raises(ValueError, match="expected METRIC"):
+        parse_rule(bad)
