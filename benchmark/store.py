@@ -8,7 +8,6 @@ resume, failed ones included: redoing a failure is a deliberate ``--rerun``.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
+from benchmark.fileio import atomic_write_text
 from benchmark.records import RunRecord
 
 RUNS = "runs"
@@ -33,8 +33,8 @@ def check_writable(results_dir: Path | str) -> None:
     path = runs_dir(results_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True):
-            pass
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-", delete=True) as probe:
+            probe.write(b"probe")
     except OSError as exc:
         raise StoreError(
             f"results directory {results_dir} is not writable: {exc.strerror or exc}"
@@ -42,20 +42,8 @@ def check_writable(results_dir: Path | str) -> None:
 
 
 def write_record(results_dir: Path | str, record: RunRecord) -> Path:
-    path = runs_dir(results_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    target = path / f"{record.id}.json"
-    fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{record.id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(record.model_dump_json(indent=2))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    target = runs_dir(results_dir) / f"{record.id}.json"
+    return atomic_write_text(target, record.model_dump_json(indent=2))
 
 
 def load_records(results_dir: Path | str) -> list[RunRecord]:

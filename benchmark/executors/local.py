@@ -39,14 +39,16 @@ class RunEvents(Protocol):
 
 
 class SilentEvents:
+    """Shows nothing: for library callers and tests."""
+
     def started(self, spec: RunSpec) -> None:
-        pass
+        return None
 
     def progress(self, spec: RunSpec, message: str) -> None:
-        pass
+        return None
 
     def finished(self, record: RunRecord) -> None:
-        pass
+        return None
 
 
 def _finish(

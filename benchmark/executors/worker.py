@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmark.executors.runner import execute
+    from benchmark.fileio import atomic_write_text
     from benchmark.host import Registry
     from benchmark.records import RunSpec
 
@@ -39,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(PROGRESS_PREFIX + message.replace("\n", " "), flush=True)
 
     record = execute(spec, registry, progress)
-    out = Path(args.record)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json())
-    os.replace(tmp, out)
+    atomic_write_text(Path(args.record), record.model_dump_json())
     return 0
 
 

@@ -35,7 +35,7 @@ def cpu_model() -> str:
                 if line.startswith("model name"):
                     return line.split(":", 1)[1].strip()
     except OSError:
-        pass
+        return platform.processor() or platform.machine()
     return platform.processor() or platform.machine()
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark.measure.tensors import leaf_modules
 from benchmark.records import Metric
 
 
@@ -26,18 +27,13 @@ def flops_metric(flops: int) -> Metric:
     return Metric(value=float(flops), unit="FLOP", meter="torch.utils.flop_counter")
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
-    return leaves or [module]
-
-
 def count_flops_by_module(fn: Callable[[], Any], modules: dict[str, nn.Module]) -> dict[str, int]:
     """FLOPs executed inside each named module during ``fn()``, plus ``"total"``."""
     totals = {name: 0 for name in modules}
     handles = []
     with FlopCounterMode(display=False) as counter:
         for name, module in modules.items():
-            for leaf in _leaves(module):
+            for leaf in leaf_modules(module) or [module]:
 
                 def pre(_m: nn.Module, _args: Any, _name: str = name) -> None:
                     _m._mb_flops_start = counter.get_total_flops()  # type: ignore[attr-defined]

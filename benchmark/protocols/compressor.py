@@ -19,6 +19,7 @@ from torch import nn
 
 from benchmark.kinds import ContractError
 from benchmark.measure.meters import phase
+from benchmark.measure.tensors import module_bytes
 from benchmark.measure.timing import meter_name, synchronize, time_calls
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.records import Budget, Metric
@@ -49,11 +50,10 @@ class Footprint:
 
 def footprint(model: nn.Module) -> Footprint:
     """Every parameter and buffer actually stored (quantized tensors count their bytes)."""
-    tensors = [t for t in (*model.parameters(), *model.buffers())]
-    weights = [p for p in model.parameters()]
+    weights = list(model.parameters())
     return Footprint(
         params=sum(p.numel() for p in weights),
-        nbytes=sum(t.numel() * t.element_size() for t in tensors),
+        nbytes=module_bytes(model),
         nonzero=sum(int(torch.count_nonzero(p)) for p in weights),
     )
 

@@ -12,28 +12,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 
 from benchmark.measure.meters import phase
+from benchmark.measure.tensors import tensor_bytes
 from benchmark.measure.timing import Stats, meter_name, synchronize
 from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
 from benchmark.records import Curve, Metric
 
 DEFAULT_STEPS = 100
 EVAL_POINTS = 5
-
-
-def tensor_bytes(obj: Any) -> int:
-    """Bytes of every tensor inside ``obj``, recursing through dicts, lists and tuples."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, list | tuple):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -30,6 +30,7 @@ from torch import nn
 
 from benchmark.kinds import ContractError, SplitModel
 from benchmark.measure.flops import count_flops_by_module
+from benchmark.measure.tensors import leaf_modules, module_bytes, tensor_bytes
 from benchmark.measure.timing import meter_name, synchronize, time_calls
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.records import Budget, Metric
@@ -67,22 +68,6 @@ class AttackContext:
     budget: Budget
 
 
-def _leaves(module: nn.Module) -> list[nn.Module]:
-    return [m for m in module.modules() if not any(True for _ in m.children())]
-
-
-def _nbytes(module: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-
-
-def _tensor_bytes(obj: Any) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, list | tuple):
-        return sum(_tensor_bytes(o) for o in obj)
-    return 0
-
-
 @dataclass
 class Trace:
     trusted_s: float = 0.0
@@ -100,7 +85,7 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
     inside it (a wrapper that only delegates to a trusted layer is not untrusted work).
     """
     trace = Trace()
-    trusted_ids = {id(m) for m in _leaves(split.trusted)}
+    trusted_ids = {id(m) for m in leaf_modules(split.trusted)}
     side = ["untrusted"]
     started: dict[int, float] = {}
     open_untrusted: list[list[Any]] = []  # [module id, input bytes, delegated to trusted]
@@ -112,12 +97,12 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
                 frame[2] = True
             if side[0] == "untrusted":
                 trace.crossings += 1
-                trace.crossing_bytes += _tensor_bytes(args)
+                trace.crossing_bytes += tensor_bytes(args)
                 side[0] = "trusted"
             synchronize(device)
             started[id(module)] = time.perf_counter()
         else:
-            open_untrusted.append([id(module), _tensor_bytes(args), False])
+            open_untrusted.append([id(module), tensor_bytes(args), False])
 
     def post(module: nn.Module, args: Any, out: Any) -> None:
         if id(module) in trusted_ids:
@@ -130,7 +115,9 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
             trace.crossing_bytes += nbytes
             side[0] = "untrusted"
 
-    for leaf in {id(m): m for m in (*_leaves(split.trusted), *_leaves(split.untrusted))}.values():
+    for leaf in {
+        id(m): m for m in (*leaf_modules(split.trusted), *leaf_modules(split.untrusted))
+    }.values():
         handles.append(leaf.register_forward_pre_hook(pre))
         handles.append(leaf.register_forward_hook(post))
     try:
@@ -145,7 +132,7 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
             h.remove()
     if side[0] == "trusted":
         trace.crossings += 1
-        trace.crossing_bytes += _tensor_bytes(out)
+        trace.crossing_bytes += tensor_bytes(out)
     return trace
 
 
@@ -178,7 +165,7 @@ def run(ctx: RunContext) -> ProtocolResult:
     quality = wl.evaluate(hybrid, device)
 
     flops = count_flops_by_module(lambda: hybrid(x), {"trusted": split.trusted})
-    t_bytes, u_bytes = _nbytes(split.trusted), _nbytes(split.untrusted)
+    t_bytes, u_bytes = module_bytes(split.trusted), module_bytes(split.untrusted)
 
     with torch.inference_mode():
         lat_orig = time_calls(lambda: original(x), device=device, warmup=3, repeats=20)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmark import store
+from benchmark.fileio import atomic_write_text
 from benchmark.records import RunRecord
 from benchmark.report.leaderboard import Table, build_leaderboard, format_cell
 from benchmark.report.plots import PLOTS
@@ -150,12 +151,6 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
     return "\n".join(parts)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
     records = store.load_records(results_dir)
     tables = build_leaderboard(records)
@@ -166,7 +161,7 @@ def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) ->
         "csv": out / "leaderboard.csv",
         "html": out / "report.html",
     }
-    _atomic_write(paths["markdown"], render_markdown(records, tables))
-    _atomic_write(paths["csv"], render_csv(tables).to_csv(index=False))
-    _atomic_write(paths["html"], render_html(records, tables))
+    atomic_write_text(paths["markdown"], render_markdown(records, tables))
+    atomic_write_text(paths["csv"], render_csv(tables).to_csv(index=False))
+    atomic_write_text(paths["html"], render_html(records, tables))
     return paths

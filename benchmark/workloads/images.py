@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +27,7 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.assets import asset_path, cache_dir
+from benchmark.fileio import atomic_write
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.contracts import QualityMetric
 
@@ -167,9 +167,7 @@ class ImageClassification:
             if path.exists():
                 return torch.load(path, map_location="cpu", weights_only=True)
             state = self._train()
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
+            atomic_write(path, lambda fh: torch.save(state, fh))
             return state
 
     def _train(self) -> dict[str, torch.Tensor]:

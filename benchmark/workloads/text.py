@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.assets import asset_path, cache_dir
+from benchmark.fileio import atomic_write, atomic_write_text
 from benchmark.kinds import WorkloadSpec
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -70,12 +69,6 @@ def load_texts(
     train = [t for i, t in enumerate(texts) if i % HOLDOUT_EVERY]
     held = [t for i, t in enumerate(texts) if not i % HOLDOUT_EVERY]
     return train, held
-
-
-def _atomic_save(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 class CorpusLM:
@@ -142,10 +135,10 @@ class CorpusLM:
             if not (tok_path.exists() and train_path.exists() and eval_path.exists()):
                 train, held = load_texts(self.dataset, self.dataset_config, self.text_field)
                 tokenizer = train_bpe(train, vocab)
-                _atomic_save(tok_path, lambda p: tokenizer.save(str(p)))
+                atomic_write_text(tok_path, tokenizer.to_str())
                 for texts, path in ((train, train_path), (held, eval_path)):
                     ids = encode_stream(tokenizer, texts)
-                    _atomic_save(path, lambda p, a=ids: _save_npy(p, a))
+                    atomic_write(path, lambda fh, a=ids: np.save(fh, a, allow_pickle=False))
         tokenizer = Tokenizer.from_file(str(tok_path))
         return tokenizer, np.load(train_path), np.load(eval_path)
 
@@ -212,11 +205,6 @@ class CorpusLM:
         model.train(was_training)
         mean = total / max(count, 1)
         return {"eval_loss": mean, "perplexity": float(np.exp(min(mean, 50.0)))}
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, array, allow_pickle=False)
 
 
 def train_bpe(texts: list[str], vocab_size: int) -> Any:
