@@ -132,12 +132,16 @@ experiments:
         options: {epoch: 1}
     methods: [msp]
     attacks: [finetune]
+  - kind: security_split
+    workloads: [digits-cnn]
+    methods: [layer-split]
+    protocol: {trusted_slowdwn: 3}
 """
     path = write(tmp_path, text)
     with pytest.raises(SuiteError) as err:
         check_names(load_suite(path), registry, path)
     problems = err.value.problems
-    assert len(problems) == 5, problems
+    assert len(problems) == 6, problems
     joined = "\n".join(problems)
     assert "suite.yaml:5: experiments[0].workloads[0].name" in joined
     assert "did you mean 'tiny-llama'" in joined
@@ -145,6 +149,7 @@ experiments:
     assert "suite.yaml:9:" in joined and "did you mean 'adamw'" in joined
     assert "experiments[1].workloads[0].options.epoch" in joined and "'epochs'" in joined
     assert "attacks apply to security_split experiments only" in joined
+    assert "protocol.trusted_slowdwn" in joined and "did you mean 'trusted_slowdown'" in joined
 
 
 def test_device_resolution() -> None:

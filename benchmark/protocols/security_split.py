@@ -260,7 +260,13 @@ def _attacks(
     )
     stolen = {k: v.detach().clone() for k, v in split.untrusted_state().items()}
     q = wl.quality
-    out: dict[str, Metric] = {}
+    out: dict[str, Metric] = {
+        "random_init_quality": Metric(
+            value=wl.evaluate(actx.fresh_model(spec.seed), device),
+            unit=q.unit,
+            meter=f"workload {q.name}, random init",
+        ),
+    }
     ratios: list[float] = []
     errors: list[str] = []
     for name in names:
