@@ -19,6 +19,7 @@ def atomic_write(path: Path | str, write: Callable[[IO[bytes]], object]) -> Path
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
