@@ -1,0 +1,45 @@
+"""Adafactor, the factored-second-moment reference (transformers' implementation).
+
+Shazeer & Stern, "Adafactor: Adaptive Learning Rates with Sublinear Memory Cost",
+ICML 2018, arXiv:1804.04235. Run with a fixed learning rate (no relative step, no
+parameter scaling) so that a suite's learning-rate grid means the same thing as for the
+other optimizers; without beta1 the state is m + n per matrix.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers.optimization import Adafactor
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+
+
+def build_adafactor(
+    model: nn.Module, *, lr: float, beta1: float | None, weight_decay: float, clip_threshold: float
+) -> Adafactor:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return Adafactor(
+        params,
+        lr=lr,
+        beta1=beta1,
+        weight_decay=weight_decay,
+        clip_threshold=clip_threshold,
+        scale_parameter=False,
+        relative_step=False,
+        warmup_init=False,
+    )
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="optimizer",
+            name="adafactor",
+            factory=build_adafactor,
+            defaults={"lr": 1e-3, "beta1": None, "weight_decay": 0.0, "clip_threshold": 1.0},
+            paper="arXiv:1804.04235",
+            description="Adafactor (transformers), factored second moment",
+        )
+    )

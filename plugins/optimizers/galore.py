@@ -1,0 +1,152 @@
+"""GaLore: memory-efficient training by gradient low-rank projection.
+
+Zhao, Zhang, Chen, Wang, Anandkumar & Tian, ICML 2024, arXiv:2403.03507. Official code:
+jiaweizzhao/GaLore (galore-torch).
+
+For each targeted weight G (m x n), every ``update_gap`` steps a projector P is taken
+from the SVD of the current gradient (top-r right singular vectors when m >= n, left
+ones otherwise). Adam runs on the projected gradient (m x r or r x n); its normalised
+step is projected back, multiplied by ``scale`` (alpha) and applied with Adam's bias
+correction; weight decay is decoupled. As in the paper and the official code, the Adam
+moments are kept when P changes (not re-projected). State per weight:
+r·min(m, n) (projector) + 2·r·max(m, n) (moments). Other parameters: AdamW.
+
+Defaults: rank 128, gap 200, scale 0.25, lr 0.01 (the paper's C4 pre-training settings);
+the rank is capped at min(m, n).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+from plugins.optimizers.lowrank import (
+    adamw_step,
+    param_groups,
+    project,
+    project_back,
+    svd_projector,
+)
+
+
+class GaLoreAdamW(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),  # type: ignore[no-untyped-def]
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        rank: int = 128,
+        update_gap: int = 200,
+        scale: float = 0.25,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "rank": rank,
+            "update_gap": update_gap,
+            "scale": scale,
+            "lowrank": False,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not group["lowrank"]:
+                    adamw_step(
+                        p,
+                        p.grad,
+                        state,
+                        lr=group["lr"],
+                        betas=group["betas"],
+                        eps=group["eps"],
+                        weight_decay=group["weight_decay"],
+                    )
+                    continue
+                self._galore_step(p, state, group)
+        return loss
+
+    def _galore_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+        grad = p.grad
+        rank = min(group["rank"], *grad.shape)
+        step = state.get("step", 0) + 1
+        state["step"] = step
+        if "projector" not in state or (step - 1) % group["update_gap"] == 0:
+            state["projector"] = svd_projector(grad, rank)
+        low = project(grad, state["projector"])
+        if "exp_avg" not in state:
+            state["exp_avg"] = torch.zeros_like(low)
+            state["exp_avg_sq"] = torch.zeros_like(low)
+        b1, b2 = group["betas"]
+        state["exp_avg"].lerp_(low, 1 - b1)
+        state["exp_avg_sq"].mul_(b2).addcmul_(low, low, value=1 - b2)
+        step_size = group["lr"] * math.sqrt(1 - b2**step) / (1 - b1**step)
+        normalised = state["exp_avg"] / state["exp_avg_sq"].sqrt().add_(group["eps"])
+        update = project_back(normalised, state["projector"], grad.shape) * group["scale"]
+        p.add_(update, alpha=-step_size)
+        if group["weight_decay"]:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
+def build_galore(
+    model: nn.Module,
+    *,
+    lr: float,
+    rank: int,
+    update_gap: int,
+    scale: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+) -> GaLoreAdamW:
+    groups = param_groups(model, {"rank": rank, "update_gap": update_gap, "scale": scale})
+    return GaLoreAdamW(
+        groups,
+        lr=lr,
+        betas=(beta1, beta2),
+        eps=eps,
+        weight_decay=weight_decay,
+        rank=rank,
+        update_gap=update_gap,
+        scale=scale,
+    )
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="optimizer",
+            name="galore",
+            factory=build_galore,
+            defaults={
+                "lr": 0.01,
+                "rank": 128,
+                "update_gap": 200,
+                "scale": 0.25,
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+            },
+            paper="arXiv:2403.03507",
+            description="Adam in the gradient's SVD subspace, refreshed every update_gap steps",
+        )
+    )

@@ -1,0 +1,113 @@
+"""What the low-rank optimizers share: which weights get the low-rank treatment, the SVD
+projector of GaLore (reused by SUMO), and the AdamW step for every other parameter.
+
+Which weights: 2-D weights of modules whose name contains one of ``targets`` (by default
+"attn" and "mlp", the attention and MLP projections of a transformer block, as in GaLore);
+embeddings, the output head, norms and biases get AdamW. Everything an optimizer keeps
+between steps lives in ``optimizer.state`` as tensors, so state_dict round trips and the
+optimizer-state byte count see all of it (the projector included).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+DEFAULT_TARGETS: tuple[str, ...] = ("attn", "mlp")
+
+
+def split_params(
+    model: nn.Module, targets: Sequence[str] = DEFAULT_TARGETS
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(low-rank candidates, the rest), trainable parameters only."""
+    lowrank, rest = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim == 2 and any(t in name for t in targets):
+            lowrank.append(p)
+        else:
+            rest.append(p)
+    return lowrank, rest
+
+
+def param_groups(
+    model: nn.Module,
+    lowrank_options: dict[str, Any],
+    rest_options: dict[str, Any] | None = None,
+    targets: Sequence[str] = DEFAULT_TARGETS,
+) -> list[dict[str, Any]]:
+    lowrank, rest = split_params(model, targets)
+    groups = [{"params": lowrank, "lowrank": True, **lowrank_options}]
+    if rest:
+        groups.append({"params": rest, "lowrank": False, **(rest_options or {})})
+    return groups
+
+
+# --------------------------------------------------------------------------- SVD projector
+
+
+def projects_right(shape: torch.Size | Sequence[int]) -> bool:
+    """GaLore's rule: project on the right (rank x n) when m >= n, else on the left."""
+    return shape[0] >= shape[1]
+
+
+def svd_projector(grad: torch.Tensor, rank: int) -> torch.Tensor:
+    """The top-``rank`` singular vectors of ``grad`` on its smaller side (fp32 SVD).
+
+    m >= n: Vh[:r] (r x n); m < n: U[:, :r] (m x r).
+    """
+    u, _, vh = torch.linalg.svd(grad.float(), full_matrices=False)
+    if projects_right(grad.shape):
+        return vh[:rank].to(grad.dtype).contiguous()
+    return u[:, :rank].to(grad.dtype).contiguous()
+
+
+def project(grad: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
+    return grad @ proj.T if projects_right(grad.shape) else proj.T @ grad
+
+
+def project_back(low: torch.Tensor, proj: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return low @ proj if projects_right(shape) else proj @ low
+
+
+def transport(
+    moment: torch.Tensor, old: torch.Tensor, new: torch.Tensor, shape: torch.Size
+) -> torch.Tensor:
+    """Express a subspace moment in a new basis: M <- (Q_new^T Q_old) M (left) or the
+    transposed rotation on the right."""
+    if projects_right(shape):
+        return moment @ (old @ new.T)  # (m x r)(r x r)
+    return (new.T @ old) @ moment  # (r x r)(r x n)
+
+
+# --------------------------------------------------------------------------- AdamW fallback
+
+
+def adamw_step(
+    p: torch.Tensor,
+    grad: torch.Tensor,
+    state: dict[str, Any],
+    *,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+) -> None:
+    """Decoupled-weight-decay Adam (Loshchilov & Hutter) on one tensor."""
+    if "exp_avg" not in state:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p)
+        state["exp_avg_sq"] = torch.zeros_like(p)
+    state["step"] += 1
+    b1, b2 = betas
+    state["exp_avg"].lerp_(grad, 1 - b1)
+    state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+    step_size = lr * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
+    if weight_decay:
+        p.mul_(1 - lr * weight_decay)
+    p.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(eps), value=-step_size)

@@ -1,0 +1,145 @@
+"""Muon: momentum orthogonalised by Newton-Schulz iterations.
+
+Jordan, Jin, Boza, You, Cesista, Newhouse & Bernstein, "Muon: An optimizer for hidden
+layers in neural networks", 2024 (kellerjordan.github.io/posts/muon). Official code:
+KellerJordan/Muon.
+
+Hidden 2-D weights: B <- mu·B + (1 - mu)·G; the update is G + mu·(B - G) with Nesterov
+(B without), orthogonalised by 5 quintic Newton-Schulz steps in bf16 with coefficients
+(3.4445, -4.7750, 2.0315) after normalising by the Frobenius norm, scaled by
+sqrt(max(1, m/n)); W <- (1 - lr·wd)·W - lr·update. Everything else (embeddings, head,
+norms, biases) gets AdamW with lr 3e-4, betas (0.9, 0.95), eps 1e-10. State: m·n per
+hidden weight. Defaults: lr 0.02, momentum 0.95, Nesterov, wd 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+from plugins.optimizers.lowrank import adamw_step, param_groups
+
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+    """An approximation of U V^T for G = U S V^T: singular values pushed towards 1."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.bfloat16()
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T
+    x = x / (x.norm() + eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 0.02,
+        momentum: float = 0.95,
+        nesterov: bool = True,  # type: ignore[no-untyped-def]
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        adam_lr: float = 3e-4,
+        adam_betas: tuple[float, float] = (0.9, 0.95),
+        adam_eps: float = 1e-10,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "nesterov": nesterov,
+                "weight_decay": weight_decay,
+                "ns_steps": ns_steps,
+                "adam_lr": adam_lr,
+                "adam_betas": adam_betas,
+                "adam_eps": adam_eps,
+                "lowrank": False,
+            },
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not group["lowrank"]:
+                    adamw_step(
+                        p,
+                        p.grad,
+                        state,
+                        lr=group["adam_lr"],
+                        betas=group["adam_betas"],
+                        eps=group["adam_eps"],
+                        weight_decay=0.0,
+                    )
+                    continue
+                grad = p.grad
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(grad)
+                buf = state["momentum_buffer"]
+                buf.lerp_(grad, 1 - group["momentum"])
+                update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+                update = newton_schulz(update, group["ns_steps"])
+                update *= max(1.0, p.shape[0] / p.shape[1]) ** 0.5
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"])
+        return loss
+
+
+def build_muon(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    ns_steps: int,
+    adam_lr: float,
+) -> Muon:
+    # Muon's "hidden weights" are the same 2-D attention/MLP matrices GaLore targets.
+    groups = param_groups(model, {})
+    return Muon(
+        groups,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        ns_steps=ns_steps,
+        adam_lr=adam_lr,
+    )
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="optimizer",
+            name="muon",
+            factory=build_muon,
+            defaults={
+                "lr": 0.02,
+                "momentum": 0.95,
+                "nesterov": True,
+                "weight_decay": 0.0,
+                "ns_steps": 5,
+                "adam_lr": 3e-4,
+            },
+            paper="kellerjordan.github.io/posts/muon (2024)",
+            description="momentum orthogonalised by 5 Newton-Schulz steps on hidden 2-D weights",
+        )
+    )

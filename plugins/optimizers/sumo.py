@@ -1,0 +1,189 @@
+"""SUMO: subspace-aware moment orthogonalisation.
+
+Refael, Smorodinsky, Tirer & Lindenbaum, NeurIPS 2025, arXiv:2505.24749. Official code:
+RandalW7/SUMO_optimizer (optimizers_torch/sumo_optimizer.py).
+
+Per targeted weight G (m x n): the GaLore SVD projector Q, refreshed every
+``update_gap`` steps; a first moment in the subspace, M <- mu·M + Q^T G (no (1 - mu)
+factor), with Nesterov's look-ahead Q^T G + mu·M; the moment orthogonalised *exactly*
+by an SVD of the small r x max(m, n) matrix, O = U V^T (norm-induced steepest descent,
+instead of Muon's Newton-Schulz approximation); a norm-growth limiter (if ||O|| grows by
+more than gamma over the previous step, it is rescaled to gamma·||O_prev||); and the
+weight update W <- W - alpha·lr·[G - Q(s_perp·Q^T G - 0.2·sqrt(max(m, n))·O)], the
+gradient's component outside the subspace plus the orthogonalised moment, then decoupled
+weight decay. State per weight: r·(m + n) (moment and projector) plus one scalar.
+
+Where the paper and the official code differ, this follows the paper and says so:
+- On a subspace refresh the moment is transported into the new basis,
+  M <- Q_new^T Q_old M (the paper's moment transformation; the official file has only an
+  unused flag for it).
+- Nesterov keeps the momentum buffer and uses the look-ahead only for the update (the
+  official file overwrites the buffer with the look-ahead).
+Non-matrix and non-targeted parameters get AdamW (the official default lr_adam is 1e-5;
+here it defaults to the method's lr, which is what a suite tuning lr expects).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+from plugins.optimizers.lowrank import (
+    adamw_step,
+    param_groups,
+    project,
+    project_back,
+    svd_projector,
+    transport,
+)
+
+
+def orthogonalise(m: torch.Tensor) -> torch.Tensor:
+    """U V^T from the exact thin SVD (fp32)."""
+    u, _, vh = torch.linalg.svd(m.float(), full_matrices=False)
+    return (u @ vh).to(m.dtype)
+
+
+class SUMO(torch.optim.Optimizer):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        rank: int = 8,
+        update_gap: int = 200,  # type: ignore[no-untyped-def]
+        alpha: float = 4.0,
+        gamma: float = 1.1,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        weight_decay: float = 1e-2,
+        perp_scale: float = 1.0,
+        adam_lr: float | None = None,
+        adam_betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-6,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "rank": rank,
+                "update_gap": update_gap,
+                "alpha": alpha,
+                "gamma": gamma,
+                "momentum": momentum,
+                "nesterov": nesterov,
+                "weight_decay": weight_decay,
+                "perp_scale": perp_scale,
+                "adam_lr": lr if adam_lr is None else adam_lr,
+                "adam_betas": adam_betas,
+                "adam_eps": adam_eps,
+                "lowrank": False,
+            },
+        )
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["lowrank"]:
+                    self._sumo_step(p, self.state[p], group)
+                else:
+                    adamw_step(
+                        p,
+                        p.grad,
+                        self.state[p],
+                        lr=group["adam_lr"],
+                        betas=group["adam_betas"],
+                        eps=group["adam_eps"],
+                        weight_decay=0.0,
+                    )
+        return loss
+
+    def _sumo_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+        grad = p.grad
+        rank = min(group["rank"], *grad.shape)
+        step = state.get("step", 0) + 1
+        state["step"] = step
+        if "projector" not in state:
+            state["projector"] = svd_projector(grad, rank)
+        elif (step - 1) % group["update_gap"] == 0:
+            new = svd_projector(grad, rank)
+            state["moment"] = transport(state["moment"], state["projector"], new, grad.shape)
+            state["projector"] = new
+        q = state["projector"]
+        low = project(grad, q)
+        if "moment" not in state:
+            state["moment"] = torch.zeros_like(low)
+        moment = state["moment"]
+        moment.mul_(group["momentum"]).add_(low)
+        direction = low + group["momentum"] * moment if group["nesterov"] else moment
+        o = orthogonalise(direction)
+        norm = o.norm()
+        prev = state.get("o_norm")
+        if prev is not None and norm / (prev + 1e-8) > group["gamma"]:
+            o = o * (group["gamma"] * prev / (norm + 1e-8))
+            norm = o.norm()
+        state["o_norm"] = norm.detach().clone()
+        shape_scale = 0.2 * max(grad.shape) ** 0.5
+        update = grad - project_back(group["perp_scale"] * low - shape_scale * o, q, grad.shape)
+        p.add_(update, alpha=-group["alpha"] * group["lr"])
+        if group["weight_decay"]:
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
+def build_sumo(
+    model: nn.Module,
+    *,
+    lr: float,
+    rank: int,
+    update_gap: int,
+    alpha: float,
+    gamma: float,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    perp_scale: float,
+) -> SUMO:
+    return SUMO(
+        param_groups(model, {}),
+        lr=lr,
+        rank=rank,
+        update_gap=update_gap,
+        alpha=alpha,
+        gamma=gamma,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        perp_scale=perp_scale,
+    )
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="optimizer",
+            name="sumo",
+            factory=build_sumo,
+            defaults={
+                "lr": 1e-3,
+                "rank": 8,
+                "update_gap": 200,
+                "alpha": 4.0,
+                "gamma": 1.1,
+                "momentum": 0.95,
+                "nesterov": True,
+                "weight_decay": 1e-2,
+                "perp_scale": 1.0,
+            },
+            paper="arXiv:2505.24749",
+            description="moment orthogonalised by exact SVD in the GaLore subspace",
+        )
+    )
