@@ -113,6 +113,30 @@ def test_reports_are_written(tmp_path: Path) -> None:
     assert set(csv["method"]) >= {"a", "d"}
 
 
+def test_grid_winners_are_named(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for lr, loss in ((0.1, 2.0), (0.01, 1.0), (0.001, 3.0)):
+            spec = RunSpec(
+                suite="s",
+                kind="optimizer",
+                method="sgd",
+                hparams={"lr": lr},
+                workload="w",
+                seed=seed,
+            )
+            store.write_record(
+                tmp_path,
+                RunRecord(
+                    id=spec.id,
+                    spec=spec,
+                    status="ok",
+                    metrics={"eval_loss": Metric(value=loss, unit="nats", meter="test")},
+                ),
+            )
+    md = write_reports(tmp_path)["markdown"].read_text()
+    assert "sgd: lr=0.01 (rank 1; best of 3 grid points)" in md
+
+
 def test_compare_rules() -> None:
     old = [record("a", s, eval_loss=1.0, auroc=0.9) for s in (0, 1, 2)]
     same = [record("a", s, eval_loss=1.05, auroc=0.9) for s in (0, 1, 2)]

@@ -76,11 +76,33 @@ def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
         lines += ["| " + " | ".join(cells) + " |" for cells in _row_cells(t)]
         for f in t.failures:
             lines.append(f"| - | {f.label} | **{f.status}** | {f.reason or ''} |")
+        tuning = _tuning_lines(t)
+        if tuning:
+            lines += [
+                "",
+                f"Tuning (each method's best grid point by mean {t.primary}):",
+                *[f"- {x}" for x in tuning],
+            ]
         notes = _null_notes(t)
         if notes:
             lines += ["", *[f"- {n}" for n in notes]]
         lines.append("")
     return "\n".join(lines)
+
+
+def _tuning_lines(table: Table) -> list[str]:
+    """For methods run on a grid: the winner, its rank overall and the grid's size."""
+    configs: dict[str, list[int]] = {}
+    for rank, row in enumerate(table.rows, 1):
+        configs.setdefault(row.method, []).append(rank)
+    out = []
+    for method, ranks in configs.items():
+        if len(ranks) > 1:
+            best = table.rows[ranks[0] - 1]
+            out.append(
+                f"{method}: {best.hparams} (rank {ranks[0]}; best of {len(ranks)} grid points)"
+            )
+    return out
 
 
 def render_csv(tables: list[Table]) -> pd.DataFrame:
