@@ -11,10 +11,17 @@ from torch import nn
 from benchmark.protocols.optimizer import optimizer_state_bytes
 from plugins.optimizers.adafactor import build_adafactor
 from plugins.optimizers.adamw import build_adamw
+from plugins.optimizers.adarankgrad import adaptive_rank, build_adarankgrad, range_finder_projector
 from plugins.optimizers.flora import build_flora, compressible, gaussian_projection, up
 from plugins.optimizers.galore import build_galore
 from plugins.optimizers.lowrank import project, svd_projector, transport
 from plugins.optimizers.muon import build_muon, newton_schulz
+from plugins.optimizers.plumage import (
+    build_plumage,
+    inclusion_probabilities,
+    sample_projector,
+    unbiased_estimate,
+)
 from plugins.optimizers.sumo import build_sumo, orthogonalise
 
 
@@ -82,6 +89,33 @@ BUILDERS = {
         perp_scale=1.0,
     ),
     "flora": lambda m: build_flora(m, lr=1e-2, rank=4, kappa=5, beta1=0.9, weight_decay=0.0),
+    "plumage": lambda m: build_plumage(
+        m,
+        lr=1e-2,
+        rank=4,
+        update_gap=5,
+        scale=0.25,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        seed=0,
+    ),
+    "adarankgrad": lambda m: build_adarankgrad(
+        m,
+        lr=1e-2,
+        max_rank=6,
+        eta=0.8,
+        tol=0.5,
+        min_gap=2,
+        max_gap=5,
+        scale=0.25,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        seed=0,
+    ),
 }
 
 
@@ -218,6 +252,7 @@ def _rest_numel(model: nn.Module) -> list[int]:
         ("galore", lambda m, n, r: 4 * (r * min(m, n) + 2 * r * max(m, n)), lambda k: 8 * k),
         ("sumo", lambda m, n, r: 4 * (r * (m + n) + 1), lambda k: 8 * k),
         ("muon", lambda m, n, r: 4 * m * n, lambda k: 8 * k),
+        ("plumage", lambda m, n, r: 4 * (r * min(m, n) + 2 * r * max(m, n) + r), lambda k: 8 * k),
     ],
 )
 def test_state_bytes_match_the_analytic_formula(name, lowrank_bytes, rest_bytes) -> None:  # type: ignore[no-untyped-def]
@@ -263,3 +298,67 @@ def test_galore_refreshes_every_gap_and_keeps_moments() -> None:
     changed = [i for i in range(1, 11) if not torch.equal(seen[i], seen[i - 1])]
     assert changed == [5, 10]  # steps 6 and 11 (1-based) start a new gap
     assert project(w.grad, seen[-1]).shape == opt.state[w]["exp_avg"].shape
+
+
+def test_plumage_estimator_is_unbiased() -> None:
+    """The mean of many sampled estimates converges to G within its standard error."""
+    g = torch.Generator().manual_seed(7)
+    grad = torch.randn(12, 30, generator=g, dtype=torch.float64) @ torch.diag(
+        torch.linspace(0.1, 2.0, 30, dtype=torch.float64)
+    )
+    rank, draws = 3, 4000
+    total = torch.zeros_like(grad)
+    for _ in range(draws):
+        proj, weights = sample_projector(grad, rank, g)
+        total += unbiased_estimate(grad, proj, weights)
+    mean = total / draws
+    sigma = torch.linalg.svdvals(grad)
+    p = inclusion_probabilities(sigma, rank)
+    variance = float((sigma.square() * (1 / p - 1)).sum())  # E||Q - G||_F^2
+    error = float((mean - grad).norm())
+    assert error < 4 * (variance / draws) ** 0.5, (error, (variance / draws) ** 0.5)
+    assert variance > 0, "the tail is sampled, so a single draw is not exact"
+    # A single draw is a rank-r matrix.
+    proj, weights = sample_projector(grad, rank, g)
+    assert torch.linalg.matrix_rank(unbiased_estimate(grad, proj, weights)) == rank
+
+
+def test_plumage_probabilities_keep_the_top_and_sum_to_r() -> None:
+    p = inclusion_probabilities(torch.tensor([5.0, 3.0, 1.0, 0.5, 0.25, 0.1]), 3)
+    assert float(p.sum()) == pytest.approx(3.0)
+    assert p[0] == 1.0 and p[1] == 1.0 and 0 < p[5] < p[2] < 1
+
+
+def test_adarankgrad_rank_meets_the_energy_threshold() -> None:
+    g = torch.Generator().manual_seed(8)
+    u = torch.linalg.qr(torch.randn(48, 20, generator=g))[0]
+    v = torch.linalg.qr(torch.randn(20, 20, generator=g))[0]
+    sigma = torch.tensor([10.0, 6.0, 3.0, 1.0] + [0.05] * 16)
+    grad = u @ torch.diag(sigma) @ v.T
+    energy = float(sigma.square().sum())
+    for eta in (0.5, 0.8, 0.9, 0.99):
+        r = adaptive_rank(sigma, energy, eta, max_rank=16)
+        kept = float(sigma[:r].square().sum())
+        assert kept >= eta * energy and (
+            r == 1 or float(sigma[: r - 1].square().sum()) < eta * energy
+        )
+        proj = range_finder_projector(grad, 16, eta, torch.Generator().manual_seed(0))
+        assert proj.shape == (r, 20)  # m >= n: right projector
+        captured = float((grad @ proj.T).square().sum())
+        assert captured >= eta * energy * 0.999
+    assert adaptive_rank(sigma, energy, 0.9999, max_rank=3) == 3
+
+
+def test_adarankgrad_refreshes_and_rotates_moments() -> None:
+    torch.manual_seed(9)
+    model = Block()
+    opt = BUILDERS["adarankgrad"](model)
+    w = model.mlp[0].weight
+    refreshed = set()
+    for step in range(12):
+        backward(model, step)
+        opt.step()
+        refreshed.add(opt.state[w]["refreshed_at"])
+        r = opt.state[w]["projector"].shape[0]
+        assert opt.state[w]["exp_avg"].shape == (40, r)
+    assert len(refreshed) >= 2, "max_gap forces refreshes"

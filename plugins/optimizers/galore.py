@@ -17,14 +17,13 @@ the rank is capped at min(m, n).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
+    adam_subspace_step,
     adamw_step,
     param_groups,
     project,
@@ -90,18 +89,9 @@ class GaLoreAdamW(torch.optim.Optimizer):
         if "projector" not in state or (step - 1) % group["update_gap"] == 0:
             state["projector"] = svd_projector(grad, rank)
         low = project(grad, state["projector"])
-        if "exp_avg" not in state:
-            state["exp_avg"] = torch.zeros_like(low)
-            state["exp_avg_sq"] = torch.zeros_like(low)
-        b1, b2 = group["betas"]
-        state["exp_avg"].lerp_(low, 1 - b1)
-        state["exp_avg_sq"].mul_(b2).addcmul_(low, low, value=1 - b2)
-        step_size = group["lr"] * math.sqrt(1 - b2**step) / (1 - b1**step)
-        normalised = state["exp_avg"] / state["exp_avg_sq"].sqrt().add_(group["eps"])
-        update = project_back(normalised, state["projector"], grad.shape) * group["scale"]
-        p.add_(update, alpha=-step_size)
-        if group["weight_decay"]:
-            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+        adam_subspace_step(
+            p, low, state, group, lambda x: project_back(x, state["projector"], grad.shape)
+        )
 
 
 def build_galore(

@@ -85,6 +85,44 @@ def transport(
     return (new.T @ old) @ moment  # (r x r)(r x n)
 
 
+def rotate_moments(
+    state: dict[str, Any], old: torch.Tensor, new: torch.Tensor, shape: torch.Size
+) -> None:
+    """Carry Adam's subspace moments into a new basis (ranks may differ).
+
+    First moment: M <- R M with R = Q_new^T Q_old (on the right for right projectors).
+    Second moment: the diagonal of R diag(v) R^T, i.e. v <- (R∘R) v, which keeps it
+    non-negative and exact when the bases agree up to signs and order.
+    """
+    if projects_right(shape):
+        rot = old @ new.T  # (r_old x r_new), acting on the right of (m x r) moments
+        state["exp_avg"] = state["exp_avg"] @ rot
+        state["exp_avg_sq"] = state["exp_avg_sq"] @ rot.square()
+    else:
+        rot = new.T @ old  # (r_new x r_old), acting on the left of (r x n) moments
+        state["exp_avg"] = rot @ state["exp_avg"]
+        state["exp_avg_sq"] = rot.square() @ state["exp_avg_sq"]
+
+
+def adam_subspace_step(
+    p: torch.Tensor, low: torch.Tensor, state: dict[str, Any], group: dict[str, Any], back: Any
+) -> None:
+    """Adam on the projected gradient ``low``; ``back`` maps the normalised step to p's
+    shape. Bias correction uses the subspace step count, decay is decoupled."""
+    if "exp_avg" not in state:
+        state["exp_avg"] = torch.zeros_like(low)
+        state["exp_avg_sq"] = torch.zeros_like(low)
+    step = state["step"]
+    b1, b2 = group["betas"]
+    state["exp_avg"].lerp_(low, 1 - b1)
+    state["exp_avg_sq"].mul_(b2).addcmul_(low, low, value=1 - b2)
+    step_size = group["lr"] * math.sqrt(1 - b2**step) / (1 - b1**step)
+    normalised = state["exp_avg"] / state["exp_avg_sq"].sqrt().add_(group["eps"])
+    p.add_(back(normalised) * group["scale"], alpha=-step_size)
+    if group["weight_decay"]:
+        p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
 # --------------------------------------------------------------------------- AdamW fallback
 
 
