@@ -14,6 +14,7 @@ from plugins.optimizers.adamw import build_adamw
 from plugins.optimizers.adarankgrad import adaptive_rank, build_adarankgrad, range_finder_projector
 from plugins.optimizers.flora import build_flora, compressible, gaussian_projection, up
 from plugins.optimizers.galore import build_galore
+from plugins.optimizers.lorenza import build_lorenza, randomized_svd
 from plugins.optimizers.lowrank import project, svd_projector, transport
 from plugins.optimizers.muon import build_muon, newton_schulz
 from plugins.optimizers.plumage import (
@@ -55,6 +56,32 @@ def backward(model: nn.Module, seed: int = 0) -> float:
     model.zero_grad()
     loss.backward()
     return float(loss.detach())
+
+
+def closure_for(model: nn.Module, seed: int, calls: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """The protocol's closure contract: backward=False is a forward pass only."""
+    x, y = data(seed)
+
+    def closure(backward: bool = True) -> torch.Tensor:
+        if calls is not None:
+            calls.append("grad" if backward else "forward")
+        if not backward:
+            with torch.no_grad():
+                return nn.functional.mse_loss(model(x), y)
+        model.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    return closure
+
+
+def train_step(opt: torch.optim.Optimizer, model: nn.Module, seed: int) -> None:
+    if getattr(opt, "needs_closure", False):
+        opt.step(closure_for(model, seed))
+    else:
+        backward(model, seed)
+        opt.step()
 
 
 BUILDERS = {
@@ -116,6 +143,21 @@ BUILDERS = {
         weight_decay=0.0,
         seed=0,
     ),
+    "lorenza": lambda m: build_lorenza(
+        m,
+        lr=1e-2,
+        rank=4,
+        update_gap=5,
+        rho=0.05,
+        mu=1e-3,
+        probes=2,
+        plus=False,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        seed=0,
+    ),
 }
 
 
@@ -126,8 +168,7 @@ def test_drives_the_loss_down(name: str) -> None:
     opt = BUILDERS[name](model)
     first = backward(model)
     for step in range(150):
-        backward(model, step % 4)
-        opt.step()
+        train_step(opt, model, step % 4)
     assert backward(model) < 0.6 * first
 
 
@@ -137,14 +178,12 @@ def test_state_dict_round_trip_reproduces_the_next_step(name: str) -> None:
     model = Block()
     opt = BUILDERS[name](model)
     for step in range(7):  # crosses a projector refresh (gap/kappa 5)
-        backward(model, step)
-        opt.step()
+        train_step(opt, model, step)
     twin = copy.deepcopy(model)
     twin_opt = BUILDERS[name](twin)
     twin_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
     for m, o in ((model, opt), (twin, twin_opt)):
-        backward(m, 99)
-        o.step()
+        train_step(o, m, 99)
     for a, b in zip(model.parameters(), twin.parameters(), strict=True):
         assert torch.equal(a, b)
 
@@ -362,3 +401,73 @@ def test_adarankgrad_refreshes_and_rotates_moments() -> None:
         r = opt.state[w]["projector"].shape[0]
         assert opt.state[w]["exp_avg"].shape == (40, r)
     assert len(refreshed) >= 2, "max_gap forces refreshes"
+
+
+def test_lorenza_zeroth_order_estimate_is_the_truncated_gradient() -> None:
+    """With Q, R from G's SVD, E[g_zo] is the rank-r truncation of G (to first order)."""
+    torch.manual_seed(10)
+    model = Block()
+    opt = build_lorenza(
+        model,
+        lr=1e-2,
+        rank=4,
+        update_gap=5,
+        rho=0.05,
+        mu=1e-4,
+        probes=3000,
+        plus=False,
+        beta1=0.9,
+        beta2=0.999,
+        eps=1e-8,
+        weight_decay=0.0,
+        seed=0,
+    )
+    closure = closure_for(model, 0)
+    opt._refresh_subspaces(closure)
+    w = model.mlp[0].weight
+    grad = w.grad.detach().clone()
+    estimate = opt.zeroth_order_ascent(closure)[w]
+    u, s, vh = torch.linalg.svd(grad)
+    truncated = u[:, :4] @ torch.diag(s[:4]) @ vh[:4]
+    cosine = float((estimate * truncated).sum() / (estimate.norm() * truncated.norm()))
+    assert cosine > 0.95, cosine
+    q, r = opt.state[w]["left"], opt.state[w]["right"]
+    assert torch.allclose(q.T @ q, torch.eye(4), atol=1e-4) and r.shape == (4, 24)
+
+
+def test_lorenza_step_lies_in_span_q_and_costs_one_gradient() -> None:
+    torch.manual_seed(11)
+    model = Block()
+    opt = BUILDERS["lorenza"](model)
+    train_step(opt, model, 0)  # first step: refresh (one extra gradient)
+    w = model.attn.weight
+    before = w.detach().clone()
+    calls: list[str] = []
+    opt.step(closure_for(model, 1, calls))
+    assert calls.count("grad") == 1 and calls.count("forward") == 1 + 2 * 2
+    delta = w.detach() - before
+    q = opt.state[w]["left"]
+    assert (delta - q @ (q.T @ delta)).abs().max() < 1e-5 * delta.abs().max() + 1e-12
+    assert torch.linalg.matrix_rank(delta) <= 4
+
+
+def test_lorenza_state_bytes() -> None:
+    torch.manual_seed(0)
+    model = Block()
+    opt = BUILDERS["lorenza"](model)
+    train_step(opt, model, 0)
+    r, expected = 4, 0
+    for m, n in _shapes(model, LOWRANK):
+        expected += 4 * (m * r + r * n + 2 * r * n)  # Q, R and the r x n moments
+    expected += sum(8 * k for k in _rest_numel(model))
+    assert optimizer_state_bytes(opt) == expected
+
+
+def test_lorenza_randomized_svd_matches_the_top_subspace() -> None:
+    g = torch.Generator().manual_seed(12)
+    u = torch.linalg.qr(torch.randn(30, 6, generator=g))[0]
+    v = torch.linalg.qr(torch.randn(20, 6, generator=g))[0]
+    grad = u @ torch.diag(torch.tensor([9.0, 7.0, 5.0, 3.0, 0.01, 0.01])) @ v.T
+    q, r = randomized_svd(grad, 4)
+    torch.testing.assert_close(q @ q.T @ u[:, :4], u[:, :4], atol=1e-4, rtol=0)
+    torch.testing.assert_close(r.T @ r @ v[:, :4], v[:, :4], atol=1e-4, rtol=0)

@@ -107,3 +107,18 @@ def test_llama60m_preset_is_the_galore_config() -> None:
         p["num_layers"],
         p["seq_len"],
     ) == (512, 1376, 8, 8, 256)
+
+
+def test_closure_optimizers_run_through_the_protocol() -> None:
+    ctx = context(
+        "optimizer",
+        "lorenza",
+        "tiny-llama",
+        options=TINY,
+        steps=8,
+        hparams={"rank": 8, "update_gap": 4, "lr": 3e-3},
+    )
+    result = protocol.run(ctx)
+    curve = result.curves["train_loss"].y
+    assert len(curve) == 8 and all(c == c for c in curve)
+    assert result.metrics["steps_done"].value == 8

@@ -1,17 +1,20 @@
 """How one optimizer run is executed and scored.
 
-The loop is the plain one every optimizer paper uses (zero_grad, loss, backward, step) on
-the workload's stream of batches, up to the step budget or the time budget. Step time is
-measured with device synchronisation, warm-up steps excluded; evaluation time is excluded
-from step time and from time-to-target. Steps- and time-to-target use the held-out loss,
-as AlgoPerf does, checked at each evaluation point.
+The loop is the plain one every optimizer paper uses (zero_grad, loss, backward, step)
+on the workload's stream of batches (an optimizer with ``needs_closure = True`` instead
+gets ``step(closure)`` and computes its own gradients, as sharpness-aware methods must),
+up to the step budget or the time budget. Step time is measured with device
+synchronisation, warm-up steps excluded; evaluation time is excluded from step time and
+from time-to-target. Steps- and time-to-target use the held-out loss, as AlgoPerf does,
+checked at each evaluation point.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -32,6 +35,25 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 def _params(model: torch.nn.Module) -> Iterable[torch.Tensor]:
     return (p for p in model.parameters() if p.requires_grad)
+
+
+def _closure(
+    wl: Any, model: torch.nn.Module, batch: Any, optimizer: torch.optim.Optimizer
+) -> Callable[..., torch.Tensor]:
+    """The loss on the current batch, for optimizers that evaluate it more than once
+    (sharpness-aware and zeroth-order methods). ``backward=False`` is a forward pass only.
+    Their step returns the loss at the unperturbed weights, which the curve records."""
+
+    def closure(backward: bool = True) -> torch.Tensor:
+        if not backward:
+            with torch.no_grad():
+                return wl.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss = wl.loss(model, batch)
+        loss.backward()
+        return loss
+
+    return closure
 
 
 def run(ctx: RunContext) -> ProtocolResult:
@@ -70,10 +92,13 @@ def run(ctx: RunContext) -> ProtocolResult:
             batch = next(batches)
             synchronize(device)
             t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            loss = wl.loss(model, batch)
-            loss.backward()
-            optimizer.step()
+            if getattr(optimizer, "needs_closure", False):
+                loss = optimizer.step(_closure(wl, model, batch, optimizer))
+            else:
+                optimizer.zero_grad(set_to_none=True)
+                loss = wl.loss(model, batch)
+                loss.backward()
+                optimizer.step()
             value = float(loss.detach())  # synchronises with the device
             synchronize(device)
             dt = time.perf_counter() - t0
