@@ -172,6 +172,15 @@ def test_exposed_split_is_ranked_worst_and_trusted_best() -> None:
 
 
 def test_deployment_model_is_a_protocol_option() -> None:
-    fast = _split("all-trusted", protocol={"trusted_slowdown": 1.0}).metrics
-    slow = _split("all-trusted", protocol={"trusted_slowdown": 100.0}).metrics
-    assert slow["modelled_latency"].value > 20 * fast["modelled_latency"].value
+    r = _split("all-trusted", protocol={"trusted_slowdown": 100.0, "link_latency_s": 0.5})
+    m = r.metrics
+    assert r.info["deployment"]["trusted_slowdown"] == 100.0
+    assert m["crossings"].value == 2  # inputs in, logits out
+    assert m["modelled_transfer_time"].value == pytest.approx(
+        2 * 0.5 + m["crossing_bytes"].value / 1e9
+    )
+    assert m["modelled_latency"].value == pytest.approx(
+        m["untrusted_compute_time"].value
+        + 100.0 * m["trusted_compute_time"].value
+        + m["modelled_transfer_time"].value
+    )
