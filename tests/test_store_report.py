@@ -113,6 +113,15 @@ def test_reports_are_written(tmp_path: Path) -> None:
     assert set(csv["method"]) >= {"a", "d"}
 
 
+def test_mean_and_spread_share_a_scale() -> None:
+    from benchmark.report.leaderboard import Cell, format_cell
+
+    assert format_cell(Cell(2.841, 0.5067, 3), "s") == "2.841 ± 0.507"
+    assert format_cell(Cell(0.0942, 0.0096, 3), "s") == "94.2 ± 9.6 ms"
+    assert format_cell(Cell(3 * 2**20, 2**19, 2), "bytes") == "3 ± 0.5 MiB"
+    assert format_cell(Cell(None, None, 0, "no meter"), "s") == "n/a"
+
+
 def test_grid_winners_are_named(tmp_path: Path) -> None:
     for seed in (0, 1):
         for lr, loss in ((0.1, 2.0), (0.01, 1.0), (0.001, 3.0)):

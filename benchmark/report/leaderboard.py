@@ -135,25 +135,37 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
 # --------------------------------------------------------------------------- formatting
 
 
-def format_value(value: float | None, unit: str) -> str:
-    if value is None:
-        return "n/a"
+def _scale(value: float, unit: str) -> tuple[float, str]:
+    """(divisor, suffix) that reads best for ``value`` in ``unit``."""
     if unit == "bytes":
         for scale, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
             if abs(value) >= scale:
-                return f"{value / scale:.4g} {name}"
-        return f"{value:.0f} B"
+                return scale, name
+        return 1, "B"
     if unit == "s" and abs(value) < 1:
-        return f"{value * 1e3:.4g} ms" if abs(value) >= 1e-3 else f"{value * 1e6:.4g} µs"
+        return (1e-3, "ms") if abs(value) >= 1e-3 else (1e-6, "µs")
     if unit == "FLOP":
-        return f"{value / 1e9:.4g} GFLOP"
-    return f"{value:.4g}"
+        return 1e9, "GFLOP"
+    return 1, ""
+
+
+def format_value(value: float | None, unit: str, scale: tuple[float, str] | None = None) -> str:
+    if value is None:
+        return "n/a"
+    divisor, suffix = scale or _scale(value, unit)
+    if unit == "bytes" and suffix == "B":
+        return f"{value:.0f} B"
+    return f"{value / divisor:.4g}" + (f" {suffix}" if suffix else "")
 
 
 def format_cell(cell: Cell, unit: str) -> str:
+    """Mean ± std, both in the mean's scale so the two read together."""
     if cell.mean is None:
         return "n/a"
-    text = format_value(cell.mean, unit)
+    scale = _scale(cell.mean, unit)
+    text = format_value(cell.mean, unit, scale)
     if cell.n > 1 and cell.std:
-        text += f" ± {format_value(cell.std, unit)}"
+        divisor, suffix = scale
+        text = text.removesuffix(f" {suffix}") if suffix else text
+        text += f" ± {cell.std / divisor:.3g}" + (f" {suffix}" if suffix else "")
     return text
