@@ -1,1 +1,0 @@
-"""Benchmark-only scripts: comparisons with other packages, run in their own tox envs."""
