@@ -144,6 +144,26 @@ def test_grid_winners_are_named(tmp_path: Path) -> None:
             )
     md = write_reports(tmp_path)["markdown"].read_text()
     assert "sgd: lr=0.01 (rank 1; best of 3 grid points)" in md
+    for seed in (0, 1):
+        spec = RunSpec(
+            suite="s",
+            kind="optimizer",
+            method="sgd",
+            hparams={"lr": 0.0001},
+            workload="w",
+            seed=seed,
+        )
+        store.write_record(
+            tmp_path,
+            RunRecord(
+                id=spec.id,
+                spec=spec,
+                status="ok",
+                metrics={"eval_loss": Metric(value=0.5, unit="nats", meter="test")},
+            ),
+        )
+    md = write_reports(tmp_path)["markdown"].read_text()
+    assert "EDGE: lr=0.0001 is the grid's lowest, widen the grid" in md
 
 
 def test_compare_rules() -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 from benchmark import store
 from benchmark.fileio import atomic_write_text
 from benchmark.records import RunRecord
-from benchmark.report.leaderboard import Table, build_leaderboard, format_cell
+from benchmark.report.leaderboard import Row, Table, build_leaderboard, format_cell
 from benchmark.report.plots import PLOTS
 
 
@@ -91,17 +91,29 @@ def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
 
 
 def _tuning_lines(table: Table) -> list[str]:
-    """For methods run on a grid: the winner, its rank overall and the grid's size."""
-    configs: dict[str, list[int]] = {}
+    """For methods run on a grid: the winner, its rank overall, the grid's size, and a
+    warning when the winner sits on the edge of a numeric axis (the grid may not bracket
+    the optimum, so the method may be under-tuned)."""
+    rows_by_method: dict[str, list[tuple[int, Row]]] = {}
     for rank, row in enumerate(table.rows, 1):
-        configs.setdefault(row.method, []).append(rank)
+        rows_by_method.setdefault(row.method, []).append((rank, row))
     out = []
-    for method, ranks in configs.items():
-        if len(ranks) > 1:
-            best = table.rows[ranks[0] - 1]
-            out.append(
-                f"{method}: {best.hparams} (rank {ranks[0]}; best of {len(ranks)} grid points)"
-            )
+    for method, ranked in rows_by_method.items():
+        if len(ranked) < 2:
+            continue
+        best_rank, best = ranked[0]
+        spec_hparams = [r.records[0].spec.hparams for _, r in ranked if r.records]
+        edges = []
+        for key, value in best.records[0].spec.hparams.items() if best.records else []:
+            values = {h.get(key) for h in spec_hparams}
+            numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+            if len(numeric) == len(values) > 2 and value in (min(numeric), max(numeric)):
+                side = "lowest" if value == min(numeric) else "highest"
+                edges.append(f"{key}={value} is the grid's {side}")
+        note = f"; EDGE: {', '.join(edges)}, widen the grid" if edges else ""
+        out.append(
+            f"{method}: {best.hparams} (rank {best_rank}; best of {len(ranked)} grid points{note})"
+        )
     return out
 
 
