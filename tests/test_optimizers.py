@@ -101,7 +101,14 @@ BUILDERS = {
         weight_decay=0.0,
     ),
     "muon": lambda m: build_muon(
-        m, lr=0.02, momentum=0.95, nesterov=True, weight_decay=0, ns_steps=5, adam_lr=1e-2
+        m,
+        lr=0.02,
+        momentum=0.95,
+        nesterov=True,
+        weight_decay=0,
+        ns_steps=5,
+        ns_dtype="auto",
+        adam_lr=1e-2,
     ),
     "sumo": lambda m: build_sumo(
         m,
@@ -239,7 +246,9 @@ def test_orthogonalisers_push_singular_values_to_one() -> None:
         m = u @ torch.diag(spectrum) @ v.T
         exact = torch.linalg.svdvals(orthogonalise(m))
         torch.testing.assert_close(exact, torch.ones_like(exact), atol=1e-5, rtol=0)
-        ns = torch.linalg.svdvals(newton_schulz(m).float())
+        ns = torch.linalg.svdvals(newton_schulz(m).float())  # bf16, as the reference
+        ns32 = torch.linalg.svdvals(newton_schulz(m, dtype=torch.float32))
+        assert float(ns32.min()) > 0.6 and float(ns32.max()) < 1.25, ns32
         # Five quintic steps in bf16 land every singular value near 1, not exactly on it
         # (Jordan et al. report roughly 0.7 to 1.2).
         assert float(ns.min()) > 0.6 and float(ns.max()) < 1.25, ns

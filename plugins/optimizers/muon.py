@@ -10,6 +10,11 @@ Hidden 2-D weights: B <- mu·B + (1 - mu)·G; the update is G + mu·(B - G) with
 sqrt(max(1, m/n)); W <- (1 - lr·wd)·W - lr·update. Everything else (embeddings, head,
 norms, biases) gets AdamW with lr 3e-4, betas (0.9, 0.95), eps 1e-10. State: m·n per
 hidden weight. Defaults: lr 0.02, momentum 0.95, Nesterov, wd 0.
+
+Departure: the iteration runs in bf16 on CUDA, as the reference does, but in fp32 on
+other devices (``ns_dtype: auto``): CPUs without bf16 matrix units emulate it many times
+slower, which would charge Muon for the hardware rather than the method. ``ns_dtype:
+bf16`` restores the reference behaviour everywhere.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from plugins.optimizers.lowrank import adamw_step, param_groups
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
+def newton_schulz(
+    g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16
+) -> torch.Tensor:
     """An approximation of U V^T for G = U S V^T: singular values pushed towards 1."""
     a, b, c = NS_COEFFICIENTS
-    x = g.bfloat16()
+    x = g.to(dtype)
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
@@ -36,6 +43,13 @@ def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return (x.T if tall else x).to(g.dtype)
+
+
+def _ns_dtype(group: dict, p: torch.Tensor) -> torch.dtype:
+    choice = group["ns_dtype"]
+    if choice == "auto":
+        return torch.bfloat16 if p.is_cuda else torch.float32
+    return {"bf16": torch.bfloat16, "fp32": torch.float32}[choice]
 
 
 class Muon(torch.optim.Optimizer):
@@ -47,6 +61,7 @@ class Muon(torch.optim.Optimizer):
         nesterov: bool = True,  # type: ignore[no-untyped-def]
         weight_decay: float = 0.0,
         ns_steps: int = 5,
+        ns_dtype: str = "auto",
         adam_lr: float = 3e-4,
         adam_betas: tuple[float, float] = (0.9, 0.95),
         adam_eps: float = 1e-10,
@@ -59,6 +74,7 @@ class Muon(torch.optim.Optimizer):
                 "nesterov": nesterov,
                 "weight_decay": weight_decay,
                 "ns_steps": ns_steps,
+                "ns_dtype": ns_dtype,
                 "adam_lr": adam_lr,
                 "adam_betas": adam_betas,
                 "adam_eps": adam_eps,
@@ -94,7 +110,7 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(grad, 1 - group["momentum"])
                 update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = newton_schulz(update, group["ns_steps"])
+                update = newton_schulz(update, group["ns_steps"], dtype=_ns_dtype(group, p))
                 update *= max(1.0, p.shape[0] / p.shape[1]) ** 0.5
                 p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(update, alpha=-group["lr"])
@@ -109,8 +125,11 @@ def build_muon(
     nesterov: bool,
     weight_decay: float,
     ns_steps: int,
+    ns_dtype: str,
     adam_lr: float,
 ) -> Muon:
+    if ns_dtype not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"ns_dtype must be auto, bf16 or fp32, not {ns_dtype!r}")
     # Muon's "hidden weights" are the same 2-D attention/MLP matrices GaLore targets.
     groups = param_groups(model, {})
     return Muon(
@@ -120,6 +139,7 @@ def build_muon(
         nesterov=nesterov,
         weight_decay=weight_decay,
         ns_steps=ns_steps,
+        ns_dtype=ns_dtype,
         adam_lr=adam_lr,
     )
 
@@ -137,6 +157,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
                 "nesterov": True,
                 "weight_decay": 0.0,
                 "ns_steps": 5,
+                "ns_dtype": "auto",
                 "adam_lr": 3e-4,
             },
             paper="kellerjordan.github.io/posts/muon (2024)",
