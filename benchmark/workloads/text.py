@@ -166,11 +166,12 @@ class CorpusLM:
 
     # ------------------------------------------------------------------ model
 
-    def build_model(self, seed: int, device: torch.device) -> nn.Module:
-        from transformers import LlamaConfig, LlamaForCausalLM
+    def model_config(self) -> Any:
+        """The ``LlamaConfig`` the model is built from; shapes without allocating weights."""
+        from transformers import LlamaConfig
 
         c = self.config
-        config = LlamaConfig(
+        return LlamaConfig(
             vocab_size=self.tokenizer.get_vocab_size(),
             hidden_size=c["hidden_size"],
             intermediate_size=c["intermediate_size"],
@@ -181,6 +182,11 @@ class CorpusLM:
             tie_word_embeddings=False,
             attn_implementation="sdpa",
         )
+
+    def build_model(self, seed: int, device: torch.device) -> nn.Module:
+        from transformers import LlamaForCausalLM
+
+        config = self.model_config()
         torch.manual_seed(seed)
         return LlamaForCausalLM(config).to(device)
 
