@@ -28,8 +28,9 @@ from torch import nn
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
+    HybridOptimizer,
+    SeededSampling,
     adam_subspace_step,
-    adamw_step,
     param_groups,
     project,
     project_back,
@@ -63,7 +64,7 @@ def range_finder_projector(
     return (basis.T if projects_right(g.shape) else basis).to(grad.dtype).contiguous()
 
 
-class AdaRankGrad(torch.optim.Optimizer):
+class AdaRankGrad(SeededSampling, HybridOptimizer):
     def __init__(
         self,
         params,
@@ -97,31 +98,6 @@ class AdaRankGrad(torch.optim.Optimizer):
         )
         self.generator = torch.Generator().manual_seed(seed)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not group["lowrank"]:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        state,
-                        lr=group["lr"],
-                        betas=group["betas"],
-                        eps=group["eps"],
-                        weight_decay=group["weight_decay"],
-                    )
-                    continue
-                self._subspace_step(p, state, group)
-        return loss
-
     def _converged(self, low: torch.Tensor, state: dict, group: dict) -> bool:
         age = state["step"] - state["refreshed_at"]
         prev = state.get("prev_low")
@@ -132,7 +108,7 @@ class AdaRankGrad(torch.optim.Optimizer):
         change = (low - prev).norm() / prev.norm().clamp(min=1e-30)
         return bool(change < group["tol"])
 
-    def _subspace_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
         max_rank = min(group["max_rank"], *grad.shape)
         state["step"] = state.get("step", 0) + 1
@@ -150,18 +126,6 @@ class AdaRankGrad(torch.optim.Optimizer):
         low = project(grad, proj)
         state["prev_low"] = low.clone()
         adam_subspace_step(p, low, state, group, lambda x: project_back(x, proj, grad.shape))
-
-    def state_dict(self):  # type: ignore[no-untyped-def]
-        out = super().state_dict()
-        out["sampler"] = self.generator.get_state()
-        return out
-
-    def load_state_dict(self, state_dict):  # type: ignore[no-untyped-def]
-        state_dict = dict(state_dict)
-        sampler = state_dict.pop("sampler", None)
-        super().load_state_dict(state_dict)
-        if sampler is not None:
-            self.generator.set_state(sampler)
 
 
 def build_adarankgrad(

@@ -23,8 +23,8 @@ from torch import nn
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
+    HybridOptimizer,
     adam_subspace_step,
-    adamw_step,
     param_groups,
     project,
     project_back,
@@ -32,7 +32,7 @@ from plugins.optimizers.lowrank import (
 )
 
 
-class GaLoreAdamW(torch.optim.Optimizer):
+class GaLoreAdamW(HybridOptimizer):
     def __init__(
         self,
         params,
@@ -56,32 +56,7 @@ class GaLoreAdamW(torch.optim.Optimizer):
         }
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not group["lowrank"]:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        state,
-                        lr=group["lr"],
-                        betas=group["betas"],
-                        eps=group["eps"],
-                        weight_decay=group["weight_decay"],
-                    )
-                    continue
-                self._galore_step(p, state, group)
-        return loss
-
-    def _galore_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
         rank = min(group["rank"], *grad.shape)
         step = state.get("step", 0) + 1

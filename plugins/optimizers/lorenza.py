@@ -35,7 +35,12 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
-from plugins.optimizers.lowrank import adam_subspace_step, adamw_step, param_groups
+from plugins.optimizers.lowrank import (
+    HybridOptimizer,
+    SeededSampling,
+    adam_subspace_step,
+    param_groups,
+)
 
 OVERSAMPLE = 4
 
@@ -47,7 +52,7 @@ def randomized_svd(grad: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
     return u[:, :rank].to(grad.dtype).contiguous(), v[:, :rank].T.to(grad.dtype).contiguous()
 
 
-class Lorenza(torch.optim.Optimizer):
+class Lorenza(SeededSampling, HybridOptimizer):
     needs_closure = True
 
     def __init__(
@@ -123,23 +128,7 @@ class Lorenza(torch.optim.Optimizer):
             closure(backward=True)  # the one gradient of the step: at the perturbed point
         for p, e in shift.items():
             p.sub_(e)
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not group["lowrank"]:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        state,
-                        lr=group["lr"],
-                        betas=group["betas"],
-                        eps=group["eps"],
-                        weight_decay=group["weight_decay"],
-                    )
-                    continue
-                self._subspace_step(p, state, group)
+        self.apply_updates()
         return loss
 
     def _refresh_subspaces(self, closure: Callable[..., torch.Tensor]) -> None:
@@ -157,7 +146,7 @@ class Lorenza(torch.optim.Optimizer):
                 rank = min(group["rank"], *p.shape)
                 self.state[p]["left"], self.state[p]["right"] = randomized_svd(p.grad, rank)
 
-    def _subspace_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
         state["step"] = state.get("step", 0) + 1
         q = state["left"]
@@ -165,18 +154,6 @@ class Lorenza(torch.optim.Optimizer):
         adam_subspace_step(p, low, state, {**group, "scale": 1.0}, lambda x: q @ x)
         if self.plus:  # LORENZA+: the discarded component of G_SAM, at plain SGD scale
             p.add_(grad - q @ low, alpha=-group["lr"])
-
-    def state_dict(self):  # type: ignore[no-untyped-def]
-        out = super().state_dict()
-        out["sampler"] = self.generator.get_state()
-        return out
-
-    def load_state_dict(self, state_dict):  # type: ignore[no-untyped-def]
-        state_dict = dict(state_dict)
-        sampler = state_dict.pop("sampler", None)
-        super().load_state_dict(state_dict)
-        if sampler is not None:
-            self.generator.set_state(sampler)
 
 
 def build_lorenza(

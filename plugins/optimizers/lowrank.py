@@ -149,3 +149,70 @@ def adamw_step(
     if weight_decay:
         p.mul_(1 - lr * weight_decay)
     p.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(eps), value=-step_size)
+
+
+# --------------------------------------------------------------------------- shared skeleton
+
+
+class HybridOptimizer(torch.optim.Optimizer):
+    """Parameters in groups flagged ``lowrank`` take the method's own step
+    (``lowrank_step``); every other parameter takes AdamW with ``fallback_options``."""
+
+    def lowrank_step(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
+        raise TypeError(f"{type(self).__name__} must define lowrank_step")
+
+    def fallback_options(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The method's own Adam settings, or its separate ``adam_*`` ones when it has them
+        (Muon and SUMO run their auxiliary AdamW without weight decay)."""
+        if "adam_lr" in group:
+            return {
+                "lr": group["adam_lr"],
+                "betas": group["adam_betas"],
+                "eps": group["adam_eps"],
+                "weight_decay": 0.0,
+            }
+        return {
+            "lr": group["lr"],
+            "betas": group["betas"],
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+        }
+
+    def apply_updates(self) -> None:
+        """One update of every parameter from its current ``.grad``."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if group["lowrank"]:
+                    self.lowrank_step(p, self.state[p], group)
+                else:
+                    adamw_step(p, p.grad, self.state[p], **self.fallback_options(group))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.apply_updates()
+        return loss
+
+
+class SeededSampling:
+    """For optimizers that draw random numbers: the generator's state travels with
+    ``state_dict`` so a resumed run draws exactly what the uninterrupted one would."""
+
+    generator: torch.Generator
+
+    def state_dict(self):  # type: ignore[no-untyped-def]
+        out = super().state_dict()  # type: ignore[misc]
+        out["sampler"] = self.generator.get_state()
+        return out
+
+    def load_state_dict(self, state_dict):  # type: ignore[no-untyped-def]
+        state_dict = dict(state_dict)
+        sampler = state_dict.pop("sampler", None)
+        super().load_state_dict(state_dict)  # type: ignore[misc]
+        if sampler is not None:
+            self.generator.set_state(sampler)

@@ -24,7 +24,7 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
-from plugins.optimizers.lowrank import adamw_step, param_groups
+from plugins.optimizers.lowrank import HybridOptimizer, param_groups
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
@@ -52,7 +52,7 @@ def _ns_dtype(group: dict, p: torch.Tensor) -> torch.dtype:
     return {"bf16": torch.bfloat16, "fp32": torch.float32}[choice]
 
 
-class Muon(torch.optim.Optimizer):
+class Muon(HybridOptimizer):
     def __init__(
         self,
         params,
@@ -82,39 +82,17 @@ class Muon(torch.optim.Optimizer):
             },
         )
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not group["lowrank"]:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        state,
-                        lr=group["adam_lr"],
-                        betas=group["adam_betas"],
-                        eps=group["adam_eps"],
-                        weight_decay=0.0,
-                    )
-                    continue
-                grad = p.grad
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(grad)
-                buf = state["momentum_buffer"]
-                buf.lerp_(grad, 1 - group["momentum"])
-                update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
-                update = newton_schulz(update, group["ns_steps"], dtype=_ns_dtype(group, p))
-                update *= max(1.0, p.shape[0] / p.shape[1]) ** 0.5
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"])
-        return loss
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+        grad = p.grad
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(grad)
+        buf = state["momentum_buffer"]
+        buf.lerp_(grad, 1 - group["momentum"])
+        update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+        update = newton_schulz(update, group["ns_steps"], dtype=_ns_dtype(group, p))
+        update *= max(1.0, p.shape[0] / p.shape[1]) ** 0.5
+        p.mul_(1 - group["lr"] * group["weight_decay"])
+        p.add_(update, alpha=-group["lr"])
 
 
 def build_muon(

@@ -30,8 +30,9 @@ from torch import nn
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
+    HybridOptimizer,
+    SeededSampling,
     adam_subspace_step,
-    adamw_step,
     param_groups,
     project,
     project_back,
@@ -93,7 +94,7 @@ def unbiased_estimate(
     return project_back(scaled, proj, grad.shape)
 
 
-class Plumage(torch.optim.Optimizer):
+class Plumage(SeededSampling, HybridOptimizer):
     def __init__(
         self,
         params,
@@ -121,32 +122,7 @@ class Plumage(torch.optim.Optimizer):
         )
         self.generator = torch.Generator().manual_seed(seed)
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not group["lowrank"]:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        state,
-                        lr=group["lr"],
-                        betas=group["betas"],
-                        eps=group["eps"],
-                        weight_decay=group["weight_decay"],
-                    )
-                    continue
-                self._plumage_step(p, state, group)
-        return loss
-
-    def _plumage_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
         rank = min(group["rank"], *grad.shape)
         state["step"] = state.get("step", 0) + 1
@@ -163,18 +139,6 @@ class Plumage(torch.optim.Optimizer):
             return project_back(scaled, proj, grad.shape)
 
         adam_subspace_step(p, project(grad, proj), state, group, back)
-
-    def state_dict(self):  # type: ignore[no-untyped-def]
-        out = super().state_dict()
-        out["sampler"] = self.generator.get_state()
-        return out
-
-    def load_state_dict(self, state_dict):  # type: ignore[no-untyped-def]
-        state_dict = dict(state_dict)
-        sampler = state_dict.pop("sampler", None)
-        super().load_state_dict(state_dict)
-        if sampler is not None:
-            self.generator.set_state(sampler)
 
 
 def build_plumage(

@@ -31,7 +31,7 @@ from torch import nn
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
-    adamw_step,
+    HybridOptimizer,
     param_groups,
     project,
     project_back,
@@ -46,7 +46,7 @@ def orthogonalise(m: torch.Tensor) -> torch.Tensor:
     return (u @ vh).to(m.dtype)
 
 
-class SUMO(torch.optim.Optimizer):
+class SUMO(HybridOptimizer):
     def __init__(
         self,
         params,
@@ -82,31 +82,7 @@ class SUMO(torch.optim.Optimizer):
             },
         )
 
-    @torch.no_grad()
-    def step(self, closure=None):  # type: ignore[no-untyped-def]
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["lowrank"]:
-                    self._sumo_step(p, self.state[p], group)
-                else:
-                    adamw_step(
-                        p,
-                        p.grad,
-                        self.state[p],
-                        lr=group["adam_lr"],
-                        betas=group["adam_betas"],
-                        eps=group["adam_eps"],
-                        weight_decay=0.0,
-                    )
-        return loss
-
-    def _sumo_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
+    def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
         rank = min(group["rank"], *grad.shape)
         step = state.get("step", 0) + 1
