@@ -8,6 +8,7 @@ code 2, never a traceback. ``bench compare`` exits 1 when something regressed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -89,6 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import store
+    from benchmark.executors.distributed import RayExecutor
     from benchmark.executors.local import InlineExecutor, LocalExecutor
     from benchmark.suite import check_names, expand, load_suite
 
@@ -107,12 +109,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(
         f"suite [bold]{suite.name}[/]: {len(specs)} runs on {device}{resumed} -> {results_dir}"
     )
+    if args.inline and args.executor != "local":
+        raise UsageError("--inline runs in this process; it cannot be combined with --executor")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'methodbench[distributed]'")
     if args.inline:
         console.print(
             "[yellow]--inline: runs share this process: no timeouts, and memory "
             "figures include earlier runs[/]"
         )
-        executor: InlineExecutor | LocalExecutor = InlineExecutor(results_dir, registry)
+        executor: InlineExecutor | LocalExecutor | RayExecutor = InlineExecutor(
+            results_dir, registry
+        )
+    elif args.executor == "ray":
+        executor = RayExecutor(results_dir, registry, address=args.ray_address, plugins=args.plugin)
     else:
         executor = LocalExecutor(results_dir, registry, jobs=args.jobs, plugins=args.plugin)
     with _ProgressEvents(len(todo)) as events:
@@ -254,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--inline",
         action="store_true",
         help="run in this process (debugging; no timeouts or process isolation)",
+    )
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: a process per run on this machine (default); ray: a Ray task per run",
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster to join (e.g. ray://head:10001); default: a local Ray instance",
     )
     p.add_argument("--no-report", action="store_true", help="skip writing the leaderboard")
     p.set_defaults(func=cmd_run)

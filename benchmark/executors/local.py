@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -104,7 +104,7 @@ class LocalExecutor:
     def __init__(
         self,
         results_dir: Path,
-        registry: Registry,
+        registry: Registry | None,
         *,
         jobs: int = 1,
         plugins: Sequence[str] = (),
@@ -121,7 +121,24 @@ class LocalExecutor:
         self.log_dir = self.results_dir / "logs"
 
     def run(self, specs: Sequence[RunSpec], events: RunEvents | None = None) -> list[RunRecord]:
+        """Run ``specs``, write each record to the store and tell the observers."""
         events = events or SilentEvents()
+        registry = self.registry
+        if registry is None:
+            raise ValueError("LocalExecutor.run needs a Registry to notify observers")
+        return self.collect(specs, events, lambda r: _finish(self.results_dir, registry, r, events))
+
+    def collect(
+        self,
+        specs: Sequence[RunSpec],
+        events: RunEvents,
+        on_record: Callable[[RunRecord], RunRecord],
+    ) -> list[RunRecord]:
+        """Run ``specs`` and hand each record to ``on_record`` as it lands.
+
+        The Ray executor calls this on a cluster node with an ``on_record`` that only
+        collects, so the driver stays the single writer of the store.
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         pending = list(specs)
         running: list[_Running] = []
@@ -141,9 +158,7 @@ class LocalExecutor:
                                 _kill(run.proc)
                             continue
                         running.remove(run)
-                        records.append(
-                            _finish(self.results_dir, self.registry, self._collect(run), events)
-                        )
+                        records.append(on_record(self._collect(run)))
             finally:
                 for run in running:  # interrupted: stop the children, keep what finished
                     _kill(run.proc)
