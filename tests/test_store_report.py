@@ -164,6 +164,28 @@ def test_grid_winners_are_named(tmp_path: Path) -> None:
         )
     md = write_reports(tmp_path)["markdown"].read_text()
     assert "EDGE: lr=0.0001 is the grid's lowest, widen the grid" in md
+    # A categorical hyperparameter is a variant with its own winner, not a grid point.
+    for lr, loss in ((0.1, 0.2), (0.01, 0.3)):
+        spec = RunSpec(
+            suite="s",
+            kind="optimizer",
+            method="sgd",
+            hparams={"lr": lr, "nesterov": True},
+            workload="w",
+            seed=0,
+        )
+        store.write_record(
+            tmp_path,
+            RunRecord(
+                id=spec.id,
+                spec=spec,
+                status="ok",
+                metrics={"eval_loss": Metric(value=loss, unit="nats", meter="test")},
+            ),
+        )
+    md = write_reports(tmp_path)["markdown"].read_text()
+    assert "sgd [nesterov=True]: lr=0.1,nesterov=True (rank 1; best of 2 grid points)" in md
+    assert "sgd: lr=0.0001 (rank 3; best of 4 grid points" in md
 
 
 def test_compare_rules() -> None:

@@ -93,10 +93,19 @@ def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
 def _tuning_lines(table: Table) -> list[str]:
     """For methods run on a grid: the winner, its rank overall, the grid's size, and a
     warning when the winner sits on the edge of a numeric axis (the grid may not bracket
-    the optimum, so the method may be under-tuned)."""
+    the optimum, so the method may be under-tuned).
+
+    Categorical hyperparameters (strings, booleans) name a *variant* of a method (SUMO with
+    Newton-Schulz instead of the SVD), not a point of its grid: each variant gets its own
+    winner."""
     rows_by_method: dict[str, list[tuple[int, Row]]] = {}
     for rank, row in enumerate(table.rows, 1):
-        rows_by_method.setdefault(row.method, []).append((rank, row))
+        hparams = row.records[0].spec.hparams if row.records else {}
+        variant = ",".join(
+            f"{k}={v}" for k, v in sorted(hparams.items()) if isinstance(v, str | bool)
+        )
+        label = f"{row.method} [{variant}]" if variant else row.method
+        rows_by_method.setdefault(label, []).append((rank, row))
     out = []
     for method, ranked in rows_by_method.items():
         if len(ranked) < 2:
