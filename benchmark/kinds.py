@@ -202,12 +202,31 @@ def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """A label column: ``bad`` when the mean ``metric`` >= ``threshold``, else ``good``.
+    Rows labelled ``bad`` rank below every other row."""
+
+    metric: str
+    threshold: float
+    bad: str
+    good: str
+    column: str = "verdict"
+
+
+@dataclass(frozen=True)
 class KindInfo:
-    """How a kind's runs are ranked on a leaderboard."""
+    """How a kind's runs are ranked on a leaderboard.
+
+    Rows rank by ``primary`` (rounded to multiples of ``primary_bin`` when given, so that
+    figures within noise of each other tie), then by each ``(metric, higher_is_better)``
+    of ``tiebreak``; a ``verdict`` puts its bad rows last."""
 
     primary: str
     higher_is_better: bool
     columns: tuple[str, ...]
+    tiebreak: tuple[tuple[str, bool], ...] = ()
+    primary_bin: float | None = None
+    verdict: Verdict | None = None
 
 
 KIND_INFO: dict[str, KindInfo] = {
@@ -237,6 +256,9 @@ KIND_INFO: dict[str, KindInfo] = {
             "compression_time",
         ),
     ),
+    # Ranked by the tuple (what the attacker recovers, trusted compute share, modelled
+    # overhead); recovered ratios in the same 0.05 bin count as equally secure, and a split
+    # whose attacker closes half the gap to the original or more is "exposed".
     "security_split": KindInfo(
         primary="attack_recovered_ratio",
         higher_is_better=False,
@@ -246,12 +268,24 @@ KIND_INFO: dict[str, KindInfo] = {
             "trusted_flops_share",
             "trusted_bytes_share",
             "latency_overhead",
+            "modelled_latency_overhead",
             "attack_recovered_ratio",
         ),
+        tiebreak=(("trusted_flops_share", False), ("modelled_latency_overhead", False)),
+        primary_bin=0.05,
+        verdict=Verdict("attack_recovered_ratio", 0.5, bad="exposed", good="protected"),
     ),
     "detector": KindInfo(
         primary="auroc",
         higher_is_better=True,
-        columns=("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "fit_time", "latency_per_sample"),
+        columns=(
+            "auroc",
+            "aupr_in",
+            "aupr_out",
+            "fpr_at_95_tpr",
+            "type1_error_at_alpha",
+            "fit_time",
+            "latency_per_sample",
+        ),
     ),
 }

@@ -54,6 +54,13 @@ class RunSpec(BaseModel):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     @property
+    def workload_label(self) -> str:
+        """The workload and its options: runs on ``mnist-cnn`` with ``ood: mnist-noise`` and
+        with the default OOD set are different experiments, never seeds of one."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.workload_options.items()))
+        return f"{self.workload}[{opts}]" if opts else self.workload
+
+    @property
     def label(self) -> str:
         """Short human label: method, the hyperparameters that differ from nothing, seed."""
         hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()))

@@ -16,6 +16,13 @@ primary metric ``attack_recovered_ratio`` is the worst case over attacks.
 
 Protocol options (``protocol:`` in a suite): ``trusted_slowdown`` (how many times slower
 the trusted device computes), ``link_latency_s`` (per crossing), ``link_bandwidth_Bps``.
+
+A split may also have an ``offline`` module: work the trusted device does ahead of time,
+independent of the inputs' values (SLIP's mask products W_D r). Its leaves are run inline
+(so the hybrid output is exact) but kept out of the online figures: FLOPs and compute time
+are attributed to sides by the innermost running module (``benchmark.measure.attribution``),
+``offline_flops``/``offline_time`` report that work apart, the trusted share is taken over
+the online FLOPs, and the modelled latency leaves it out. The measured latency includes it.
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.kinds import ContractError, SplitModel
-from benchmark.measure.flops import count_flops_by_module
+from benchmark.measure.attribution import SideMeter
 from benchmark.measure.tensors import leaf_modules, module_bytes, tensor_bytes
 from benchmark.measure.timing import meter_name, synchronize, time_calls
 from benchmark.protocols.base import ProtocolResult, RunContext
@@ -74,24 +82,41 @@ class Trace:
     total_s: float = 0.0
     crossings: int = 0
     crossing_bytes: int = 0
+    offline_s: float = 0.0
+    untrusted_s: float = 0.0
+
+
+def _sides(split: SplitModel) -> dict[str, nn.Module]:
+    """The split's parts as measured sides; ``offline`` only when the split has one."""
+    sides = {"trusted": split.trusted, "untrusted": split.untrusted}
+    offline = getattr(split, "offline", None)
+    if isinstance(offline, nn.Module):
+        sides["offline"] = offline
+    return sides
 
 
 def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Trace:
-    """Time spent in trusted leaves, and the crossings between sides, for one forward.
+    """Time spent on each side, and the crossings between sides, for one forward.
 
     Inputs start and outputs end on the untrusted host (where the application runs).
     Execution enters the trusted side when a trusted leaf starts; it returns to the
     untrusted side when an untrusted leaf finishes without a trusted leaf having run
     inside it (a wrapper that only delegates to a trusted layer is not untrusted work).
+    Offline leaves (input-independent precomputation) neither cross nor count as online
+    time. Time is charged to the innermost running module's side; time outside every
+    side's modules counts as untrusted (the host application).
     """
     trace = Trace()
+    sides = _sides(split)
     trusted_ids = {id(m) for m in leaf_modules(split.trusted)}
+    offline_ids = {id(m) for m in leaf_modules(sides["offline"])} if "offline" in sides else set()
     side = ["untrusted"]
-    started: dict[int, float] = {}
     open_untrusted: list[list[Any]] = []  # [module id, input bytes, delegated to trusted]
     handles = []
 
     def pre(module: nn.Module, args: Any) -> None:
+        if id(module) in offline_ids:
+            return
         if id(module) in trusted_ids:
             for frame in open_untrusted:
                 frame[2] = True
@@ -99,15 +124,11 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
                 trace.crossings += 1
                 trace.crossing_bytes += tensor_bytes(args)
                 side[0] = "trusted"
-            synchronize(device)
-            started[id(module)] = time.perf_counter()
         else:
             open_untrusted.append([id(module), tensor_bytes(args), False])
 
     def post(module: nn.Module, args: Any, out: Any) -> None:
-        if id(module) in trusted_ids:
-            synchronize(device)
-            trace.trusted_s += time.perf_counter() - started.pop(id(module))
+        if id(module) in trusted_ids or id(module) in offline_ids:
             return
         _, nbytes, delegated = open_untrusted.pop()
         if not delegated and side[0] == "trusted":
@@ -115,25 +136,40 @@ def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Tr
             trace.crossing_bytes += nbytes
             side[0] = "untrusted"
 
-    for leaf in {
-        id(m): m for m in (*leaf_modules(split.trusted), *leaf_modules(split.untrusted))
-    }.values():
+    leaves = {id(m): m for root in sides.values() for m in leaf_modules(root)}
+    for leaf in leaves.values():
         handles.append(leaf.register_forward_pre_hook(pre))
         handles.append(leaf.register_forward_hook(post))
+
+    def clock() -> float:
+        synchronize(device)
+        return time.perf_counter()
+
+    meter = SideMeter(sides, clock)
     try:
-        with torch.inference_mode():
-            synchronize(device)
-            t0 = time.perf_counter()
+        with torch.inference_mode(), meter.installed():
             out = split.forward(x)
-            synchronize(device)
-            trace.total_s = time.perf_counter() - t0
     finally:
         for h in handles:
             h.remove()
+    t = meter.totals
+    trace.total_s = t["total"]
+    trace.trusted_s = t["trusted"]
+    trace.offline_s = t.get("offline", 0.0)
+    trace.untrusted_s = t["untrusted"] + t["unattributed"]
     if side[0] == "trusted":
         trace.crossings += 1
         trace.crossing_bytes += tensor_bytes(out)
     return trace
+
+
+def count_flops_by_side(split: SplitModel, fn: Any) -> dict[str, int]:
+    """FLOPs of ``fn()`` per side (innermost running module), plus ``"total"``."""
+    with FlopCounterMode(display=False) as counter:
+        meter = SideMeter(_sides(split), lambda: float(counter.get_total_flops()))
+        with meter.installed():
+            fn()
+    return {k: int(v) for k, v in meter.totals.items()}
 
 
 def _median_trace(
@@ -164,14 +200,15 @@ def run(ctx: RunContext) -> ProtocolResult:
     quality_original = wl.evaluate(original, device)
     quality = wl.evaluate(hybrid, device)
 
-    flops = count_flops_by_module(lambda: hybrid(x), {"trusted": split.trusted})
+    flops = count_flops_by_side(split, lambda: hybrid(x))
+    online_flops = flops["total"] - flops.get("offline", 0)
     t_bytes, u_bytes = module_bytes(split.trusted), module_bytes(split.untrusted)
 
     with torch.inference_mode():
         lat_orig = time_calls(lambda: original(x), device=device, warmup=3, repeats=20)
         lat_hybrid = time_calls(lambda: hybrid(x), device=device, warmup=3, repeats=20)
     trace = _median_trace(split, x, device)
-    untrusted_s = max(trace.total_s - trace.trusted_s, 0.0)
+    untrusted_s = trace.untrusted_s
     transfer_s = (
         trace.crossings * opts["link_latency_s"] + trace.crossing_bytes / opts["link_bandwidth_Bps"]
     )
@@ -192,13 +229,22 @@ def run(ctx: RunContext) -> ProtocolResult:
             value=quality - quality_original, unit=q.unit, meter=f"workload {q.name}"
         ),
         "trusted_flops_share": Metric(
-            value=flops["trusted"] / max(flops["total"], 1),
+            value=flops["trusted"] / max(online_flops, 1),
             unit="fraction",
-            meter="torch.utils.flop_counter, hooks",
+            meter="torch.utils.flop_counter, innermost-module hooks, online FLOPs",
             higher_is_better=False,
         ),
         "trusted_flops": Metric(
             value=float(flops["trusted"]), unit="FLOP", meter="torch.utils.flop_counter"
+        ),
+        "offline_flops": Metric(
+            value=float(flops.get("offline", 0)),
+            unit="FLOP",
+            meter="torch.utils.flop_counter, split.offline (input-independent precomputation)",
+            higher_is_better=False,
+        ),
+        "offline_time": Metric(
+            value=trace.offline_s, unit="s", meter=f"{timer}, hooks on split.offline"
         ),
         "trusted_bytes_share": Metric(
             value=t_bytes / max(t_bytes + u_bytes, 1),
@@ -218,7 +264,7 @@ def run(ctx: RunContext) -> ProtocolResult:
             value=trace.trusted_s, unit="s", meter=f"{timer}, hooks on trusted leaves"
         ),
         "untrusted_compute_time": Metric(
-            value=untrusted_s, unit="s", meter=f"{timer}, forward minus trusted"
+            value=untrusted_s, unit="s", meter=f"{timer}, forward minus trusted and offline"
         ),
         "crossings": Metric(value=float(trace.crossings), unit="count", meter="hooks, per forward"),
         "crossing_bytes": Metric(

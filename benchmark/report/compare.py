@@ -82,7 +82,7 @@ class CompareResult:
 
 def _config(r: RunRecord) -> Config:
     s = r.spec
-    return (s.kind, s.method, hparams_label(s.hparams), s.workload, s.device)
+    return (s.kind, s.method, hparams_label(s.hparams), s.workload_label, s.device)
 
 
 def _name(c: Config) -> str:

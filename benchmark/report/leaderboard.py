@@ -31,6 +31,7 @@ class Row:
     seeds: list[int]
     cells: dict[str, Cell]
     records: list[RunRecord] = field(repr=False, default_factory=list)
+    verdict: str | None = None  # the kind's label (e.g. "exposed"), when it has one
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Table:
     units: dict[str, str]
     rows: list[Row]
     failures: list[Failure]
+    verdict_column: str | None = None
+    info: KindInfo = FALLBACK
 
     @property
     def title(self) -> str:
@@ -58,7 +61,16 @@ class Table:
     @property
     def ranking_note(self) -> str:
         direction = "higher is better" if self.higher_is_better else "lower is better"
-        note = f"ranked by {self.primary} ({direction}); mean ± std over seeds"
+        note = f"ranked by {self.primary} ({direction}"
+        if self.info.primary_bin:
+            note += f", in bins of {self.info.primary_bin:g}"
+        note += ")"
+        for metric, higher in self.info.tiebreak:
+            note += f", then {metric} ({'higher' if higher else 'lower'} is better)"
+        v = self.info.verdict
+        if v is not None:
+            note += f"; {v.bad} when {v.metric} >= {v.threshold:g}, ranked last"
+        note += "; mean ± std over seeds"
         if self.kind == "detector":
             note += "; OOD is the positive class"
         return note
@@ -78,13 +90,15 @@ def _cell(records: list[RunRecord], metric: str) -> Cell:
 def build_leaderboard(records: list[RunRecord]) -> list[Table]:
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for r in records:
-        groups.setdefault((r.spec.kind, r.spec.workload), []).append(r)
+        groups.setdefault((r.spec.kind, r.spec.workload_label), []).append(r)
     tables = []
     for (kind, workload), recs in sorted(groups.items()):
         info = KIND_INFO.get(kind, FALLBACK)
         ok = [r for r in recs if r.status == "ok"]
         primary = info.primary or (next(iter(ok[0].metrics), "") if ok else "")
-        columns = [primary] + [c for c in info.columns if c != primary]
+        extra = [m for m, _ in info.tiebreak] + ([info.verdict.metric] if info.verdict else [])
+        columns = [primary] + [c for c in (*info.columns, *extra) if c != primary]
+        columns = list(dict.fromkeys(columns))
         units: dict[str, str] = {}
         for r in ok:
             for c in columns:
@@ -105,13 +119,9 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
             )
             for (m, h, d), rs in configs.items()
         ]
-        sign = -1.0 if info.higher_is_better else 1.0
-
-        def rank_key(row: Row, _sign: float = sign, _p: str = primary) -> tuple[int, float]:
-            v = row.cells[_p].mean if _p in row.cells else None
-            return (1, 0.0) if v is None or math.isnan(v) else (0, _sign * v)
-
-        rows.sort(key=rank_key)
+        for row in rows:
+            row.verdict = _verdict(info, row)
+        rows.sort(key=lambda row, _info=info, _p=primary: _rank_key(row, _info, _p))
         failures = [
             Failure(label=r.spec.label, status=r.status, reason=r.reason)
             for r in recs
@@ -127,9 +137,39 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
                 units=units,
                 rows=rows,
                 failures=failures,
+                verdict_column=info.verdict.column if info.verdict else None,
+                info=info,
             )
         )
     return tables
+
+
+def _verdict(info: KindInfo, row: Row) -> str | None:
+    v = info.verdict
+    if v is None:
+        return None
+    mean = row.cells[v.metric].mean if v.metric in row.cells else None
+    if mean is None or math.isnan(mean):
+        return "n/a"
+    return v.bad if mean >= v.threshold else v.good
+
+
+def _rank_key(row: Row, info: KindInfo, primary: str) -> tuple[float, ...]:
+    """(bad verdict, missing primary, primary (binned), tie-breaks...), all ascending."""
+
+    def value(metric: str, higher: bool, step: float | None = None) -> tuple[float, float]:
+        v = row.cells[metric].mean if metric in row.cells else None
+        if v is None or math.isnan(v):
+            return (1.0, 0.0)
+        if step:
+            v = math.floor(v / step + 1e-9)
+        return (0.0, -v if higher else v)
+
+    bad = 1.0 if info.verdict is not None and row.verdict == info.verdict.bad else 0.0
+    key = [bad, *value(primary, info.higher_is_better, info.primary_bin)]
+    for metric, higher in info.tiebreak:
+        key += value(metric, higher)
+    return tuple(key)
 
 
 # --------------------------------------------------------------------------- formatting

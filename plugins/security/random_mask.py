@@ -1,0 +1,105 @@
+"""Random-mask split: the baseline that tells whether SLIP's *choice* of what to keep
+secret (the top singular components) matters, or only *how much* is kept.
+
+Each protected weight W is split entry-wise by a random Bernoulli(``trusted_fraction``)
+mask M: the trusted device keeps W ⊙ M (and the bias), the untrusted one W ⊙ (1 − M);
+hybrid inference sums the two products, so outputs equal the original's. Activations cross
+in clear (as SLIP with ``mask=False``). Layer selection, the attacker's view (every
+parameter but the trusted entries) and tied weights are handled as in SLIP.
+
+The trusted product is computed densely (W ⊙ M stored as a dense matrix), which is what
+the protocol's FLOP counter sees: a sparse kernel would need about ``trusted_fraction`` of
+those FLOPs, but no sparse kernel runs here, so none is claimed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from benchmark import hookimpl
+from benchmark.kinds import MethodSpec
+from plugins.security.baselines import _Proxy, _set_submodule
+from plugins.security.slip import (
+    SLIPSplit,
+    _attacker_state,
+    _Product,
+    _tied_users,
+    select_layers,
+)
+
+
+class _TrustedShare(nn.Module):
+    """Trusted: (W ⊙ M) x + b."""
+
+    def __init__(self, layer: nn.Module, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.product = _Product(layer, weight)
+        self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().clone())
+        self.ndim_extra = layer.weight.dim() - 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.product(x)
+        if self.bias is not None:
+            y = y + self.bias.reshape(-1, *([1] * self.ndim_extra))
+        return y
+
+
+class _MaskedLayer(nn.Module):
+    """Untrusted host's layer: its own share plus the trusted share, held by reference."""
+
+    def __init__(self, layer: nn.Module, keep: torch.Tensor) -> None:
+        super().__init__()
+        w = layer.weight.detach()
+        object.__setattr__(self, "trusted_share", _TrustedShare(layer, w * keep))
+        self.residual_weight = w * ~keep  # plain attribute: what the attacker gets
+        self.residual = _Product(layer, self.residual_weight.clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.trusted_share(x)
+        return self.residual(x) + z
+
+
+class RandomMask:
+    def __init__(
+        self, trusted_fraction: float = 0.1, layers: str | list[str] = "all-linear", seed: int = 0
+    ) -> None:
+        if not 0.0 <= trusted_fraction <= 1.0:
+            raise ValueError(f"trusted_fraction must be in [0, 1], got {trusted_fraction}")
+        self.trusted_fraction, self.layers, self.seed = trusted_fraction, layers, seed
+
+    def split(self, model: nn.Module) -> SLIPSplit:
+        host = copy.deepcopy(model)
+        g = torch.Generator().manual_seed(self.seed)
+        original = {k: v.detach() for k, v in host.state_dict(keep_vars=True).items()}
+        protected = select_layers(host, self.layers)
+        layers = {}
+        for name in protected:
+            layer = host.get_submodule(name)
+            keep = torch.rand(layer.weight.shape, generator=g) < self.trusted_fraction
+            layers[name] = _MaskedLayer(layer, keep.to(layer.weight.device))
+        state = _attacker_state(host, original, layers, protected)
+        trusted = nn.ModuleDict()
+        for name, masked in layers.items():
+            trusted[name.replace(".", "__")] = masked.trusted_share
+            _set_submodule(host, name, masked)
+        for name in _tied_users(host, original, layers):
+            module = host.get_submodule(name)
+            trusted[name.replace(".", "__")] = module
+            _set_submodule(host, name, _Proxy(module))
+        return SLIPSplit(host, trusted, host, nn.ModuleDict(), state, ranks={})
+
+
+@hookimpl
+def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
+    register(
+        MethodSpec(
+            kind="security_split",
+            name="random-mask",
+            factory=RandomMask,
+            defaults={"trusted_fraction": 0.1, "layers": "all-linear", "seed": 0},
+            description="a random fraction of each weight's entries trusted, the rest untrusted",
+        )
+    )
