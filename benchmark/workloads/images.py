@@ -15,21 +15,18 @@ digits (``mnist-noise``, ``mnist-rotated``, ``mnist-inverted``; see ``near_ood``
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
 import pickle
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from filelock import FileLock
 from torch import nn
 
 from benchmark import hookimpl
-from benchmark.assets import asset_path, cache_dir
-from benchmark.fileio import atomic_write
+from benchmark.assets import asset_path
 from benchmark.kinds import WorkloadSpec
+from benchmark.workloads.cache import cached_state, config_key
 from benchmark.workloads.contracts import QualityMetric
 
 TEST_FRACTION = 0.2
@@ -185,30 +182,20 @@ class ImageClassification:
         return BNConvNet(self.size, self.width, self.hidden)
 
     def _key(self) -> str:
-        blob = json.dumps(
-            [
-                self.dataset,
-                self.width,
-                self.hidden,
-                self.epochs,
-                self.lr,
-                self.batch_size,
-                self.train_seed,
-                SPLIT_SEED,
-                TEST_FRACTION,
-            ]
+        return config_key(
+            self.dataset,
+            self.width,
+            self.hidden,
+            self.epochs,
+            self.lr,
+            self.batch_size,
+            self.train_seed,
+            SPLIT_SEED,
+            TEST_FRACTION,
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _trained_state(self) -> dict[str, torch.Tensor]:
-        path = cache_dir() / "models" / f"bnconv-{self._key()}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if path.exists():
-                return torch.load(path, map_location="cpu", weights_only=True)
-            state = self._train()
-            atomic_write(path, lambda fh: torch.save(state, fh))
-            return state
+        return cached_state(f"bnconv-{self._key()}", self._train)
 
     def _train(self) -> dict[str, torch.Tensor]:
         torch.manual_seed(self.train_seed)

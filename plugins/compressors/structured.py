@@ -2,15 +2,15 @@
 
 Li, Kadav, Durdanovic, Samet & Graf, "Pruning Filters for Efficient ConvNets", ICLR 2017,
 arXiv:1608.08710: rank structures by the L1 norm of their weights and remove the
-smallest. Here the structures are the hidden neurons of Linear -> activation -> Linear
-chains inside ``nn.Sequential`` containers: the neuron's row in the first layer (and its
-bias) and its column in the next are deleted, and both layers are rebuilt smaller, so the
+smallest. Here the structures are hidden neurons (``plugins.compressors.neurons``: Linear ->
+activation -> Linear chains, BERT feed-forward blocks, LLaMA gated MLPs), scored by the L1
+norm of their rows in the producing layers: the neuron's rows (and biases) and its column
+in the consuming layer are deleted, and both layers are rebuilt smaller, so the
 saving is real in parameters, bytes and time. Optional fine-tuning follows, as in the paper.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import torch
@@ -18,65 +18,27 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
-
-ELEMENTWISE = (
-    nn.ReLU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Tanh,
-    nn.Sigmoid,
-    nn.LeakyReLU,
-    nn.Dropout,
-    nn.Identity,
-)
+from plugins.compressors.neurons import neuron_groups, remove_neurons, sliced_linear
+from plugins.compressors.training import deadline_of, train_steps
 
 
 def linear_chains(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
-    """(container, first, second): Linear, element-wise layers, then Linear, in order."""
-    chains = []
-    for container in model.modules():
-        if not isinstance(container, nn.Sequential):
-            continue
-        names = list(container._modules)
-        for i, name in enumerate(names):
-            if not isinstance(container._modules[name], nn.Linear):
-                continue
-            for nxt in names[i + 1 :]:
-                layer = container._modules[nxt]
-                if isinstance(layer, nn.Linear):
-                    chains.append((container, name, nxt))
-                    break
-                if not isinstance(layer, ELEMENTWISE):
-                    break
-    return chains
+    """(container, first, second) of the ``nn.Sequential`` Linear -> element-wise -> Linear
+    chains (the neuron groups that live inside one container)."""
+    out = []
+    for group in neuron_groups(model):
+        parent, _, first = group.producers[0].rpartition(".")
+        container = model.get_submodule(parent) if parent else model
+        if len(group.producers) == 1 and isinstance(container, nn.Sequential):
+            out.append((container, first, group.consumer.rpartition(".")[2]))
+    return out
 
 
-@torch.no_grad()
 def shrink_pair(
     first: nn.Linear, second: nn.Linear, keep: torch.Tensor
 ) -> tuple[nn.Linear, nn.Linear]:
     """New layers with only the hidden neurons in ``keep``."""
-    a = nn.Linear(
-        first.in_features,
-        len(keep),
-        bias=first.bias is not None,
-        device=first.weight.device,
-        dtype=first.weight.dtype,
-    )
-    a.weight.copy_(first.weight[keep])
-    if first.bias is not None:
-        a.bias.copy_(first.bias[keep])
-    b = nn.Linear(
-        len(keep),
-        second.out_features,
-        bias=second.bias is not None,
-        device=second.weight.device,
-        dtype=second.weight.dtype,
-    )
-    b.weight.copy_(second.weight[:, keep])
-    if second.bias is not None:
-        b.bias.copy_(second.bias)
-    return a, b
+    return sliced_linear(first, rows=keep), sliced_linear(second, cols=keep)
 
 
 class StructuredPrune:
@@ -86,32 +48,22 @@ class StructuredPrune:
         self.amount, self.finetune_steps, self.lr = amount, finetune_steps, lr
 
     def compress(self, model: nn.Module, ctx: Any) -> nn.Module:
-        for container, first_name, second_name in linear_chains(model):
-            first = container._modules[first_name]
-            second = container._modules[second_name]
-            assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)
-            n_keep = max(1, round(first.out_features * (1 - self.amount)))
-            if n_keep == first.out_features:
+        for group in neuron_groups(model):
+            producers = [model.get_submodule(n) for n in group.producers]
+            width = producers[0].weight.shape[0]
+            n_keep = max(1, round(width * (1 - self.amount)))
+            if n_keep == width:
                 continue
-            scores = first.weight.detach().abs().sum(dim=1)
-            keep = torch.sort(torch.topk(scores, n_keep).indices).values
-            container._modules[first_name], container._modules[second_name] = shrink_pair(
-                first, second, keep
-            )
+            # A neuron's L1 norm: its rows in every producer (the filter norm of the paper).
+            scores = sum(p.weight.detach().abs().sum(dim=1) for p in producers)
+            remove_neurons(model, group, torch.topk(scores, n_keep).indices)
         if self.finetune_steps > 0:
             self._finetune(model, ctx)
         return model
 
     def _finetune(self, model: nn.Module, ctx: Any) -> None:
-        model.train()
         opt = torch.optim.Adam(model.parameters(), lr=self.lr)
-        batches = itertools.cycle(ctx.finetune_batches)
-        for _ in range(self.finetune_steps):
-            inputs, labels = next(batches)
-            opt.zero_grad()
-            ctx.loss(model, inputs, labels).backward()
-            opt.step()
-        model.eval()
+        train_steps(model, ctx, opt, self.finetune_steps, deadline=deadline_of(ctx))
 
 
 @hookimpl

@@ -53,8 +53,7 @@ protected weight under another name (a tied embedding) run trusted.
 from __future__ import annotations
 
 import copy
-import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -63,47 +62,10 @@ from torch.nn import functional as F
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
+from plugins.layers import decomposable, select_layers
 from plugins.security.baselines import _Proxy, _set_submodule
 
-DECOMPOSABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
-PRESETS = ("all-linear", "attention+mlp")
-
-
 # --------------------------------------------------------------------------- selection
-
-
-def decomposable(module: nn.Module) -> bool:
-    """A layer whose weight product is linear in its input and matrix-shaped."""
-    if isinstance(module, nn.Linear):
-        return True
-    if isinstance(module, nn.Conv1d | nn.Conv2d):
-        return module.groups == 1 and module.padding_mode == "zeros"
-    return False
-
-
-def select_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
-    """Names of the layers to protect.
-
-    ``"all-linear"``: every decomposable layer. ``"attention+mlp"``: those inside a
-    numbered block (a name with an integer segment before its last one, such as
-    ``model.layers.3.mlp.up_proj`` or ``encoder.layer.0.attention.self.query``), i.e. the
-    transformer blocks without embeddings, poolers and heads. Otherwise a list of
-    ``fnmatch`` patterns on module names.
-    """
-    named = [(n, m) for n, m in model.named_modules() if n and decomposable(m)]
-    if layers == "all-linear":
-        picked = [n for n, _ in named]
-    elif layers == "attention+mlp":
-        picked = [n for n, _ in named if any(p.isdigit() for p in n.split(".")[:-1])]
-    else:
-        patterns = [layers] if isinstance(layers, str) else list(layers)
-        picked = [n for n, _ in named if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
-    if not picked:
-        raise ValueError(
-            f"layers={layers!r} matches no Linear/Conv layer; use one of {PRESETS} or "
-            f"patterns over: {[n for n, _ in named][:12]}"
-        )
-    return picked
 
 
 def _as_matrix(weight: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""Post-training quantization and The Knowledge Within's data-free calibration."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.protocols import compressor
+from plugins.compressors.quantize import (
+    PostTrainingQuantization,
+    QuantizedLayer,
+    _gaussian_kl,
+    bn_statistics_inputs,
+    fake_quantize,
+    quantize_weight,
+)
+
+from .helpers import context
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weights_are_integers_within_half_a_step_of_the_original(bits: int) -> None:
+    w = torch.randn(6, 5, 3, 3)
+    q, scale = quantize_weight(w, bits)
+    assert q.dtype == torch.int8 and q.element_size() == 1
+    qmax = 2 ** (bits - 1) - 1
+    assert int(q.abs().max()) <= qmax
+    # Each output channel uses its full range, and rounding error is at most half a step.
+    assert torch.equal(q.reshape(6, -1).abs().amax(1), torch.full((6,), qmax, dtype=torch.int8))
+    err = (q.float() * scale.view(-1, 1, 1, 1) - w).abs()
+    assert bool((err <= scale.view(-1, 1, 1, 1) / 2 + 1e-7).all())
+
+
+def test_activation_grid_has_two_to_the_bits_levels_and_keeps_zero() -> None:
+    x = torch.linspace(-1.0, 3.0, 10_001)
+    y = fake_quantize(x, -1.0, 3.0, 4)
+    assert y.unique().numel() == 16
+    assert float(fake_quantize(torch.zeros(1), -1.0, 3.0, 4)) == 0.0
+    assert float((y - x).abs().max()) <= 4.0 / 15 / 2 + 1e-6
+
+
+def test_quantized_layer_stores_one_byte_per_weight_and_tracks_the_float_layer() -> None:
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 16)
+    x = torch.randn(64, 32)
+    qlayer = QuantizedLayer(layer, 8, (float(x.min()), float(x.max())))
+    assert qlayer.weight.dtype == torch.int8
+    with torch.no_grad():
+        rel = (qlayer(x) - layer(x)).norm() / layer(x).norm()
+    assert float(rel) < 0.02
+
+
+class BNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.bn(self.conv(x))).mean((2, 3)))
+
+
+def test_bn_statistics_synthesis_matches_the_stored_statistics() -> None:
+    """The defining property of the BN-statistics method: the synthetic batch's
+    statistics at the BatchNorm input approach the stored running ones, far closer than
+    the Gaussian noise it starts from."""
+    torch.manual_seed(0)
+    net = BNNet()
+    # Stored statistics of a "training" distribution far from N(0, 1): reachable by
+    # construction (a conv over one input channel cannot reach arbitrary per-channel ones).
+    real = 1.5 + 0.4 * torch.randn(256, 1, 8, 8)
+    with torch.no_grad():
+        a = net.conv(real)
+        net.bn.running_mean.copy_(a.mean((0, 2, 3)))
+        net.bn.running_var.copy_(a.var((0, 2, 3)))
+    net.eval()
+
+    def kl(x: torch.Tensor) -> float:
+        return float(_gaussian_kl(net.conv(x), net.bn))
+
+    noise = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    x = bn_statistics_inputs(
+        net, (64, 1, 8, 8), steps=300, lr=0.1, seed=3, device=torch.device("cpu")
+    )
+    assert kl(x) < 0.05 * kl(noise)
+    a = net.conv(x).detach()
+    assert torch.allclose(a.mean((0, 2, 3)), net.bn.running_mean, atol=0.1)
+    assert not net.training  # the model is left in the mode it came in
+
+
+def test_bn_stats_needs_batchnorm() -> None:
+    with pytest.raises(ValueError, match="BatchNorm"):
+        bn_statistics_inputs(
+            nn.Linear(3, 2), (4, 3), steps=1, lr=0.1, seed=0, device=torch.device("cpu")
+        )
+
+
+def test_synthetic_calibration_refuses_token_inputs() -> None:
+    method = PostTrainingQuantization(calibration="gaussian")
+    ctx = type("Ctx", (), {"calibration_batches": [(torch.ones(2, 5, dtype=torch.long), None)]})
+    with pytest.raises(ValueError, match="token ids"):
+        method.calibration_inputs(nn.Linear(5, 2), ctx)
+
+
+@pytest.mark.parametrize(
+    ("method", "hparams"),
+    [
+        ("int8-ptq", {}),
+        ("knowledge-within", {"synthesis_steps": 60, "samples": 64}),
+        ("knowledge-within", {"calibration": "gaussian"}),
+    ],
+)
+def test_through_the_protocol_on_digits_bytes_shrink_and_accuracy_holds(
+    method: str, hparams: dict
+) -> None:
+    result = compressor.run(context("compressor", method, "digits-cnn", hparams=hparams))
+    m = result.metrics
+    # Weights go from 4 bytes to 1: the stored bytes fall by well over half.
+    assert m["bytes_after"].value < 0.45 * m["bytes_before"].value
+    assert m["params_after"].value == m["params_before"].value
+    assert m["quality_after"].value > m["quality_before"].value - 0.1
