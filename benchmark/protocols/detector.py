@@ -3,7 +3,9 @@
 The detector is fitted on in-distribution training batches, then scores the held-out
 in-distribution test set and the out-of-distribution set. A detector that also offers
 ``pvalue`` gets the Type-I error at alpha on in-distribution inputs: the fraction of them
-it would flag, which a calibrated test keeps at alpha.
+it would flag, which a calibrated test keeps at alpha. A detector that filters (``predict``,
+True = OOD) also gets precision, recall and F1 of the in-distribution targets it keeps,
+and a workload that hands out labels through an ``oracle`` gets ``labels_used``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,29 @@ def _scores(fn, model, batches, device):  # type: ignore[no-untyped-def]
     if not np.all(np.isfinite(scores)):
         raise Diverged(f"{int((~np.isfinite(scores)).sum())} non-finite scores")
     return scores, per_sample
+
+
+def _target_metrics(detector, model, wl, device) -> dict[str, Metric]:  # type: ignore[no-untyped-def]
+    """Precision, recall and F1 of the in-distribution targets a filtering detector keeps
+    (``predict`` False = keep); the positive class here is the target, not OOD."""
+    kept_in, _ = _scores(detector.predict, model, wl.test_batches("in", device), device)
+    kept_out, _ = _scores(detector.predict, model, wl.test_batches("out", device), device)
+    tp, fp = float(np.sum(kept_in == 0)), float(np.sum(kept_out == 0))
+    fn = float(len(kept_in)) - tp
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+    meter = "predict() on held-out targets (in) and false positives (out)"
+    return {
+        name: Metric(value=v, unit="fraction", meter=meter, higher_is_better=True)
+        if v is not None
+        else Metric.null("fraction", meter, "no targets kept or present")
+        for name, v in (
+            ("target_precision", precision),
+            ("target_recall", recall),
+            ("target_f1", f1),
+        )
+    }
 
 
 def run(ctx: RunContext) -> ProtocolResult:
@@ -86,6 +111,17 @@ def run(ctx: RunContext) -> ProtocolResult:
             higher_is_better=False,
         )
         info["alpha"] = alpha
+    if hasattr(detector, "predict"):
+        metrics.update(_target_metrics(detector, model, wl, device))
+        info["target_class"] = f"{wl.in_name} (kept = predict False)"
+    oracle = getattr(wl, "oracle", None)
+    if oracle is not None:
+        metrics["labels_used"] = Metric(
+            value=float(oracle.used),
+            unit="labels",
+            meter="workload label oracle",
+            higher_is_better=False,
+        )
     curves = {
         "roc": Curve(x=m["roc_fpr"], y=m["roc_tpr"], x_label="FPR", y_label="TPR", unit="fraction")
     }
