@@ -284,6 +284,7 @@ KIND_INFO: dict[str, KindInfo] = {
             "aupr_out",
             "fpr_at_95_tpr",
             "type1_error_at_alpha",
+            "power_at_alpha",
             "target_f1",
             "labels_used",
             "fit_time",

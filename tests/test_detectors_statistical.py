@@ -150,6 +150,9 @@ def test_end_to_end_reports_type1_error() -> None:
     lo, hi = stats.binom.interval(0.999, t1e.n, 0.05)
     assert lo / t1e.n <= t1e.value <= hi / t1e.n
     assert r.metrics["auroc"].value > 0.9
+    # Noise images are far from digits: the test flags nearly all of them at alpha.
+    power = r.metrics["power_at_alpha"]
+    assert power.n > 0 and power.value > 0.9
 
 
 def test_rejects_bad_hyperparameters() -> None:

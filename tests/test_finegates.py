@@ -188,3 +188,10 @@ def test_calibrated_target_is_the_saturated_fixed_point() -> None:
     # The official rule's fixed point (mean P = 1 - s) closes more than s at saturation.
     official_share = (p_open - (1 - s)) / (p_open - p_closed)
     assert 0.46 < official_share < 0.49
+
+
+def test_the_task_head_is_trained_but_never_gated() -> None:
+    model = Tiny()
+    gates = FineGates(layers="all-linear").attach(model)
+    assert isinstance(model.head, nn.Linear) and model.head.weight.requires_grad
+    assert len(gates) == 8  # every Linear of the two blocks, not the head

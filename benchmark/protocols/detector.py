@@ -3,7 +3,8 @@
 The detector is fitted on in-distribution training batches, then scores the held-out
 in-distribution test set and the out-of-distribution set. A detector that also offers
 ``pvalue`` gets the Type-I error at alpha on in-distribution inputs: the fraction of them
-it would flag, which a calibrated test keeps at alpha. A detector that filters (``predict``,
+it would flag, which a calibrated test keeps at alpha, and the power at alpha: the fraction
+of out-of-distribution inputs it flags at that level. A detector that filters (``predict``,
 True = OOD) also gets precision, recall and F1 of the in-distribution targets it keeps,
 and a workload that hands out labels through an ``oracle`` gets ``labels_used``.
 """
@@ -103,12 +104,20 @@ def run(ctx: RunContext) -> ProtocolResult:
     if hasattr(detector, "pvalue"):
         alpha = float(ctx.hparams.get("alpha", DEFAULT_ALPHA))
         p_in, _ = _scores(detector.pvalue, model, wl.test_batches("in", device), device)
+        p_out, _ = _scores(detector.pvalue, model, wl.test_batches("out", device), device)
         metrics["type1_error_at_alpha"] = Metric(
             value=float(np.mean(p_in < alpha)),
             unit="fraction",
             n=len(p_in),
             meter=f"ID p-values < {alpha:g}",
             higher_is_better=False,
+        )
+        metrics["power_at_alpha"] = Metric(
+            value=float(np.mean(p_out < alpha)),
+            unit="fraction",
+            n=len(p_out),
+            meter=f"OOD p-values < {alpha:g}",
+            higher_is_better=True,
         )
         info["alpha"] = alpha
     if hasattr(detector, "predict"):

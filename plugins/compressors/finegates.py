@@ -14,7 +14,7 @@ for the rows and the columns of every layer: L_s = mean over layers of
 ½(|mean_rows P − keep| + |mean_cols P − keep|), and the loss is L_task + λ·L_s (λ = 50,
 head learning rate 1e-3: the official GLUE defaults). Only the gates, the
 gated layers' biases, the optional low-rank adapters (``lora_rank``; B = 0, A Kaiming) and
-the task head (``model.last_layer`` when the model has one) train.
+the task head (``model.last_layer`` when the model has one; never gated) train.
 
 Export (``export``): gates are evaluated (deterministic), folded into the weights,
 W' = diag(z_r)(W + BA)diag(z_c), b' = z_r ⊙ b, and closed rows and columns are deleted:
@@ -259,17 +259,22 @@ class FineGates:
         self.gate_lr, self.calibrated = gate_lr, calibrated
 
     def attach(self, model: nn.Module) -> list[GatedLinear]:
-        """Freeze ``model`` and put gates on the selected linear layers (in place)."""
+        """Freeze ``model`` and put gates on the selected linear layers (in place).
+
+        The task head (``model.last_layer``) is trained, never gated, whatever ``layers``
+        says: a closed row of the head would delete a class, not a redundant feature."""
         g = torch.Generator().manual_seed(self.seed)
         for p in model.parameters():
             p.requires_grad_(False)
+        head = getattr(model, "last_layer", None)
         gates = []
-        for name in select_layers(model, self.layers, lambda m: isinstance(m, nn.Linear)):
+        for name in select_layers(
+            model, self.layers, lambda m: isinstance(m, nn.Linear) and m is not head
+        ):
             layer = model.get_submodule(name)
             gated = GatedLinear(layer, self.lora_rank, g).to(layer.weight.device)
             set_module(model, name, gated)
             gates.append(gated)
-        head = getattr(model, "last_layer", None)
         if isinstance(head, nn.Linear):
             for p in head.parameters():
                 p.requires_grad_(True)

@@ -1,9 +1,11 @@
 """Post-training quantization, calibrated on real data or on data the model itself gives.
 
-Baseline ``int8-ptq``: every Linear/Conv2d weight stored as signed integers of ``bits``
-bits with one symmetric scale per output channel, and every such layer's input quantized
-per tensor (asymmetric, scale and zero point from the min and max seen on calibration
-data: static post-training quantization). Calibration uses the workload's real labelled
+Baseline ``int8-ptq`` (Jacob et al., "Quantization and Training of Neural Networks for
+Efficient Integer-Arithmetic-Only Inference", CVPR 2018, arXiv:1712.05877): every
+Linear/Conv2d weight stored as signed integers of ``bits`` bits with one symmetric scale
+per output channel, and every such layer's input quantized per tensor (asymmetric, scale
+and zero point from the min and max seen on calibration data: static post-training
+quantization). Calibration uses the workload's real labelled
 samples (labels unused).
 
 ``knowledge-within`` (Haroush, Hubara, Hoffer & Soudry, "The Knowledge Within: Methods for
@@ -237,6 +239,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             name="int8-ptq",
             factory=PostTrainingQuantization,
             defaults={**_COMMON, "calibration": "real"},
+            paper="arXiv:1712.05877",
             description="static post-training quantization (per-channel weights, per-tensor "
             "inputs) calibrated on real data; integer storage, float arithmetic",
         )

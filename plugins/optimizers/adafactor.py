@@ -8,8 +8,8 @@ other optimizers; without beta1 the state is m + n per matrix.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
-from transformers.optimization import Adafactor
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
@@ -17,7 +17,11 @@ from benchmark.kinds import MethodSpec
 
 def build_adafactor(
     model: nn.Module, *, lr: float, beta1: float | None, weight_decay: float, clip_threshold: float
-) -> Adafactor:
+) -> torch.optim.Optimizer:
+    # Imported here: transformers.optimization pulls in peft and costs every run's process
+    # seconds at plugin discovery, when only Adafactor runs need it.
+    from transformers.optimization import Adafactor
+
     params = [p for p in model.parameters() if p.requires_grad]
     return Adafactor(
         params,

@@ -1,0 +1,199 @@
+"""The pretrained-model workloads: MiniLM text classification and the causal-LM one with
+perplexity through lm-eval (on a tiny LLaMA saved as a transformers directory, so the
+test needs no large asset; the SmolLM2 default goes through the same code)."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmark.workloads.lmeval import heldout_task, rolling_perplexity
+from benchmark.workloads.smollm import PretrainedLM, kjv_chapters
+from benchmark.workloads.textcls import (
+    OT_BOOKS,
+    TextClassification,
+    balanced_split,
+    fortunes,
+    load_labelled_texts,
+    load_ood_texts,
+)
+
+CPU = torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- text data
+
+
+def test_testament_labels_follow_the_book() -> None:
+    texts, labels, names = load_labelled_texts("kjv-testament", None, "text", "label")
+    assert names == ["old testament", "new testament"]
+    assert texts[0].startswith("In the beginning God created")  # Genesis 1:1
+    assert labels[0] == 0 and labels[-1] == 1  # Revelation closes the New Testament
+    # The Old Testament's 23,145 verses, then the New opens with Matthew 1:1.
+    assert int((labels == 0).sum()) == 23145
+    assert texts[23145].startswith("The book of the generation of Jesus Christ")
+    assert OT_BOOKS == 39
+
+
+def test_fortunes_split_on_percent_lines_and_ood_texts_differ_from_kjv() -> None:
+    by_cat = fortunes(["science", "love"])
+    assert set(by_cat) == {"science", "love"}
+    assert all(len(e) > 10 and "\n%\n" not in e for v in by_cat.values() for e in v)
+    ood = load_ood_texts("fortune")
+    assert len(ood) > 1000
+    with pytest.raises(ValueError, match="unknown OOD text set"):
+        load_ood_texts("nope")
+
+
+def test_balanced_split_is_disjoint_balanced_and_fixed() -> None:
+    labels = torch.tensor([0] * 50 + [1] * 30).numpy()
+    train, test = balanced_split(labels, train_per_class=10, test_per_class=5)
+    assert not set(train) & set(test)
+    assert sorted(labels[test].tolist()) == [0] * 5 + [1] * 5
+    assert sorted(labels[train].tolist()) == [0] * 10 + [1] * 10
+    again = balanced_split(labels, train_per_class=10, test_per_class=5)
+    assert (again[0] == train).all() and (again[1] == test).all()
+
+
+@pytest.mark.slow
+def test_minilm_workload_fine_tunes_and_serves_every_kind() -> None:
+    wl = TextClassification(train_per_class=48, test_per_class=16, epochs=1, fit_samples=32)
+    model = wl.model(CPU)
+    x = wl.example_inputs(8, CPU)
+    assert x.dtype == torch.long and x.shape[0] == 8
+    mask = x != wl.pad_id
+    assert bool(mask[:, 0].all())  # [CLS] first, padding only at the end
+    logits = model(x)
+    assert logits.shape == (8, 2)
+    assert model.penultimate(x).shape == (8, 384) and model.last_layer is model.head
+    # Padding does not change a verse's prediction: pooling masks it out.
+    one = x[:1, : int(mask[0].sum())]
+    padded = torch.cat([one, torch.zeros(1, 7, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(model(one), model(padded), atol=1e-5)
+    assert 0.0 <= wl.evaluate(model, CPU) <= 1.0
+    (inputs, labels), *_ = wl.labelled_batches("train", 16, 8, seed=0, device=CPU)
+    assert inputs.shape[0] == 8 and labels.shape == (8,)
+    assert wl.loss(model, inputs, labels).ndim == 0
+    out = next(wl.test_batches("out", CPU))
+    assert out.dtype == torch.long
+    fresh = wl.fresh_model(0, CPU)
+    assert not torch.equal(fresh.head.weight, model.head.weight)
+
+
+# --------------------------------------------------------------------------- lm-eval adapter
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer LLaMA and a word-level tokenizer over KJV words, saved as transformers
+    saves a pretrained model: what a user would pass as the workload's ``model``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    words = sorted({w for t in kjv_chapters()[:50] for w in re.findall(r"\w+|[^\w\s]", t)})
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-lm")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+class Uniform(nn.Module):
+    """Equal logits for every token: log p = −log V at every position."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*input_ids.shape, self.vocab)
+
+
+def _docs(tmp_path: Path, docs: list[str]) -> Path:
+    import json
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+def test_rolling_windows_score_every_token_exactly_once(tiny_lm_dir: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    docs = [" ".join(kjv_chapters()[i].split()[:120]) for i in (0, 3)]  # longer than a window
+    task = heldout_task(_docs(tmp_path, docs))
+    vocab = len(tok)
+    res = rolling_perplexity(Uniform(vocab), tok, task, CPU, max_length=16, batch_size=3)
+    tokens = sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs)
+    words = sum(len(re.split(r"\s+", d)) for d in docs)
+    assert res["word_perplexity"] == pytest.approx(math.exp(tokens * math.log(vocab) / words))
+
+
+def test_perplexity_equals_a_direct_forward_when_a_document_fits(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    lm = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
+    docs = ["In the beginning God created the heaven and the earth .", "And God said"]
+    task = heldout_task(_docs(tmp_path, docs))
+    from benchmark.workloads.smollm import LogitsLM
+
+    model = LogitsLM(lm)
+    res = rolling_perplexity(model, tok, task, CPU, max_length=64, batch_size=2)
+    total = 0.0
+    for d in docs:
+        ids = [tok.bos_token_id, *tok(d, add_special_tokens=False)["input_ids"]]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])), -1)[0]
+        total += float(logp[:-1].gather(1, torch.tensor(ids[1:])[:, None]).sum())
+    words = sum(len(re.split(r"\s+", d)) for d in docs)
+    assert res["word_perplexity"] == pytest.approx(math.exp(-total / words), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_pretrained_lm_workload_on_a_local_model_directory(tiny_lm_dir: Path) -> None:
+    wl = PretrainedLM(model=str(tiny_lm_dir), eval_docs=2, max_length=64, seq_len=16)
+    model = wl.model(CPU)
+    assert all(name.startswith("lm.") for name, _ in model.named_parameters())
+    x = wl.example_inputs(64, CPU)
+    assert x.shape == (4, 16)  # capped at example_batch rows
+    assert model(x).shape == (4, 16, len(wl.tokenizer))
+    ppl = wl.evaluate(model, CPU)
+    assert ppl > 1.0 and math.isfinite(ppl)
+    (inputs, labels), *_ = wl.labelled_batches("train", 8, 4, seed=0, device=CPU)
+    assert torch.equal(inputs, labels)  # next tokens are the labels, shifted in loss()
+    # The loss is the mean next-token cross-entropy.
+    with torch.no_grad():
+        logits = model(inputs)
+        expected = nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1)
+        )
+        assert float(wl.loss(model, inputs, labels)) == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="evaluation only"):
+        wl.labelled_batches("test", 8, 4, seed=0, device=CPU)
+    # The attackers' "from scratch" model: same architecture, new random weights.
+    fresh = wl.fresh_model(1, CPU)
+    assert not torch.equal(fresh.lm.model.embed_tokens.weight, model.lm.model.embed_tokens.weight)
