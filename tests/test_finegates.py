@@ -195,3 +195,38 @@ def test_the_task_head_is_trained_but_never_gated() -> None:
     gates = FineGates(layers="all-linear").attach(model)
     assert isinstance(model.head, nn.Linear) and model.head.weight.requires_grad
     assert len(gates) == 8  # every Linear of the two blocks, not the head
+
+
+def test_removing_llama_mlp_neurons_equals_zeroing_them() -> None:
+    """On transformers' own LLaMA: deleting neurons from gate/up/down is exactly the model
+    with those neurons' down_proj columns zeroed (what structured pruning claims)."""
+    import copy
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from plugins.compressors.neurons import remove_neurons
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    groups = neuron_groups(model)
+    assert [g.consumer for g in groups] == [f"model.layers.{i}.mlp.down_proj" for i in (0, 1)]
+    keep = torch.tensor([0, 3, 5, 6, 11, 17, 20, 23])
+    masked, pruned = copy.deepcopy(model), copy.deepcopy(model)
+    drop = torch.ones(24, dtype=torch.bool)
+    drop[keep] = False
+    with torch.no_grad():
+        for g in groups:
+            masked.get_submodule(g.consumer).weight[:, drop] = 0
+    for g in groups:
+        remove_neurons(pruned, g, keep)
+    ids = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        assert torch.allclose(pruned(ids).logits, masked(ids).logits, atol=1e-5)
+    assert pruned.model.layers[0].mlp.up_proj.weight.shape == (8, 16)

@@ -16,7 +16,7 @@ from benchmark.measure.flops import count_flops, count_flops_by_module
 from benchmark.measure.memory import CudaPeak
 from benchmark.measure.meters import phase
 from benchmark.measure.nvml import NvmlSampler
-from benchmark.measure.timing import Stats, Stopwatch, time_calls
+from benchmark.measure.timing import Stats, Stopwatch, time_calls, time_interleaved
 
 
 def test_stats_match_numpy_percentiles() -> None:
@@ -40,6 +40,21 @@ def test_time_calls_excludes_warmup() -> None:
     stats = time_calls(fn, warmup=2, repeats=5)
     assert stats.n == 5 and len(calls) == 7
     assert stats.p90 < 0.05, "the slow warm-up calls must not be measured"
+
+
+def test_interleaved_timing_alternates_and_separates_the_functions() -> None:
+    order: list[str] = []
+
+    def slow() -> None:
+        order.append("a")
+        time.sleep(0.004)
+
+    def fast() -> None:
+        order.append("b")
+
+    a, b = time_interleaved([slow, fast], warmup=1, repeats=4)
+    assert order == ["a", "b"] * 5  # one warm-up round, then strictly alternating
+    assert a.n == b.n == 4 and a.median > 0.003 > b.median
 
 
 def test_stopwatch_cpu() -> None:

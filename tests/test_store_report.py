@@ -97,6 +97,20 @@ def test_leaderboard_ranks_by_direction_and_lists_failures() -> None:
     assert "OOD is the positive class" in tables["detector"].ranking_note
 
 
+def test_a_workload_whose_quality_is_lower_better_ranks_ascending() -> None:
+    """A compressor's quality is accuracy on one workload and perplexity on another: the
+    records' declared direction wins over the kind's default."""
+    recs = [
+        record("mild", 0, kind="compressor", quality_after=35.0),
+        record("harsh", 0, kind="compressor", quality_after=3e5),
+    ]
+    for r in recs:
+        r.metrics["quality_after"].higher_is_better = False
+    (table,) = build_leaderboard(recs)
+    assert [r.method for r in table.rows] == ["mild", "harsh"]
+    assert not table.higher_is_better and "lower is better" in table.ranking_note
+
+
 def test_reports_are_written(tmp_path: Path) -> None:
     for r in (
         record("a", 0, eval_loss=2.0, perplexity=None),

@@ -116,16 +116,37 @@ def time_calls(
     ``min_total_s`` keeps sampling past ``repeats`` until that much time was measured, so
     very fast calls still get a stable median.
     """
+    (stats,) = time_interleaved(
+        [fn], device=device, warmup=warmup, repeats=repeats, min_total_s=min_total_s
+    )
+    return stats
+
+
+def time_interleaved(
+    fns: Sequence[Callable[[], Any]],
+    *,
+    device: torch.device | str | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+    min_total_s: float = 0.0,
+) -> list[Stats]:
+    """``time_calls`` for several functions at once, one call of each in turn.
+
+    A before/after comparison timed in two blocks minutes apart sees two different
+    machines when a neighbour's load comes and goes; alternating the calls gives both the
+    same conditions, so their ratio is about the functions, not about the moment."""
     for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples: list[float] = []
-    total = 0.0
-    while len(samples) < repeats or total < min_total_s:
-        with Stopwatch(device) as sw:
+        for fn in fns:
             fn()
-        samples.append(sw.elapsed_s)
-        total += sw.elapsed_s
-        if len(samples) >= 10 * max(repeats, 1) and total >= min_total_s / 2:
+    synchronize(device)
+    samples: list[list[float]] = [[] for _ in fns]
+    total = 0.0
+    while len(samples[0]) < repeats or total < min_total_s * len(fns):
+        for fn, out in zip(fns, samples, strict=True):
+            with Stopwatch(device) as sw:
+                fn()
+            out.append(sw.elapsed_s)
+            total += sw.elapsed_s
+        if len(samples[0]) >= 10 * max(repeats, 1) and total >= min_total_s * len(fns) / 2:
             break
-    return Stats.of(samples)
+    return [Stats.of(s) for s in samples]

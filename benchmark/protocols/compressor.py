@@ -1,9 +1,11 @@
 """How one compressor run is executed and scored.
 
 Quality, stored parameters and bytes, and latency are measured before and after on the
-same inputs. Whether the result is *physically* smaller is decided here from the tensors,
-not from what the compressor claims: a model that still stores (and computes) every weight
-but has zeros is "masked-dense", and its speed-up is reported as null with that reason.
+same inputs; the two latencies are timed interleaved (one call of each in turn), so a
+neighbour's load on a shared machine weighs on both alike. Whether the result is
+*physically* smaller is decided here from the tensors, not from what the compressor
+claims: a model that still stores (and computes) every weight but has zeros is
+"masked-dense", and its speed-up is reported as null with that reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from benchmark.kinds import ContractError
 from benchmark.measure.meters import phase
 from benchmark.measure.tensors import module_bytes
-from benchmark.measure.timing import meter_name, synchronize, time_calls
+from benchmark.measure.timing import meter_name, synchronize, time_interleaved
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.records import Budget, Metric
 
@@ -65,16 +67,8 @@ def run(ctx: RunContext) -> ProtocolResult:
     inputs = wl.example_inputs(LATENCY_BATCH, device)
     timer = meter_name(device)
 
-    def latency(m: nn.Module) -> Any:
-        m.eval()
-        with torch.inference_mode():
-            return time_calls(
-                lambda: m(inputs), device=device, warmup=3, repeats=20, min_total_s=0.3
-            )
-
     quality_before = wl.evaluate(model, device)
     before = footprint(model)
-    lat_before = latency(model)
 
     compressor = ctx.build_method()
     cctx = CompressionContext(
@@ -100,7 +94,16 @@ def run(ctx: RunContext) -> ProtocolResult:
     ctx.progress("measuring the compressed model")
     quality_after = wl.evaluate(compressed, device)
     after = footprint(compressed)
-    lat_after = latency(compressed)
+    ctx.progress("timing the original and the compressed model, interleaved")
+    model.eval()
+    with torch.inference_mode():
+        lat_before, lat_after = time_interleaved(
+            [lambda: model(inputs), lambda: compressed(inputs)],
+            device=device,
+            warmup=3,
+            repeats=20,
+            min_total_s=0.3,
+        )
 
     masked = after.params >= before.params and after.nbytes >= before.nbytes
     representation = (

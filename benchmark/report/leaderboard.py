@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from benchmark.kinds import KIND_INFO, KindInfo
 from benchmark.records import RunRecord
@@ -121,7 +121,9 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
         ]
         for row in rows:
             row.verdict = _verdict(info, row)
-        rows.sort(key=lambda row, _info=info, _p=primary: _rank_key(row, _info, _p))
+        higher = _declared_direction(ok, primary, info.higher_is_better)
+        rank_info = replace(info, higher_is_better=higher)
+        rows.sort(key=lambda row, _info=rank_info, _p=primary: _rank_key(row, _info, _p))
         failures = [
             Failure(label=r.spec.label, status=r.status, reason=r.reason)
             for r in recs
@@ -132,7 +134,7 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
                 kind=kind,
                 workload=workload,
                 primary=primary,
-                higher_is_better=info.higher_is_better,
+                higher_is_better=higher,
                 columns=columns,
                 units=units,
                 rows=rows,
@@ -142,6 +144,18 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
             )
         )
     return tables
+
+
+def _declared_direction(records: list[RunRecord], metric: str, default: bool) -> bool:
+    """The direction the records' own metric declares, where they agree: a compressor's
+    quality is accuracy on one workload and perplexity on another, so the kind's default
+    direction only holds where the records say nothing."""
+    declared = {
+        r.metrics[metric].higher_is_better
+        for r in records
+        if metric in r.metrics and r.metrics[metric].higher_is_better is not None
+    }
+    return declared.pop() if len(declared) == 1 else default
 
 
 def _verdict(info: KindInfo, row: Row) -> str | None:
