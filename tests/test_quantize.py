@@ -121,3 +121,22 @@ def test_through_the_protocol_on_digits_bytes_shrink_and_accuracy_holds(
     assert m["bytes_after"].value < 0.45 * m["bytes_before"].value
     assert m["params_after"].value == m["params_before"].value
     assert m["quality_after"].value > m["quality_before"].value - 0.1
+
+
+def test_a_weight_tied_to_an_embedding_stays_float() -> None:
+    class TiedLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(11, 6)
+            self.mid = nn.Linear(6, 6)
+            self.head = nn.Linear(6, 11, bias=False)
+            self.head.weight = self.embed.weight
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.mid(self.embed(ids)))
+
+    model = TiedLM()
+    ctx = type("Ctx", (), {"calibration_batches": [(torch.randint(0, 11, (4, 5)), None)]})
+    PostTrainingQuantization().compress(model, ctx)
+    assert isinstance(model.mid, QuantizedLayer)
+    assert isinstance(model.head, nn.Linear) and model.head.weight is model.embed.weight

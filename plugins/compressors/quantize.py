@@ -22,8 +22,9 @@ What is stored and computed, honestly: the integer weights are kept in int8 tens
 byte each, also at 4 bits: no nibble packing, so the bytes reported are the bytes held),
 with float scales; the forward dequantizes them and fake-quantizes the activations, so the
 accuracy is that of the integer model while the arithmetic is float: no integer kernel
-runs and no speed-up is claimed beyond what the protocol measures. The paper's optional
-fine-tuning of the quantized model on synthetic data is not implemented.
+runs and no speed-up is claimed beyond what the protocol measures. A layer whose weight is
+tied to another module's (SmolLM2's LM head and embedding) stays in float. The paper's
+optional fine-tuning of the quantized model on synthetic data is not implemented.
 """
 
 from __future__ import annotations
@@ -197,10 +198,24 @@ class PostTrainingQuantization:
         model.eval()
         inputs = self.calibration_inputs(model, ctx)
         ranges = input_ranges(model, inputs)
+        tied = tied_weights(model)
         for name, (lo, hi) in ranges.items():
             layer = model.get_submodule(name)
+            if id(layer.weight) in tied:
+                continue
             set_module(model, name, QuantizedLayer(layer, self.bits, (lo, hi)))
         return model
+
+
+def tied_weights(model: nn.Module) -> set[int]:
+    """ids of parameters that more than one module holds (a LM head tied to the embedding).
+
+    Quantizing such a layer would store an int8 copy beside the float original that the
+    other module still uses: more bytes, not fewer. They stay in float."""
+    seen: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        seen[id(p)] = seen.get(id(p), 0) + 1
+    return {pid for pid, count in seen.items() if count > 1}
 
 
 @torch.no_grad()
