@@ -82,6 +82,7 @@ def test_minilm_workload_fine_tunes_and_serves_every_kind() -> None:
     assert wl.loss(model, inputs, labels).ndim == 0
     out = next(wl.test_batches("out", CPU))
     assert out.dtype == torch.long
+    assert torch.equal(next(wl.test_batches("out", CPU)), out)  # the same OOD texts each read
     fresh = wl.fresh_model(0, CPU)
     assert not torch.equal(fresh.head.weight, model.head.weight)
 

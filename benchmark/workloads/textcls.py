@@ -24,6 +24,7 @@ serve the feature-space detectors.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -282,13 +283,19 @@ class TextClassification:
     def fit_batches(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.labelled_batches("train", self.fit_samples, 128, self.train_seed, device)
 
+    @cached_property
+    def _ood_rows(self) -> list[list[int]]:
+        """The OOD texts, sampled and tokenised once: a detector run reads them up to three
+        times (scores, p-values, predictions)."""
+        texts = load_ood_texts(self.ood)
+        pick = np.random.default_rng(SPLIT_SEED).permutation(len(texts))[: len(self.test_ids)]
+        return self._encode([texts[i] for i in pick], self.max_len)
+
     def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
         if which == "in":
             rows = self.test_ids
         elif which == "out":
-            texts = load_ood_texts(self.ood)
-            pick = np.random.default_rng(SPLIT_SEED).permutation(len(texts))[: len(self.test_ids)]
-            rows = self._encode([texts[i] for i in pick], self.max_len)
+            rows = self._ood_rows
         else:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
         for i in range(0, len(rows), 128):
