@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -164,6 +165,34 @@ def test_training_drives_the_closed_share_to_the_target() -> None:
         + [(g.cols.eval()() == 0).float() for g in gates]
     )
     assert abs(closed.mean().item() - target) < 0.05, closed.mean().item()
+
+
+def test_recovery_finetune_trains_the_exported_model_and_keeps_its_size() -> None:
+    torch.manual_seed(0)
+    teacher = Tiny()
+    x = torch.randn(256, 4, 12)
+    with torch.no_grad():
+        y = teacher(x).argmax(-1)
+    batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 256, 64)]
+
+    def loss(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(a).reshape(-1, 3), b.reshape(-1))
+
+    ctx = SimpleNamespace(finetune_batches=batches, loss=loss, budget=Budget())
+
+    def compress(finetune_steps: int) -> nn.Module:
+        torch.manual_seed(1)  # the gate noise: both runs close the same gates
+        method = FineGates(
+            target_sparsity=0.4, steps=200, finetune_steps=finetune_steps, finetune_lr=1e-2
+        )
+        return method.compress(copy.deepcopy(teacher), ctx)
+
+    plain, recovered = compress(0), compress(100)
+    size = [p.shape for p in plain.parameters()]
+    assert [p.shape for p in recovered.parameters()] == size
+    assert not any(p.requires_grad for p in recovered.parameters())
+    with torch.no_grad():
+        assert loss(recovered, x, y) < 0.8 * loss(plain, x, y)
 
 
 def test_through_the_compressor_protocol_on_digits() -> None:
