@@ -58,7 +58,7 @@ from torch.nn import functional as F
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
 from plugins.compressors.neurons import neuron_groups, set_module, sliced_linear
-from plugins.compressors.training import deadline_of, train_steps
+from plugins.compressors.training import deadline_of, finetune_all, train_steps
 from plugins.layers import select_layers
 
 NOISE_STD = 0.1
@@ -325,19 +325,9 @@ class FineGates:
         for p in model.parameters():
             p.requires_grad_(False)
         model = export(model)
-        if self.finetune_steps > 0:
-            self.recover(model, ctx, deadline)
+        if self.finetune_steps > 0:  # every weight of the exported (smaller) model
+            finetune_all(model, ctx, self.finetune_steps, self.finetune_lr, deadline)
         return model
-
-    def recover(self, model: nn.Module, ctx: Any, deadline: float | None) -> None:
-        """Fine-tune every weight of the exported (smaller) model on the task loss."""
-        params = list(model.parameters())
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=self.finetune_lr, weight_decay=0.0)
-        train_steps(model, ctx, opt, self.finetune_steps, deadline=deadline)
-        for p in params:
-            p.requires_grad_(False)
 
 
 @hookimpl

@@ -51,3 +51,20 @@ def train_steps(
         taken += 1
     model.eval()
     return taken
+
+
+def finetune_all(
+    model: nn.Module, ctx: Any, steps: int, lr: float, deadline: float | None = None
+) -> int:
+    """Recovery fine-tune: Adam on every parameter of ``model`` for up to ``steps`` steps;
+    each parameter's ``requires_grad`` is restored after. Returns the steps taken."""
+    params = list(model.parameters())
+    trainable = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        opt = torch.optim.Adam(params, lr=lr)
+        return train_steps(model, ctx, opt, steps, deadline=deadline)
+    finally:
+        for p, flag in zip(params, trainable, strict=True):
+            p.requires_grad_(flag)
