@@ -41,9 +41,17 @@ class Compressor(Protocol):
 class SplitModel(Protocol):
     """A model partitioned between a trusted and an untrusted device.
 
-    ``untrusted_state`` is what an attacker holding the untrusted device sees, keyed by the
-    original model's parameter names (a residual under the original name, a missing layer
-    simply absent), so attacks can load it into a fresh copy of the architecture.
+    ``untrusted_state`` is what an attacker holding the untrusted device stores, keyed by
+    the original model's parameter names (a residual under the original name, a missing
+    layer simply absent), so attacks can load it into a fresh copy of the architecture.
+
+    A split should also offer ``transcript(inputs) -> list[Exchange]``
+    (``benchmark.measure.crossings``): what the untrusted device sent and received, round
+    trip by round trip, during one hybrid forward, with the original modules the trusted
+    side computed; ``record_transcript`` builds it from hooks. A split without it still
+    runs, but the traffic attack fails on it, so its verdict is ``incomplete``. Optional
+    attributes: ``offline`` (a module of input-independent precomputation, with
+    ``offline_side`` naming the side that holds it) and ``untrusted_dtype``.
     """
 
     trusted: nn.Module
@@ -203,14 +211,17 @@ def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A label column: ``bad`` when the mean ``metric`` >= ``threshold``, else ``good``.
-    Rows labelled ``bad`` rank below every other row."""
+    """A label column: ``bad`` when the mean ``metric`` >= ``threshold``, else ``good``;
+    ``missing`` when the metric is null in any of the row's runs (e.g. an attack failed,
+    so the worst case is unknown). Rows labelled ``bad`` rank below every good row, and
+    ``missing`` rows below those: an unmeasured row is never ranked as safe."""
 
     metric: str
     threshold: float
     bad: str
     good: str
     column: str = "verdict"
+    missing: str = "n/a"
 
 
 @dataclass(frozen=True)
@@ -257,8 +268,9 @@ KIND_INFO: dict[str, KindInfo] = {
         ),
     ),
     # Ranked by the tuple (what the attacker recovers, trusted compute share, modelled
-    # overhead); recovered ratios in the same 0.05 bin count as equally secure, and a split
-    # whose attacker closes half the gap to the original or more is "exposed".
+    # overhead); recovered ratios in the same 0.05 bin count as equally secure, a split
+    # whose attacker closes half the gap to the original or more is "exposed", and one
+    # whose worst case is unknown (an attack failed) is "incomplete", ranked last.
     "security_split": KindInfo(
         primary="attack_recovered_ratio",
         higher_is_better=False,
@@ -269,11 +281,15 @@ KIND_INFO: dict[str, KindInfo] = {
             "trusted_bytes_share",
             "latency_overhead",
             "modelled_latency_overhead",
+            "offline_flops",
             "attack_recovered_ratio",
+            "mia_auroc",
         ),
         tiebreak=(("trusted_flops_share", False), ("modelled_latency_overhead", False)),
         primary_bin=0.05,
-        verdict=Verdict("attack_recovered_ratio", 0.5, bad="exposed", good="protected"),
+        verdict=Verdict(
+            "attack_recovered_ratio", 0.5, bad="exposed", good="protected", missing="incomplete"
+        ),
     ),
     "detector": KindInfo(
         primary="auroc",

@@ -88,6 +88,8 @@ class Metric(BaseModel):
     p10: float | None = None
     p90: float | None = None
     std: float | None = None
+    ci_low: float | None = None  # a 95% interval, where the meter gives one
+    ci_high: float | None = None
     higher_is_better: bool | None = None
 
     @field_validator("value")

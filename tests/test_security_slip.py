@@ -183,10 +183,13 @@ def _attacked_quality(rank: int, seed: int) -> float:
     ctx = AttackContext(
         fresh_model=lambda s: wl.fresh_model(s, CPU),
         labelled_batches=lambda n, bs: wl.labelled_batches("train", n, bs, seed, CPU),
+        validation_batches=lambda: wl.labelled_batches("train", 512, 64, seed, CPU)[4:],
+        transcripts=lambda n: iter(()),
         loss=wl.loss,
         device=CPU,
         seed=seed,
         budget=Budget(),
+        recipe=wl.attack_recipe,
     )
     attack = FineTuneAttack(n_samples=64, steps=50)
     return wl.evaluate(attack(split.untrusted_state(), ctx), CPU)

@@ -1,28 +1,41 @@
 """How one security-split run is executed and scored.
 
-The split must reproduce the original model (max |hybrid − original| on the logits), and
-its cost is measured: the trusted side's share of FLOPs (attributed by hooks on the
-trusted leaf modules) and of parameter bytes, and the latency of hybrid inference, both
-as measured here and as modelled for a deployment where the trusted device is slower and
-activations cross a link. Each crossing between the two sides is counted with its bytes.
+Threat model. The attacker controls the untrusted device. It holds:
 
-Then every attack (the experiment's ``attacks``, or all registered ones) receives what an
-attacker on the untrusted device holds, ``split.untrusted_state()``, and returns its best
-model. The attack is also run with an empty state, the "training from scratch" baseline
-with the same samples, and the leak is scored as the share of the gap between that
-baseline and the original model that the stolen weights close
-(``attack_<name>_recovered_ratio``, 0 = nothing leaked, 1 = the model is recovered). The
-primary metric ``attack_recovered_ratio`` is the worst case over attacks.
+1. the untrusted device's stored tensors (``split.untrusted_state()``, under the original
+   model's parameter names);
+2. every tensor the untrusted device sends or receives during hybrid inference on the
+   inputs it serves (``split.transcript(inputs)``: per round trip, what it sent and what
+   came back, and which module of the public architecture the trusted side computed);
+3. n labelled samples of the task, and any public pretrained checkpoint of the
+   architecture (the workload's ``attacker_model``: e.g. MiniLM's public weights with a
+   fresh head);
+4. the design of the split (Kerckhoffs): which kind of split it is and how the host uses
+   each reply. It does not hold the trusted device's tensors, nor its randomness (masks
+   come from the operating system's entropy, not from the run seed).
 
-Protocol options (``protocol:`` in a suite): ``trusted_slowdown`` (how many times slower
-the trusted device computes), ``link_latency_s`` (per crossing), ``link_bandwidth_Bps``.
+The attacker is honest-but-curious: it runs the protocol faithfully (integrity attacks by
+a malicious device are out of scope). Its goals: model stealing (a model as good as the
+original) and membership inference on the original's training data.
 
-A split may also have an ``offline`` module: work the trusted device does ahead of time,
-independent of the inputs' values (SLIP's mask products W_D r). Its leaves are run inline
-(so the hybrid output is exact) but kept out of the online figures: FLOPs and compute time
-are attributed to sides by the innermost running module (``benchmark.measure.attribution``),
-``offline_flops``/``offline_time`` report that work apart, the trusted share is taken over
-the online FLOPs, and the modelled latency leaves it out. The measured latency includes it.
+Equivalence and cost. The split must reproduce the original model (max |hybrid −
+original| on the logits, and the untrusted side's dtype, on which exactness depends); its
+cost is the trusted side's share of online FLOPs and of parameter bytes, the offline
+precomputation's FLOPs and bytes and on which side they live (SLIP's pads W_D·r need
+W_D), the measured latency of hybrid against original (timed interleaved, so load weighs
+on both), and a modelled latency for a deployment where the trusted device is slower and
+activations cross a link (``trusted_slowdown``, ``link_latency_s``,
+``link_bandwidth_Bps``). Crossings and their bytes come from the same recorder as the
+transcript (``benchmark.measure.crossings``).
+
+Leak. Every requested attack (the experiment's ``attacks``, or all registered ones) gets
+1-4 and returns its best model; it is run again with nothing stolen and no traffic from
+the same start (the "scratch" baseline). ``attack_<name>_recovered_ratio`` is the share of
+the scratch-to-original gap the attack closes, with a 95% interval
+(``benchmark/protocols/security_attacks.py``), and ``attack_recovered_ratio`` is the worst
+case over attacks: null, and the verdict ``incomplete``, when any attack failed. On a
+split that keeps nothing trusted every attack must recover the original within noise (the
+sanity gate), or the run fails.
 """
 
 from __future__ import annotations
@@ -38,10 +51,25 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.kinds import ContractError, SplitModel
 from benchmark.measure.attribution import SideMeter
-from benchmark.measure.tensors import leaf_modules, module_bytes, tensor_bytes
-from benchmark.measure.timing import meter_name, synchronize, time_calls
+from benchmark.measure.crossings import CrossingRecorder
+from benchmark.measure.tensors import module_bytes
+from benchmark.measure.timing import meter_name, synchronize, time_interleaved
 from benchmark.protocols.base import ProtocolResult, RunContext
-from benchmark.records import Budget, Metric
+from benchmark.protocols.security_attacks import (
+    AttackContext,
+    SanityGateFailed,
+    attack_context,
+    data_slices,
+    membership_auroc,
+    membership_sets,
+    ratio_metric,
+    recovered_ratio,
+    trusted_holds_nothing,
+    within_noise_of,
+)
+from benchmark.records import Metric
+
+__all__ = ["AttackContext", "recovered_ratio", "run"]
 
 OPTIONS: dict[str, Any] = {
     "trusted_slowdown": 10.0,
@@ -65,18 +93,6 @@ class HybridModule(nn.Module):
 
 
 @dataclass
-class AttackContext:
-    """What an attacker has besides the stolen state."""
-
-    fresh_model: Any  # (seed) -> nn.Module: the architecture at random initialisation
-    labelled_batches: Any  # (n, batch_size) -> list of (inputs, labels) from the train split
-    loss: Any
-    device: torch.device
-    seed: int
-    budget: Budget
-
-
-@dataclass
 class Trace:
     trusted_s: float = 0.0
     total_s: float = 0.0
@@ -86,7 +102,7 @@ class Trace:
     untrusted_s: float = 0.0
 
 
-def _sides(split: SplitModel) -> dict[str, nn.Module]:
+def sides_of(split: SplitModel) -> dict[str, nn.Module]:
     """The split's parts as measured sides; ``offline`` only when the split has one."""
     sides = {"trusted": split.trusted, "untrusted": split.untrusted}
     offline = getattr(split, "offline", None)
@@ -98,75 +114,39 @@ def _sides(split: SplitModel) -> dict[str, nn.Module]:
 def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Trace:
     """Time spent on each side, and the crossings between sides, for one forward.
 
-    Inputs start and outputs end on the untrusted host (where the application runs).
-    Execution enters the trusted side when a trusted leaf starts; it returns to the
-    untrusted side when an untrusted leaf finishes without a trusted leaf having run
-    inside it (a wrapper that only delegates to a trusted layer is not untrusted work).
-    Offline leaves (input-independent precomputation) neither cross nor count as online
-    time. Time is charged to the innermost running module's side; time outside every
-    side's modules counts as untrusted (the host application).
+    Crossings follow ``benchmark.measure.crossings`` (the rules an attacker's transcript
+    follows too; here without copying tensors). Time is charged to the innermost running
+    module's side; time outside every side's modules counts as untrusted (the host
+    application).
     """
-    trace = Trace()
-    sides = _sides(split)
-    trusted_ids = {id(m) for m in leaf_modules(split.trusted)}
-    offline_ids = {id(m) for m in leaf_modules(sides["offline"])} if "offline" in sides else set()
-    side = ["untrusted"]
-    open_untrusted: list[list[Any]] = []  # [module id, input bytes, delegated to trusted]
-    handles = []
-
-    def pre(module: nn.Module, args: Any) -> None:
-        if id(module) in offline_ids:
-            return
-        if id(module) in trusted_ids:
-            for frame in open_untrusted:
-                frame[2] = True
-            if side[0] == "untrusted":
-                trace.crossings += 1
-                trace.crossing_bytes += tensor_bytes(args)
-                side[0] = "trusted"
-        else:
-            open_untrusted.append([id(module), tensor_bytes(args), False])
-
-    def post(module: nn.Module, args: Any, out: Any) -> None:
-        if id(module) in trusted_ids or id(module) in offline_ids:
-            return
-        _, nbytes, delegated = open_untrusted.pop()
-        if not delegated and side[0] == "trusted":
-            trace.crossings += 1
-            trace.crossing_bytes += nbytes
-            side[0] = "untrusted"
-
-    leaves = {id(m): m for root in sides.values() for m in leaf_modules(root)}
-    for leaf in leaves.values():
-        handles.append(leaf.register_forward_pre_hook(pre))
-        handles.append(leaf.register_forward_hook(post))
+    sides = sides_of(split)
 
     def clock() -> float:
         synchronize(device)
         return time.perf_counter()
 
     meter = SideMeter(sides, clock)
-    try:
-        with torch.inference_mode(), meter.installed():
-            out = split.forward(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with (
+        torch.inference_mode(),
+        CrossingRecorder(sides, keep_tensors=False) as recorder,
+        meter.installed(),
+    ):
+        recorder.finish(split.forward(x))
     t = meter.totals
-    trace.total_s = t["total"]
-    trace.trusted_s = t["trusted"]
-    trace.offline_s = t.get("offline", 0.0)
-    trace.untrusted_s = t["untrusted"] + t["unattributed"]
-    if side[0] == "trusted":
-        trace.crossings += 1
-        trace.crossing_bytes += tensor_bytes(out)
-    return trace
+    return Trace(
+        trusted_s=t["trusted"],
+        total_s=t["total"],
+        crossings=recorder.crossings,
+        crossing_bytes=recorder.sent_bytes + recorder.received_bytes,
+        offline_s=t.get("offline", 0.0),
+        untrusted_s=t["untrusted"] + t["unattributed"],
+    )
 
 
 def count_flops_by_side(split: SplitModel, fn: Any) -> dict[str, int]:
     """FLOPs of ``fn()`` per side (innermost running module), plus ``"total"``."""
     with FlopCounterMode(display=False) as counter:
-        meter = SideMeter(_sides(split), lambda: float(counter.get_total_flops()))
+        meter = SideMeter(sides_of(split), lambda: float(counter.get_total_flops()))
         with meter.installed():
             fn()
     return {k: int(v) for k, v in meter.totals.items()}
@@ -202,21 +182,32 @@ def run(ctx: RunContext) -> ProtocolResult:
 
     flops = count_flops_by_side(split, lambda: hybrid(x))
     online_flops = flops["total"] - flops.get("offline", 0)
+    sides = sides_of(split)
     t_bytes, u_bytes = module_bytes(split.trusted), module_bytes(split.untrusted)
+    off_bytes = module_bytes(sides["offline"]) if "offline" in sides else 0
+    offline_side = getattr(split, "offline_side", "trusted")
 
     with torch.inference_mode():
-        lat_orig = time_calls(lambda: original(x), device=device, warmup=3, repeats=20)
-        lat_hybrid = time_calls(lambda: hybrid(x), device=device, warmup=3, repeats=20)
+        lat_orig, lat_hybrid = time_interleaved(
+            [lambda: original(x), lambda: hybrid(x)], device=device, warmup=3, repeats=20
+        )
     trace = _median_trace(split, x, device)
     untrusted_s = trace.untrusted_s
     transfer_s = (
         trace.crossings * opts["link_latency_s"] + trace.crossing_bytes / opts["link_bandwidth_Bps"]
     )
     modelled = untrusted_s + trace.trusted_s * opts["trusted_slowdown"] + transfer_s
+    untrusted_dtypes = sorted(
+        {str(p.dtype).removeprefix("torch.") for p in split.untrusted.parameters()}
+    )
+    untrusted_dtype = getattr(split, "untrusted_dtype", None) or ",".join(untrusted_dtypes)
 
     metrics: dict[str, Metric] = {
         "max_abs_output_diff": Metric(
-            value=diff, unit="logit", meter="hybrid vs original", higher_is_better=False
+            value=diff,
+            unit="logit",
+            meter=f"hybrid vs original (untrusted products in {untrusted_dtype})",
+            higher_is_better=False,
         ),
         "quality": Metric(
             value=quality,
@@ -240,7 +231,14 @@ def run(ctx: RunContext) -> ProtocolResult:
         "offline_flops": Metric(
             value=float(flops.get("offline", 0)),
             unit="FLOP",
-            meter="torch.utils.flop_counter, split.offline (input-independent precomputation)",
+            meter=f"torch.utils.flop_counter, split.offline (input-independent "
+            f"precomputation, on the {offline_side} side), per forward of batch {BATCH}",
+            higher_is_better=False,
+        ),
+        "offline_bytes": Metric(
+            value=float(off_bytes),
+            unit="bytes",
+            meter=f"parameters and buffers the offline precomputation holds ({offline_side} side)",
             higher_is_better=False,
         ),
         "offline_time": Metric(
@@ -249,16 +247,17 @@ def run(ctx: RunContext) -> ProtocolResult:
         "trusted_bytes_share": Metric(
             value=t_bytes / max(t_bytes + u_bytes, 1),
             unit="fraction",
-            meter="parameter and buffer bytes",
+            meter="parameter and buffer bytes (online parts)",
             higher_is_better=False,
         ),
-        "latency_original": lat_orig.metric("s", f"{timer}, batch {BATCH}"),
-        "latency_hybrid": lat_hybrid.metric("s", f"{timer}, batch {BATCH}"),
+        "latency_original": lat_orig.metric("s", f"{timer}, batch {BATCH}, interleaved"),
+        "latency_hybrid": lat_hybrid.metric("s", f"{timer}, batch {BATCH}, interleaved"),
         "latency_overhead": Metric(
             value=lat_hybrid.median / lat_orig.median,
             unit="x",
-            meter="median hybrid / original, measured",
+            meter="median hybrid / original, timed interleaved (one call of each in turn)",
             higher_is_better=False,
+            n=lat_hybrid.n,
         ),
         "trusted_compute_time": Metric(
             value=trace.trusted_s, unit="s", meter=f"{timer}, hooks on trusted leaves"
@@ -286,65 +285,91 @@ def run(ctx: RunContext) -> ProtocolResult:
             higher_is_better=False,
         ),
     }
-    metrics.update(_attacks(ctx, split, original, quality_original))
-    info = {"deployment": opts, "quality_metric": q.name, "batch": BATCH}
+    exposed_bound = trusted_holds_nothing(split, flops["trusted"])
+    attack_metrics, attack_info = _attacks(ctx, split, original, quality_original, exposed_bound)
+    metrics.update(attack_metrics)
+    info = {
+        "deployment": opts,
+        "quality_metric": q.name,
+        "batch": BATCH,
+        "untrusted_dtype": untrusted_dtype,
+        "offline_side": offline_side,
+        "attacker_start": getattr(wl, "attacker_start", "the workload's fresh_model"),
+        "attacks": attack_info,
+    }
     return ProtocolResult(metrics=metrics, info=info)
 
 
-def recovered_ratio(q: Any, original: float, scratch: float, attacked: float) -> float:
-    """How much of the gap between training from scratch and the original the attacker
-    closes, on the quality's oriented scale (log for perplexity), clipped to [0, 1]; 1
-    when the original is no better than scratch (nothing to protect)."""
-    o, s, a = q.oriented(original), q.oriented(scratch), q.oriented(attacked)
-    gap = o - s
-    return 1.0 if gap <= 0 else min(max((a - s) / gap, 0.0), 1.0)
+def _attack_reserve(ctx: RunContext, names: list[str]) -> int:
+    """The most labelled samples (or served inputs) any requested attack uses."""
+    most = 0
+    for name in names:
+        try:
+            defaults = ctx.registry.attack(name).defaults
+        except Exception:  # an unknown attack fails in the loop, with its reason
+            continue
+        most = max(most, *(int(defaults.get(k, 0) or 0) for k in ("n_samples", "n_served")))
+    return most
 
 
 def _attacks(
-    ctx: RunContext, split: SplitModel, original: nn.Module, quality_original: float
-) -> dict[str, Metric]:
+    ctx: RunContext,
+    split: SplitModel,
+    original: nn.Module,
+    quality_original: float,
+    exposed_bound: bool,
+) -> tuple[dict[str, Metric], dict[str, Any]]:
     wl, device, spec = ctx.workload, ctx.device, ctx.spec
     names = spec.attacks or sorted(ctx.registry.attacks)
-    actx = AttackContext(
-        fresh_model=lambda seed: wl.fresh_model(seed, device),
-        labelled_batches=lambda n, bs: wl.labelled_batches("train", n, bs, spec.seed, device),
-        loss=wl.loss,
-        device=device,
-        seed=spec.seed,
-        budget=spec.budget,
-    )
+    slices = data_slices(ctx, _attack_reserve(ctx, names))
+    actx = attack_context(ctx, split, slices, scratch=False)
+    scratch_ctx = attack_context(ctx, split, slices, scratch=True)
     stolen = {k: v.detach().clone() for k, v in split.untrusted_state().items()}
     q = wl.quality
+    start = scratch_ctx.fresh_model(spec.seed)
     out: dict[str, Metric] = {
-        "random_init_quality": Metric(
-            value=wl.evaluate(actx.fresh_model(spec.seed), device),
+        "attacker_start_quality": Metric(
+            value=wl.evaluate(start, device),
             unit=q.unit,
-            meter=f"workload {q.name}, random init",
+            meter=f"workload {q.name}, the attacker's starting model",
         ),
     }
-    ratios: list[float] = []
+    members = membership_sets(ctx, slices)
+    mia: dict[str, float] = {}
+    if isinstance(members, tuple):
+        value = membership_auroc(original, *members)
+        if value is not None:
+            mia["original"] = value
+    info: dict[str, Any] = {}
+    ratios: dict[str, float] = {}
     errors: list[str] = []
+    undefined: list[str] = []
+    gate: list[str] = []
     for name in names:
-        aspec = ctx.registry.attack(name)
         ctx.progress(f"attack {name}")
         try:
+            aspec = ctx.registry.attack(name)
             attack = aspec.factory(**dict(aspec.defaults))
-            attacked = wl.evaluate(attack(dict(stolen), actx), device)
-            scratch = wl.evaluate(attack({}, actx), device)
+            model = attack(dict(stolen), actx)
+            attacked = wl.evaluate(model, device)
+            scratch_model = attack({}, scratch_ctx)
+            scratch = wl.evaluate(scratch_model, device)
         except Exception as exc:
-            if len(names) == 1:
-                raise
             why = f"attack failed: {type(exc).__name__}: {exc}"
             errors.append(f"{name}: {why}")
             for key, unit in (("quality", q.unit), ("recovered_ratio", "fraction")):
                 out[f"attack_{name}_{key}"] = Metric.null(unit, f"attack {name}", why)
             continue
-        ratio = recovered_ratio(q, quality_original, scratch, attacked)
-        ratios.append(ratio)
+        info[name] = {
+            "choice": getattr(model, "attack_choice", None),
+            "validation_losses": getattr(model, "attack_scores", None),
+            "traffic_r2": getattr(model, "traffic_r2", None),
+            "scratch_choice": getattr(scratch_model, "attack_choice", None),
+        }
         meter = f"attack {name}"
         out[f"attack_{name}_quality"] = Metric(value=attacked, unit=q.unit, meter=meter)
         out[f"attack_{name}_scratch_quality"] = Metric(
-            value=scratch, unit=q.unit, meter=f"{meter}, no stolen weights"
+            value=scratch, unit=q.unit, meter=f"{meter}, nothing stolen, no traffic"
         )
         # attacker / original for accuracy-like qualities, original / attacker for
         # perplexity-like ones: either way 1 means the attacker matches the original.
@@ -357,22 +382,88 @@ def _attacks(
             meter=f"{meter}: attacker's quality as a fraction of the original's"
             + ("" if q.higher_is_better else " (original / attacker, lower-is-better quality)"),
         )
-        out[f"attack_{name}_recovered_ratio"] = Metric(
-            value=ratio,
-            unit="fraction",
-            higher_is_better=False,
-            meter=f"{meter}: (attack - scratch) / (original - scratch), clipped to [0, 1]",
+        ratio = ratio_metric(ctx, name, quality_original, scratch, attacked)
+        out[f"attack_{name}_recovered_ratio"] = ratio
+        if ratio.value is None:
+            undefined.append(name)
+        else:
+            ratios[name] = ratio.value
+        if isinstance(members, tuple):
+            value = membership_auroc(model, *members)
+            if value is not None:
+                mia[name] = value
+                out[f"attack_{name}_mia_auroc"] = Metric(
+                    value=value, unit="AUROC", meter=f"{meter}: loss-threshold membership test"
+                )
+        if exposed_bound:
+            ok, how = within_noise_of(ctx, quality_original, attacked)
+            if not ok:
+                gate.append(f"{name} reached {attacked:.4g} against {quality_original:.4g}")
+    if gate:
+        raise SanityGateFailed(
+            "sanity gate: the split keeps nothing trusted, yet attacks did not recover the "
+            f"original within {how}: {'; '.join(gate)} (too weak to judge any split)"
         )
-    if ratios:
-        out["attack_recovered_ratio"] = Metric(
-            value=max(ratios),
+    out.update(_worst_case(ratios, errors, undefined, out))
+    out.update(_membership_metrics(mia, members))
+    return out, info
+
+
+def _worst_case(
+    ratios: dict[str, float], errors: list[str], undefined: list[str], out: dict[str, Metric]
+) -> dict[str, Metric]:
+    """The headline: the worst ratio over every attack, null when any attack failed."""
+    if errors:
+        return {
+            "attack_recovered_ratio": Metric.null(
+                "fraction", "worst case over attacks", "incomplete: " + "; ".join(errors)
+            )
+        }
+    if not ratios:
+        why = (
+            f"gap within noise for {', '.join(undefined)}" if undefined else "no attacks requested"
+        )
+        return {"attack_recovered_ratio": Metric.null("fraction", "worst case over attacks", why)}
+    worst = max(ratios, key=lambda k: ratios[k])
+    m = out[f"attack_{worst}_recovered_ratio"]
+    note = f"; undefined (gap within noise): {', '.join(undefined)}" if undefined else ""
+    return {
+        "attack_recovered_ratio": Metric(
+            value=ratios[worst],
             unit="fraction",
-            meter="worst case over attacks",
+            meter=f"worst case over {len(ratios)} attacks: {worst}{note}",
             higher_is_better=False,
             n=len(ratios),
+            std=m.std,
+            ci_low=m.ci_low,
+            ci_high=m.ci_high,
+        )
+    }
+
+
+def _membership_metrics(mia: dict[str, float], members: Any) -> dict[str, Metric]:
+    meter = "loss-threshold membership inference, AUROC (0.5 = chance)"
+    if not isinstance(members, tuple):
+        reason = str(members)
+        return {
+            "mia_auroc": Metric.null("AUROC", meter, reason),
+            "mia_auroc_original": Metric.null("AUROC", meter, reason),
+        }
+    attacks = {k: v for k, v in mia.items() if k != "original"}
+    out = {
+        "mia_auroc_original": (
+            Metric(value=mia["original"], unit="AUROC", meter=meter + ", the original model")
+            if "original" in mia
+            else Metric.null("AUROC", meter, "the model's outputs are not class logits")
+        )
+    }
+    if attacks:
+        worst = max(attacks, key=lambda k: attacks[k])
+        out["mia_auroc"] = Metric(
+            value=attacks[worst],
+            unit="AUROC",
+            meter=f"{meter}, best over the attackers' models: {worst}",
         )
     else:
-        out["attack_recovered_ratio"] = Metric.null(
-            "fraction", "attacks", "; ".join(errors) or "no attacks registered"
-        )
+        out["mia_auroc"] = Metric.null("AUROC", meter, "no attack produced a classifier")
     return out

@@ -21,6 +21,7 @@ class Cell:
     std: float | None
     n: int
     reason: str | None = None  # why the figure is null
+    ci: tuple[float, float] | None = None  # a single run's 95% interval, where it has one
 
 
 @dataclass
@@ -69,7 +70,8 @@ class Table:
             note += f", then {metric} ({'higher' if higher else 'lower'} is better)"
         v = self.info.verdict
         if v is not None:
-            note += f"; {v.bad} when {v.metric} >= {v.threshold:g}, ranked last"
+            note += f"; {v.bad} when {v.metric} >= {v.threshold:g}, ranked below the rest"
+            note += f"; {v.missing} when it is unknown in any run, ranked last"
         note += "; mean ± std over seeds"
         if self.kind == "detector":
             note += "; OOD is the positive class"
@@ -84,7 +86,16 @@ def _cell(records: list[RunRecord], metric: str) -> Cell:
         reason = "; ".join(sorted(x for x in reasons if x)) or "not reported"
         return Cell(None, None, 0, reason)
     std = statistics.stdev(present) if len(present) > 1 else 0.0
-    return Cell(statistics.fmean(present), std, len(present))
+    ci = None
+    if len(present) == 1:
+        m = next(
+            r.metrics[metric]
+            for r in records
+            if metric in r.metrics and r.metrics[metric].value is not None
+        )
+        if m.ci_low is not None and m.ci_high is not None:
+            ci = (m.ci_low, m.ci_high)
+    return Cell(statistics.fmean(present), std, len(present), ci=ci)
 
 
 def build_leaderboard(records: list[RunRecord]) -> list[Table]:
@@ -162,10 +173,10 @@ def _verdict(info: KindInfo, row: Row) -> str | None:
     v = info.verdict
     if v is None:
         return None
-    mean = row.cells[v.metric].mean if v.metric in row.cells else None
-    if mean is None or math.isnan(mean):
-        return "n/a"
-    return v.bad if mean >= v.threshold else v.good
+    cell = row.cells.get(v.metric)
+    if cell is None or cell.mean is None or math.isnan(cell.mean) or cell.n < len(row.records):
+        return v.missing
+    return v.bad if cell.mean >= v.threshold else v.good
 
 
 def _rank_key(row: Row, info: KindInfo, primary: str) -> tuple[float, ...]:
@@ -179,7 +190,9 @@ def _rank_key(row: Row, info: KindInfo, primary: str) -> tuple[float, ...]:
             v = math.floor(v / step + 1e-9)
         return (0.0, -v if higher else v)
 
-    bad = 1.0 if info.verdict is not None and row.verdict == info.verdict.bad else 0.0
+    bad = 0.0
+    if info.verdict is not None:
+        bad = {info.verdict.bad: 1.0, info.verdict.missing: 2.0}.get(row.verdict or "", 0.0)
     key = [bad, *value(primary, info.higher_is_better, info.primary_bin)]
     for metric, higher in info.tiebreak:
         key += value(metric, higher)
@@ -218,8 +231,11 @@ def format_cell(cell: Cell, unit: str) -> str:
         return "n/a"
     scale = _scale(cell.mean, unit)
     text = format_value(cell.mean, unit, scale)
+    divisor, suffix = scale
     if cell.n > 1 and cell.std:
-        divisor, suffix = scale
         text = text.removesuffix(f" {suffix}") if suffix else text
         text += f" ± {cell.std / divisor:.3g}" + (f" {suffix}" if suffix else "")
+    elif cell.ci is not None:
+        lo, hi = (v / divisor for v in cell.ci)
+        text += f" [{lo:.3g}, {hi:.3g}]"
     return text

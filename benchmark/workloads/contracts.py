@@ -34,6 +34,19 @@ class QualityMetric:
         return v if self.higher_is_better else -v
 
 
+@dataclass(frozen=True)
+class AttackRecipe:
+    """How an attacker fine-tunes this workload's model: a workload knows the learning
+    rate its model tolerates (Adam at 1e-3 wrecks a pretrained transformer that was tuned
+    at 5e-5), so security attacks take their optimiser settings from here, not from a
+    constant that suits one model. ``schedule``: "constant" or "linear" (decay to 0)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    batch_size: int = 32
+
+
 @runtime_checkable
 class OptimizerWorkload(Protocol):
     """A model trained from scratch; the optimizer protocol drives the loop."""
@@ -85,6 +98,20 @@ class ClassifierWorkload(Protocol):
         ...
 
     def loss(self, model: nn.Module, inputs: Any, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+# Optional on a ClassifierWorkload, read by the security protocol with getattr:
+# - ``attack_recipe: AttackRecipe`` (default ``AttackRecipe()``);
+# - ``attacker_model(seed, device)``: where an attacker starts, the public pretrained
+#   checkpoint with a fresh task head for a workload built from one (default
+#   ``fresh_model``), and ``attacker_start: str`` saying which;
+# - ``quality_stderr(value) -> float | None``: the standard error of the quality figure on
+#   the test set (e.g. binomial for accuracy); None where it cannot be had;
+# - ``has_members: bool`` (default True): whether ``labelled_batches("train", ...)`` holds
+#   the model's own training data, so that a membership-inference attack means something.
+# ``labelled_batches`` must draw the first n samples of one seed's permutation whatever n
+# is (a prefix), so the protocol can hand disjoint slices to tuning, selection and the
+# membership test.
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ digits (``mnist-noise``, ``mnist-rotated``, ``mnist-inverted``; see ``near_ood``
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,7 @@ from benchmark import hookimpl
 from benchmark.assets import asset_path
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import QualityMetric
+from benchmark.workloads.contracts import AttackRecipe, QualityMetric
 
 TEST_FRACTION = 0.2
 SPLIT_SEED = 20240101
@@ -149,6 +150,9 @@ class ImageClassification:
     """Implements ``ClassifierWorkload`` and ``DetectorWorkload``."""
 
     quality = QualityMetric("accuracy", "fraction", True)
+    # The CNN is trained from scratch with Adam at 2e-3: an attacker fine-tunes likewise.
+    attack_recipe = AttackRecipe(lr=1e-3, schedule="linear", batch_size=32)
+    attacker_start = "random initialisation (no public checkpoint of this CNN)"
 
     def __init__(
         self,
@@ -234,6 +238,10 @@ class ImageClassification:
             correct += int((logits.argmax(-1).cpu() == self.y_test[i : i + 256]).sum())
         model.train(was)
         return correct / len(self.x_test)
+
+    def quality_stderr(self, value: float) -> float:
+        """Binomial standard error of an accuracy on the test set."""
+        return math.sqrt(max(value * (1 - value), 0.0) / len(self.x_test))
 
     def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return self.x_test[:batch_size].to(device)

@@ -35,7 +35,7 @@ from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write_text
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import config_key
-from benchmark.workloads.contracts import QualityMetric
+from benchmark.workloads.contracts import AttackRecipe, QualityMetric
 from benchmark.workloads.lmeval import heldout_task, rolling_perplexity
 from benchmark.workloads.text import HOLDOUT_EVERY
 
@@ -101,6 +101,13 @@ class PretrainedLM:
     """Implements ``ClassifierWorkload`` for a causal LM (labels = next tokens)."""
 
     quality = QualityMetric("word_perplexity", "perplexity", False, log_scale=True)
+    # SmolLM2 stands in for a *private* pretrained LM: the attacker has no checkpoint of it
+    # (with the public one it would need no attack at all), so it starts from random
+    # initialisation, and fine-tunes at a rate an LLM tolerates.
+    attack_recipe = AttackRecipe(lr=1e-4, weight_decay=0.0, schedule="linear", batch_size=4)
+    attacker_start = "random initialisation (SmolLM2 stands in for a private model)"
+    # Its training data are not available: the KJV windows are not members.
+    has_members = False
 
     def __init__(
         self,
@@ -159,6 +166,10 @@ class PretrainedLM:
 
         torch.manual_seed(seed)
         return self._wrap(AutoModelForCausalLM.from_config(self.config), device)
+
+    def quality_stderr(self, value: float) -> None:
+        """Not available: lm-eval's rolling word perplexity gives no per-document scores."""
+        return None
 
     def evaluate(self, model: nn.Module, device: torch.device) -> float:
         results = rolling_perplexity(

@@ -23,6 +23,7 @@ serve the feature-space detectors.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -36,7 +37,7 @@ from benchmark import hookimpl
 from benchmark.assets import asset_path
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import QualityMetric
+from benchmark.workloads.contracts import AttackRecipe, QualityMetric
 
 SPLIT_SEED = 20240101
 OT_BOOKS = 39  # Genesis .. Malachi; Matthew starts the New Testament
@@ -154,6 +155,10 @@ class TextClassification:
     """Implements ``ClassifierWorkload`` and ``DetectorWorkload``."""
 
     quality = QualityMetric("accuracy", "fraction", True)
+    # The model was fine-tuned from the public checkpoint with AdamW at 5e-5 and linear
+    # decay; an attacker uses the same recipe (Adam at 1e-3 wrecks the encoder).
+    attack_recipe = AttackRecipe(lr=5e-5, weight_decay=0.01, schedule="linear", batch_size=32)
+    attacker_start = "the public pretrained MiniLM-L6 checkpoint with a fresh task head"
 
     def __init__(
         self,
@@ -241,6 +246,15 @@ class TextClassification:
     def fresh_model(self, seed: int, device: torch.device) -> nn.Module:
         torch.manual_seed(seed)
         return self._arch(pretrained=False).to(device).eval()
+
+    def attacker_model(self, seed: int, device: torch.device) -> nn.Module:
+        """The public checkpoint an attacker downloads, with a freshly initialised head."""
+        torch.manual_seed(seed)
+        return self._arch(pretrained=True).to(device).eval()
+
+    def quality_stderr(self, value: float) -> float:
+        """Binomial standard error of an accuracy on the test set."""
+        return math.sqrt(max(value * (1 - value), 0.0) / len(self.test_ids))
 
     # ------------------------------------------------------------------ classifier side
 

@@ -1,5 +1,8 @@
 """Random-mask split: the baseline that tells whether SLIP's *choice* of what to keep
-secret (the top singular components) matters, or only *how much* is kept.
+secret (the top singular components) matters, or only *how much* is kept; and, with
+``criterion: magnitude`` (registered as ``magnitude-mask``), the TEE partition that shields
+the largest-magnitude weights (Zhang et al., "No Privacy Left Outside", S&P 2024,
+arXiv:2310.07152, whose benchmark shields the top 1%).
 
 Each protected weight W is split entry-wise by a random Bernoulli(``trusted_fraction``)
 mask M: the trusted device keeps W ⊙ M (and the bias), the untrusted one W ⊙ (1 − M);
@@ -27,6 +30,7 @@ from plugins.security.slip import (
     _attacker_state,
     _Product,
     _tied_users,
+    additive_site,
     select_layers,
 )
 
@@ -64,11 +68,28 @@ class _MaskedLayer(nn.Module):
 
 class RandomMask:
     def __init__(
-        self, trusted_fraction: float = 0.1, layers: str | list[str] = "all-linear", seed: int = 0
+        self,
+        trusted_fraction: float = 0.1,
+        layers: str | list[str] = "all-linear",
+        seed: int = 0,
+        criterion: str = "random",
     ) -> None:
         if not 0.0 <= trusted_fraction <= 1.0:
             raise ValueError(f"trusted_fraction must be in [0, 1], got {trusted_fraction}")
+        if criterion not in ("random", "magnitude"):
+            raise ValueError(f"criterion must be 'random' or 'magnitude', got {criterion!r}")
         self.trusted_fraction, self.layers, self.seed = trusted_fraction, layers, seed
+        self.criterion = criterion
+
+    def _keep(self, weight: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Which entries are trusted: a Bernoulli draw, or the largest magnitudes."""
+        if self.criterion == "random":
+            return torch.rand(weight.shape, generator=g) < self.trusted_fraction
+        k = round(self.trusted_fraction * weight.numel())
+        keep = torch.zeros(weight.numel(), dtype=torch.bool)
+        if k > 0:
+            keep[weight.detach().abs().flatten().cpu().topk(k).indices] = True
+        return keep.reshape(weight.shape)
 
     def split(self, model: nn.Module) -> SLIPSplit:
         host = copy.deepcopy(model)
@@ -78,7 +99,7 @@ class RandomMask:
         layers = {}
         for name in protected:
             layer = host.get_submodule(name)
-            keep = torch.rand(layer.weight.shape, generator=g) < self.trusted_fraction
+            keep = self._keep(layer.weight, g)
             layers[name] = _MaskedLayer(layer, keep.to(layer.weight.device))
         state = _attacker_state(host, original, layers, protected)
         trusted = nn.ModuleDict()
@@ -89,7 +110,15 @@ class RandomMask:
             module = host.get_submodule(name)
             trusted[name.replace(".", "__")] = module
             _set_submodule(host, name, _Proxy(module))
-        return SLIPSplit(host, trusted, host, nn.ModuleDict(), state, ranks={})
+        return SLIPSplit(
+            host,
+            trusted,
+            host,
+            nn.ModuleDict(),
+            state,
+            ranks={},
+            site_of=additive_site(set(layers)),
+        )
 
 
 @hookimpl
@@ -99,7 +128,28 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="random-mask",
             factory=RandomMask,
-            defaults={"trusted_fraction": 0.1, "layers": "all-linear", "seed": 0},
+            defaults={
+                "trusted_fraction": 0.1,
+                "layers": "all-linear",
+                "seed": 0,
+                "criterion": "random",
+            },
             description="a random fraction of each weight's entries trusted, the rest untrusted",
+        )
+    )
+    register(
+        MethodSpec(
+            kind="security_split",
+            name="magnitude-mask",
+            factory=RandomMask,
+            defaults={
+                "trusted_fraction": 0.01,
+                "layers": "all-linear",
+                "seed": 0,
+                "criterion": "magnitude",
+            },
+            paper="arXiv:2310.07152",
+            description="the largest-magnitude 1% of each weight's entries trusted (the "
+            "'Magnitude' TEE partition benchmarked by Zhang et al., S&P 2024)",
         )
     )

@@ -34,8 +34,13 @@ Departures from the paper, and why:
   default) so that unmasking stays exact to float32 tolerance. What crosses is then
   x + r with an activation-to-mask ratio of about ‖x‖/``mask_std``: statistically, not
   perfectly, hiding. The default 1e4 makes the correlation of x̃ with x about 1e-4.
-- Masks come from a seeded torch generator (``seed``), reproducible for the benchmark; a
-  deployment would draw them from a cryptographic source.
+- Masks come from torch generators seeded with 63 bits from the operating system's
+  entropy (``secrets``), a fresh seed per layer and split: whoever knows the run's seed
+  learns nothing about them. ``mask_seed`` fixes them, for tests that need
+  reproducibility only. The generator stream itself is not a cryptographic one.
+- The pads W_D·r need W_D: the offline part holds its own copy (counted as
+  ``offline_bytes``, on the trusted side, which precomputes them; a deployment could
+  instead receive them from a dealer that holds W_D).
 - Biases stay with the trusted side (added when unmasking). ``untrusted_state`` is
   conservative: it gives the attacker every parameter but the secret top-k components
   (residuals under the original names, unprotected weights, biases, norms, embeddings),
@@ -53,6 +58,7 @@ protected weight under another name (a tied embedding) run trusted.
 from __future__ import annotations
 
 import copy
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,6 +68,7 @@ from torch.nn import functional as F
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
+from benchmark.measure.crossings import Exchange, SiteOf, keyed_site, record_transcript
 from plugins.layers import decomposable, select_layers
 from plugins.security.baselines import _Proxy, _set_submodule
 
@@ -137,11 +144,12 @@ class _Pad(nn.Module):
     """Offline: a fresh mask r for an input of ``x``'s shape and its product W_D r.
 
     Uses only the shape of ``x``; a deployment precomputes these pairs ahead of time.
-    Holds the residual by reference (it is the untrusted side's parameter)."""
+    Holds its own copy of W_D (the product needs it, so whoever precomputes holds it)."""
 
-    def __init__(self, residual: _Product, std: float, seed: int) -> None:
+    def __init__(self, residual: _Product, std: float, seed: int | None) -> None:
         super().__init__()
         object.__setattr__(self, "_residual", residual)
+        self.weight = nn.Parameter(residual.weight.detach().clone(), requires_grad=False)
         self.std = std
         self.seed = seed
         self._gen: torch.Generator | None = None
@@ -149,10 +157,11 @@ class _Pad(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         res = self._residual
         if self._gen is None or self._gen.device != x.device:
-            self._gen = torch.Generator(device=x.device).manual_seed(self.seed)
+            seed = self.seed if self.seed is not None else secrets.randbits(63)
+            self._gen = torch.Generator(device=x.device).manual_seed(seed)
         r = torch.randn(x.shape, generator=self._gen, device=x.device, dtype=res.compute_dtype)
         r.mul_(self.std)
-        return r, res.product(r)  # not res(r): that would be the untrusted side's call
+        return r, res.product(r, self.weight)  # not res(r): that is the untrusted side's call
 
 
 class _Blind(nn.Module):
@@ -208,7 +217,7 @@ class SLIPLayer(nn.Module):
         mask: bool,
         mask_std: float,
         mask_dtype: torch.dtype,
-        seed: int,
+        seed: int | None,
     ) -> None:
         super().__init__()
         w = layer.weight.detach()
@@ -291,6 +300,8 @@ class _Secure(nn.Module):
 class SLIPSplit:
     """``SplitModel`` for SLIP: ``trusted``, ``untrusted``, ``offline`` module trees."""
 
+    offline_side = "trusted (precomputes the pads, holding a copy of W_D)"
+
     def __init__(
         self,
         host: nn.Module,
@@ -299,6 +310,8 @@ class SLIPSplit:
         offline: nn.Module,
         state: dict[str, torch.Tensor],
         ranks: dict[str, int],
+        site_of: SiteOf = keyed_site,
+        untrusted_dtype: str | None = None,
     ) -> None:
         self._host = host
         self.trusted = trusted
@@ -306,12 +319,17 @@ class SLIPSplit:
         self.offline = offline
         self._state = state
         self.ranks = ranks
+        self._site_of = site_of
+        self.untrusted_dtype = untrusted_dtype
 
     def forward(self, inputs: Any) -> Any:
         return self._host(inputs)
 
     def untrusted_state(self) -> dict[str, torch.Tensor]:
         return dict(self._state)
+
+    def transcript(self, inputs: Any) -> list[Exchange]:
+        return record_transcript(self, inputs, self._site_of)
 
 
 class SLIP:
@@ -325,7 +343,7 @@ class SLIP:
         mask: bool = True,
         mask_std: float = 1e4,
         mask_dtype: str = "float64",
-        seed: int = 0,
+        mask_seed: int | None = None,
     ) -> None:
         if energy is not None:
             if not 0.0 < energy <= 1.0:
@@ -336,7 +354,7 @@ class SLIP:
         if mask_std <= 0:
             raise ValueError("mask_std must be > 0")
         self.layers, self.rank, self.energy = layers, rank, energy
-        self.mask, self.mask_std, self.seed = mask, mask_std, seed
+        self.mask, self.mask_std, self.mask_seed = mask, mask_std, mask_seed
         self.mask_dtype = getattr(torch, mask_dtype)
 
     def _rank_of(self, layer: nn.Module) -> int:
@@ -365,7 +383,7 @@ class SLIP:
                 mask=self.mask,
                 mask_std=self.mask_std,
                 mask_dtype=self.mask_dtype,
-                seed=self.seed * 100003 + i,
+                seed=None if self.mask_seed is None else self.mask_seed * 100003 + i,
             )
             if name in protected:
                 ranks[name] = k
@@ -377,15 +395,52 @@ class SLIP:
             trusted = host
             untrusted = nn.ModuleDict({key[n]: sl.residual for n, sl in layers.items()})
             offline = nn.ModuleDict({key[n]: sl.pad for n, sl in layers.items()})
-        else:
-            trusted = nn.ModuleDict({key[n]: sl.secure for n, sl in layers.items()})
-            for name in _tied_users(host, original_state, layers):
-                module = host.get_submodule(name)
-                trusted[name.replace(".", "__")] = module
-                _set_submodule(host, name, _Proxy(module))
-            untrusted = host
-            offline = nn.ModuleDict()
-        return SLIPSplit(host, trusted, untrusted, offline, state, ranks)
+            return SLIPSplit(
+                host,
+                trusted,
+                untrusted,
+                offline,
+                state,
+                ranks,
+                site_of=_host_site(set(layers)),
+                untrusted_dtype=str(self.mask_dtype).removeprefix("torch."),
+            )
+        trusted = nn.ModuleDict({key[n]: sl.secure for n, sl in layers.items()})
+        for name in _tied_users(host, original_state, layers):
+            module = host.get_submodule(name)
+            trusted[name.replace(".", "__")] = module
+            _set_submodule(host, name, _Proxy(module))
+        return SLIPSplit(
+            host, trusted, host, nn.ModuleDict(), state, ranks, site_of=additive_site(set(layers))
+        )
+
+
+def additive_site(shares: set[str]) -> SiteOf:
+    """Sites of a trusted ModuleDict (keyed names) where the layers in ``shares`` reply
+    with a share the host adds to its own product, and the rest (tied users) reply in
+    full."""
+
+    def site_of(path: str) -> tuple[str, str] | None:
+        found = keyed_site(path)
+        if found is None:
+            return None
+        return found[0], "add" if found[0] in shares else "replace"
+
+    return site_of
+
+
+def _host_site(layers: set[str]) -> SiteOf:
+    """Sites of a trusted host (masked mode): a decomposed layer's parts (low-rank
+    product, blinding, unblinding) serve that layer; the glue serves its own module."""
+
+    def site_of(path: str) -> tuple[str, str] | None:
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            if ".".join(parts[:i]) in layers:
+                return ".".join(parts[:i]), "replace"
+        return path, "replace"
+
+    return site_of
 
 
 def _attacker_state(
@@ -435,7 +490,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
                 "mask": True,
                 "mask_std": 1e4,
                 "mask_dtype": "float64",
-                "seed": 0,
+                "mask_seed": None,
             },
             paper="arXiv:2407.10886",
             description="top-k SVD components trusted, residual untrusted, masked activations",

@@ -1,0 +1,82 @@
+"""What every learning attack shares: loading the stolen state, fine-tuning with the
+workload's recipe for a number of steps, and keeping the best candidate by the attacker's
+own held-out samples.
+
+Why a best-of: fine-tuning can make a stolen model worse (a learning rate the model does
+not tolerate, too few samples), and an attacker who can see that on data it holds keeps
+what it stole. The choice is made on ``ctx.validation_batches()``, samples disjoint from
+the ones it trains on and from the test set the protocol reports, so the reported quality
+is not a maximum over candidates taken on the test set.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def load_stolen(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """The stolen tensors over the attacker's starting model (missing names keep the
+    start's values: random initialisation, or the public checkpoint)."""
+    if state:
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+
+
+def fine_tune(
+    model: nn.Module, groups: list[dict[str, Any]], ctx: Any, n_samples: int, steps: int
+) -> None:
+    """AdamW (weight decay and learning rate from the workload's recipe, per group when a
+    group sets its own ``lr``) for ``steps`` batches of the attacker's first ``n_samples``
+    labelled samples, with the recipe's schedule. A step budget, not wall clock, so the
+    outcome does not depend on how loaded the machine is."""
+    recipe = ctx.recipe
+    for g in groups:
+        g.setdefault("lr", recipe.lr)
+    opt = torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    if recipe.schedule == "linear":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / steps))
+    elif recipe.schedule == "constant":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    else:
+        raise ValueError(f"unknown schedule {recipe.schedule!r}: 'constant' or 'linear'")
+    batches = itertools.cycle(ctx.labelled_batches(n_samples, recipe.batch_size))
+    model.train()
+    for _ in range(steps):
+        inputs, labels = next(batches)
+        opt.zero_grad()
+        ctx.loss(model, inputs, labels).backward()
+        opt.step()
+        sched.step()
+    model.eval()
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, ctx: Any) -> float:
+    """Mean loss on the attacker's held-out samples (inf when not finite)."""
+    model.eval()
+    losses = [float(ctx.loss(model, x, y)) for x, y in ctx.validation_batches()]
+    value = sum(losses) / max(len(losses), 1)
+    return value if math.isfinite(value) else math.inf
+
+
+def choose(candidates: dict[str, nn.Module], ctx: Any) -> nn.Module:
+    """The candidate with the lowest held-out loss; it carries ``attack_choice`` (its name)
+    and ``attack_scores`` (every candidate's loss) for the record."""
+    scores = {name: validation_loss(m, ctx) for name, m in candidates.items()}
+    best = min(scores, key=lambda k: scores[k])
+    model = candidates[best].eval()
+    model.attack_choice = best  # type: ignore[assignment]
+    model.attack_scores = scores  # type: ignore[assignment]
+    return model
+
+
+def tuned_copy(model: nn.Module, ctx: Any, n_samples: int, steps: int) -> nn.Module:
+    """A fine-tuned copy of ``model`` (every parameter, the recipe's learning rate)."""
+    tuned = copy.deepcopy(model)
+    fine_tune(tuned, [{"params": list(tuned.parameters())}], ctx, n_samples, steps)
+    return tuned
