@@ -165,7 +165,7 @@ def test_exposed_split_is_ranked_worst_and_trusted_best() -> None:
     assert exposed["attack_recovered_ratio"].value == 1.0
     assert secure["trusted_flops_share"].value == 1.0 and secure["trusted_bytes_share"].value == 1.0
     assert secure["attack_recovered_ratio"].value == 0.0
-    assert secure["random_init_quality"].value < 0.3 < exposed["attack_finetune_quality"].value
+    assert secure["attacker_start_quality"].value < 0.3 < exposed["attack_finetune_quality"].value
     layer = _split("layer-split").metrics
     assert secure["attack_recovered_ratio"].value <= layer["attack_recovered_ratio"].value
     assert layer["attack_recovered_ratio"].value <= exposed["attack_recovered_ratio"].value

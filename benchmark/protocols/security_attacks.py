@@ -125,7 +125,8 @@ def attack_context(
                 f"{type(split).__name__} has no transcript(inputs): its traffic cannot be "
                 "attacked, so its verdict cannot be complete"
             )
-        served = wl.labelled_batches("train", n, SLICE_BATCH, spec.seed, device)
+        recipe = getattr(wl, "attack_recipe", AttackRecipe())
+        served = wl.labelled_batches("train", n, recipe.batch_size, spec.seed, device)
         return (record(inputs) for inputs, _ in served)
 
     return AttackContext(

@@ -1,4 +1,5 @@
-"""Trained reference models, computed once per configuration and shared on disk.
+"""Trained reference models (and other costly results), computed once per configuration
+and shared on disk.
 
 Parallel runs (several processes, or several Ray workers on one node) ask for the same
 reference model at once: a file lock makes one of them train it and the others wait and
@@ -8,8 +9,10 @@ load it; the write is atomic, so a crash never leaves a half-written file behind
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from filelock import FileLock
@@ -36,3 +39,39 @@ def cached_state(
         state = train()
         atomic_write(path, lambda fh: torch.save(state, fh))
         return state
+
+
+def source_fingerprint(*objects: object) -> str:
+    """A hash of every source file in the folders of the modules that define ``objects``
+    (functions, classes, instances or modules): a result cached under it is recomputed
+    whenever the code that produced it changes."""
+    digest = hashlib.sha256()
+    folders: set[Path] = set()
+    for obj in objects:
+        module = obj if inspect.ismodule(obj) else inspect.getmodule(obj)
+        if module is None and not inspect.isclass(obj):
+            module = inspect.getmodule(type(obj))
+        file = getattr(module, "__file__", None)
+        if file:
+            folders.add(Path(file).parent)
+    for folder in sorted(folders):
+        for source in sorted(folder.glob("*.py")):
+            digest.update(source.name.encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def cached_json(name: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
+    """``compute()``'s JSON result cached as ``results/<name>.json`` (with a lock, so
+    parallel runs compute it once); the flag says whether it came from the cache."""
+    path = cache_dir() / "results" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.exists():
+            try:
+                return json.loads(path.read_text()), True
+            except (OSError, ValueError):
+                pass
+        value = compute()
+        atomic_write(path, lambda fh: fh.write(json.dumps(value).encode()))
+        return value, False

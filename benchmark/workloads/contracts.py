@@ -45,6 +45,11 @@ class AttackRecipe:
     weight_decay: float = 0.0
     schedule: str = "constant"
     batch_size: int = 32
+    # The task head (the model's ``last_layer``) starts untrained for an attacker who
+    # starts from a public checkpoint; it learns at this rate (None: ``lr``), as a fresh
+    # head is fine-tuned on top of a pretrained encoder (and as the TEE-partition
+    # benchmark's stealing attack trains its classifier faster than the rest).
+    head_lr: float | None = None
 
 
 @runtime_checkable

@@ -156,8 +156,11 @@ class TextClassification:
 
     quality = QualityMetric("accuracy", "fraction", True)
     # The model was fine-tuned from the public checkpoint with AdamW at 5e-5 and linear
-    # decay; an attacker uses the same recipe (Adam at 1e-3 wrecks the encoder).
-    attack_recipe = AttackRecipe(lr=5e-5, weight_decay=0.01, schedule="linear", batch_size=32)
+    # decay; an attacker uses the same recipe (Adam at 1e-3 wrecks the encoder), with its
+    # fresh head at 1e-3, and batches of 16 (the steps are dear on a CPU).
+    attack_recipe = AttackRecipe(
+        lr=5e-5, weight_decay=0.01, schedule="linear", batch_size=16, head_lr=1e-3
+    )
     attacker_start = "the public pretrained MiniLM-L6 checkpoint with a fresh task head"
 
     def __init__(

@@ -75,8 +75,21 @@ def choose(candidates: dict[str, nn.Module], ctx: Any) -> nn.Module:
     return model
 
 
+def parameter_groups(model: nn.Module, ctx: Any, exclude: set[int] = frozenset()) -> list[dict]:  # type: ignore[assignment]
+    """Every parameter (but ``exclude``, by id) at the recipe's rate, the task head (the
+    model's ``last_layer``, where it has one) at the recipe's ``head_lr``."""
+    head_lr = ctx.recipe.head_lr
+    head = getattr(model, "last_layer", None) if head_lr is not None else None
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    rest = [p for p in model.parameters() if id(p) not in head_ids and id(p) not in exclude]
+    groups: list[dict[str, Any]] = [{"params": rest, "lr": ctx.recipe.lr}]
+    if head_ids:
+        groups.append({"params": list(head.parameters()), "lr": head_lr})  # type: ignore[union-attr]
+    return groups
+
+
 def tuned_copy(model: nn.Module, ctx: Any, n_samples: int, steps: int) -> nn.Module:
-    """A fine-tuned copy of ``model`` (every parameter, the recipe's learning rate)."""
+    """A fine-tuned copy of ``model`` (every parameter, the recipe's learning rates)."""
     tuned = copy.deepcopy(model)
-    fine_tune(tuned, [{"params": list(tuned.parameters())}], ctx, n_samples, steps)
+    fine_tune(tuned, parameter_groups(tuned, ctx), ctx, n_samples, steps)
     return tuned

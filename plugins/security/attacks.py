@@ -35,7 +35,13 @@ from torch.nn.utils import parametrize
 
 from benchmark import hookimpl
 from benchmark.kinds import AttackSpec
-from plugins.security.attack_training import choose, fine_tune, load_stolen, tuned_copy
+from plugins.security.attack_training import (
+    choose,
+    fine_tune,
+    load_stolen,
+    parameter_groups,
+    tuned_copy,
+)
 from plugins.security.traffic import TrafficAttack
 
 
@@ -211,12 +217,9 @@ class SubspaceAttack(FineTuneAttack):
         filled, trained = copy.deepcopy(start), copy.deepcopy(start)
         _attach(filled, misses, ctx.device)
         fills = _attach(trained, misses, ctx.device, trainable=True)
-        recipe_lr = ctx.recipe.lr
-        groups: list[dict[str, Any]] = [
-            {"params": [p for n, p in trained.named_parameters() if "parametrizations" not in n]}
-        ]
+        maps = {id(f.m) for f in fills}
+        groups = parameter_groups(trained, ctx, exclude=maps)
         groups += [{"params": [f.m], "lr": self.subspace_lr * f.sigma_top} for f in fills]
-        groups[0]["lr"] = recipe_lr
         fine_tune(trained, groups, ctx, self.n_samples, self.steps)
         for model in (filled, trained):
             _detach(model, misses)
