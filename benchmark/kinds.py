@@ -213,7 +213,8 @@ def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
 class Verdict:
     """A label column: ``bad`` when the mean ``metric`` >= ``threshold``, else ``good``;
     ``missing`` when the metric is null in any of the row's runs (e.g. an attack failed,
-    so the worst case is unknown). Rows labelled ``bad`` rank below every good row, and
+    so the worst case is unknown), or "n/a" where the null's reason does not start with
+    ``missing`` (nothing to measure). Rows labelled ``bad`` rank below every good row, and
     ``missing`` rows below those: an unmeasured row is never ranked as safe."""
 
     metric: str
@@ -222,6 +223,9 @@ class Verdict:
     good: str
     column: str = "verdict"
     missing: str = "n/a"
+    # When set: a row whose point estimate is good but whose 95% interval (a single run's)
+    # reaches the threshold gets this label, ranked between good and bad rows.
+    uncertain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -267,10 +271,12 @@ KIND_INFO: dict[str, KindInfo] = {
             "compression_time",
         ),
     ),
-    # Ranked by the tuple (what the attacker recovers, trusted compute share, modelled
-    # overhead); recovered ratios in the same 0.05 bin count as equally secure, a split
-    # whose attacker closes half the gap to the original or more is "exposed", and one
-    # whose worst case is unknown (an attack failed) is "incomplete", ranked last.
+    # Ranked by the tuple (what the attacker recovers, trusted compute with the trusted
+    # side's offline work against the whole model's, modelled overhead); recovered ratios
+    # in the same 0.05 bin count as equally secure; a split whose attacker closes half the
+    # gap to the original or more is "exposed", one whose interval reaches that line
+    # "inconclusive", and one whose worst case is unknown (an attack failed)
+    # "incomplete", ranked last.
     "security_split": KindInfo(
         primary="attack_recovered_ratio",
         higher_is_better=False,
@@ -278,17 +284,23 @@ KIND_INFO: dict[str, KindInfo] = {
             "max_abs_output_diff",
             "quality",
             "trusted_flops_share",
-            "trusted_bytes_share",
+            "trusted_flops_vs_original",
+            "trusted_bytes_vs_original",
+            "offline_flops",
             "latency_overhead",
             "modelled_latency_overhead",
-            "offline_flops",
             "attack_recovered_ratio",
             "mia_auroc",
         ),
-        tiebreak=(("trusted_flops_share", False), ("modelled_latency_overhead", False)),
+        tiebreak=(("trusted_flops_vs_original", False), ("modelled_latency_overhead", False)),
         primary_bin=0.05,
         verdict=Verdict(
-            "attack_recovered_ratio", 0.5, bad="exposed", good="protected", missing="incomplete"
+            "attack_recovered_ratio",
+            0.5,
+            bad="exposed",
+            good="protected",
+            missing="incomplete",
+            uncertain="inconclusive",
         ),
     ),
     "detector": KindInfo(

@@ -239,11 +239,20 @@ def test_no_split_is_exposed_and_ranked_below_slip() -> None:
     records = [_record(m, dict(h), r.metrics) for (m, h), r in runs.items()]
     # An equally cheap but less secure SLIP must rank below, and an exposed one last.
     leaky = dict(slip)
-    leaky["attack_recovered_ratio"] = Metric(value=0.3, unit="fraction", meter="t")
+    worst = slip["attack_recovered_ratio"]
+    assert worst.value < 0.5
+    leaky["attack_recovered_ratio"] = worst.model_copy(
+        update={
+            "value": worst.value + 0.06,
+            "ci_low": worst.ci_low + 0.06,
+            "ci_high": worst.ci_high + 0.06,
+        }
+    )
     records.append(_record("slip", {"rank": 1}, leaky))
     (table,) = build_leaderboard(records)
     order = [(row.method, row.hparams, row.verdict) for row in table.rows]
-    assert order[0][:2] == ("slip", "rank=8") and order[0][2] == "protected"
+    want = "protected" if worst.ci_high < 0.5 else "inconclusive"
+    assert order[0][:2] == ("slip", "rank=8") and order[0][2] == want
     assert order[1][:2] == ("slip", "rank=1")
     assert order[-1] == ("no-split", "defaults", "exposed")
     assert "exposed when attack_recovered_ratio >= 0.5" in table.ranking_note

@@ -183,9 +183,15 @@ class CrossingRecorder:
         return sum(1 + (ex.received is not None) for ex in self.exchanges)
 
 
+class Transcript(list[Exchange]):
+    """The exchanges of one forward, and the ``output`` the host got in the end."""
+
+    output: Any = None
+
+
 def record_transcript(
     split: Any, inputs: Any, site_of: SiteOf = keyed_site, sides: dict[str, nn.Module] | None = None
-) -> list[Exchange]:
+) -> Transcript:
     """The exchanges of one hybrid forward of ``split`` on ``inputs`` (a shared helper for
     a split's ``transcript``)."""
     if sides is None:
@@ -193,6 +199,10 @@ def record_transcript(
         offline = getattr(split, "offline", None)
         if isinstance(offline, nn.Module):
             sides["offline"] = offline
-    with torch.inference_mode(), CrossingRecorder(sides, site_of) as rec:
-        rec.finish(split.forward(inputs))
-    return rec.exchanges
+    # no_grad, not inference_mode: an attack may feed the tensors to autograd.
+    with torch.no_grad(), CrossingRecorder(sides, site_of) as rec:
+        output = split.forward(inputs)
+        rec.finish(output)
+    transcript = Transcript(rec.exchanges)
+    transcript.output = output
+    return transcript

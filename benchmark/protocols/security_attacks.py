@@ -49,13 +49,24 @@ class SanityGateFailed(RuntimeError):
 
 
 @dataclass
+class Served:
+    """One batch of inputs the untrusted host served: the inputs, the output the host got
+    back (the black-box view every deployment gives), and the exchanges of the hybrid
+    forward (empty for the from-scratch attacker, whose view is the black box alone)."""
+
+    inputs: Any
+    output: torch.Tensor
+    exchanges: list[Any]
+
+
+@dataclass
 class AttackContext:
     """What an attacker has besides the stolen state (see the protocol's threat model)."""
 
     fresh_model: Any  # (seed) -> nn.Module: where the attacker starts
     labelled_batches: Any  # (n, batch_size) -> the first n of its labelled samples
     validation_batches: Any  # () -> held-out labelled samples to choose candidates with
-    transcripts: Any  # (n) -> iterator of per-batch exchanges of n served inputs
+    transcripts: Any  # (n) -> iterator of ``Served`` batches, n inputs in all
     loss: Any
     device: torch.device
     seed: int
@@ -116,18 +127,27 @@ def attack_context(
     wl, device, spec = ctx.workload, ctx.device, ctx.spec
     start = getattr(wl, "attacker_model", None)
 
-    def transcripts(n: int) -> Iterator[list[Any]]:
-        if scratch or split is None:
-            return iter(())
-        record = getattr(split, "transcript", None)
-        if record is None:
+    def transcripts(n: int) -> Iterator[Served]:
+        record = None if scratch or split is None else getattr(split, "transcript", None)
+        if record is None and not scratch:
             raise NotImplementedError(
                 f"{type(split).__name__} has no transcript(inputs): its traffic cannot be "
                 "attacked, so its verdict cannot be complete"
             )
         recipe = getattr(wl, "attack_recipe", AttackRecipe())
         served = wl.labelled_batches("train", n, recipe.batch_size, spec.seed, device)
-        return (record(inputs) for inputs, _ in served)
+        for inputs, _ in served:
+            if record is None:  # the black box: what the deployed model answers
+                assert split is not None
+                with torch.no_grad():
+                    yield Served(inputs, split.forward(inputs), [])
+                continue
+            exchanges = record(inputs)
+            output = getattr(exchanges, "output", None)
+            if output is None:
+                with torch.no_grad():
+                    output = split.forward(inputs)
+            yield Served(inputs, output, list(exchanges))
 
     return AttackContext(
         fresh_model=(lambda seed: start(seed, device))

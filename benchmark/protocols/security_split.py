@@ -187,10 +187,16 @@ def run(ctx: RunContext) -> ProtocolResult:
 
     flops = count_flops_by_side(split, lambda: hybrid(x))
     online_flops = flops["total"] - flops.get("offline", 0)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        original(x)
+    original_flops = max(counter.get_total_flops(), 1)
     sides = sides_of(split)
     t_bytes, u_bytes = module_bytes(split.trusted), module_bytes(split.untrusted)
     off_bytes = module_bytes(sides["offline"]) if "offline" in sides else 0
     offline_side = getattr(split, "offline_side", "trusted")
+    offline_trusted = offline_side.startswith("trusted")
+    trusted_work = flops["trusted"] + (flops.get("offline", 0) if offline_trusted else 0)
+    trusted_held = t_bytes + (off_bytes if offline_trusted else 0)
 
     with torch.inference_mode():
         lat_orig, lat_hybrid = time_interleaved(
@@ -244,6 +250,19 @@ def run(ctx: RunContext) -> ProtocolResult:
             value=float(off_bytes),
             unit="bytes",
             meter=f"parameters and buffers the offline precomputation holds ({offline_side} side)",
+            higher_is_better=False,
+        ),
+        "trusted_flops_vs_original": Metric(
+            value=trusted_work / original_flops,
+            unit="x",
+            meter="(trusted online + trusted-side offline FLOPs) / the original model's "
+            "FLOPs: 1 is the cost of running everything trusted",
+            higher_is_better=False,
+        ),
+        "trusted_bytes_vs_original": Metric(
+            value=trusted_held / max(module_bytes(original), 1),
+            unit="x",
+            meter="(trusted + trusted-side offline parameter bytes) / the original's",
             higher_is_better=False,
         ),
         "offline_time": Metric(
@@ -350,6 +369,7 @@ def _attacks(
     ratios: dict[str, float] = {}
     errors: list[str] = []
     undefined: list[str] = []
+    worthless: list[str] = []  # the scratch attacker already matches the original
     gate: list[str] = []
     for name in names:
         ctx.progress(f"attack {name}")
@@ -399,6 +419,8 @@ def _attacks(
         out[f"attack_{name}_recovered_ratio"] = ratio
         if ratio.value is None:
             undefined.append(name)
+            if within_noise_of(ctx, quality_original, attacked)[0]:
+                worthless.append(name)
         else:
             ratios[name] = ratio.value
         if isinstance(members, tuple):
@@ -409,17 +431,40 @@ def _attacks(
                     value=value, unit="AUROC", meter=f"{meter}: loss-threshold membership test"
                 )
         if exposed_bound:
-            ok, how = within_noise_of(ctx, quality_original, attacked)
-            if not ok:
-                gate.append(f"{name} reached {attacked:.4g} against {quality_original:.4g}")
+            gate += _gate(ctx, name, model, attacked, quality_original)
     if gate:
         raise SanityGateFailed(
             "sanity gate: the split keeps nothing trusted, yet attacks did not recover the "
-            f"original within {how}: {'; '.join(gate)} (too weak to judge any split)"
+            f"original within noise: {'; '.join(gate)} (too weak to judge any split)"
         )
-    out.update(_worst_case(ratios, errors, undefined, out))
+    out.update(_worst_case(ratios, errors, undefined, worthless, out))
     out.update(_membership_metrics(mia, members))
     return out, info
+
+
+def _gate(
+    ctx: RunContext, name: str, model: nn.Module, attacked: float, original: float
+) -> list[str]:
+    """On a split that keeps nothing trusted, the attack's result and every model it
+    learned (not only the one it chose: the stolen state as it is would hide a broken
+    fine-tune) must reach the original within noise."""
+    wl = ctx.workload
+    learned = {
+        k: m
+        for k, m in (getattr(model, "attack_candidates", None) or {}).items()
+        if k != "stolen as-is"
+    }
+    results = {"result": attacked}
+    for cname, cmodel in learned.items():
+        results[cname] = (cmodel is model and attacked) or wl.evaluate(cmodel, ctx.device)
+    failures = []
+    for cname, value in results.items():
+        ok, how = within_noise_of(ctx, original, value)
+        if not ok:
+            failures.append(
+                f"{name} ({cname}) reached {value:.4g} against {original:.4g} (tolerance {how})"
+            )
+    return failures
 
 
 def _scratch(
@@ -450,15 +495,28 @@ def _scratch(
 
 
 def _worst_case(
-    ratios: dict[str, float], errors: list[str], undefined: list[str], out: dict[str, Metric]
+    ratios: dict[str, float],
+    errors: list[str],
+    undefined: list[str],
+    worthless: list[str],
+    out: dict[str, Metric],
 ) -> dict[str, Metric]:
-    """The headline: the worst ratio over every attack, null when any attack failed."""
+    """The headline: the worst ratio over every attack; null when any attack failed
+    (incomplete), or when an attacker with nothing stolen already matches the original
+    (nothing to protect at that budget: no split can be called protected against it)."""
+    meter = "worst case over attacks"
     if errors:
         return {
             "attack_recovered_ratio": Metric.null(
-                "fraction", "worst case over attacks", "incomplete: " + "; ".join(errors)
+                "fraction", meter, "incomplete: " + "; ".join(errors)
             )
         }
+    if worthless:
+        why = (
+            f"nothing to protect: with nothing stolen, {', '.join(worthless)} already "
+            "reaches the original within noise"
+        )
+        return {"attack_recovered_ratio": Metric.null("fraction", meter, why)}
     if not ratios:
         why = (
             f"gap within noise for {', '.join(undefined)}" if undefined else "no attacks requested"

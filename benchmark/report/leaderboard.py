@@ -71,6 +71,8 @@ class Table:
         v = self.info.verdict
         if v is not None:
             note += f"; {v.bad} when {v.metric} >= {v.threshold:g}, ranked below the rest"
+            if v.uncertain:
+                note += f" ({v.uncertain} when only its 95% interval reaches it)"
             note += f"; {v.missing} when it is unknown in any run, ranked last"
         note += "; mean ± std over seeds"
         if self.kind == "detector":
@@ -175,8 +177,14 @@ def _verdict(info: KindInfo, row: Row) -> str | None:
         return None
     cell = row.cells.get(v.metric)
     if cell is None or cell.mean is None or math.isnan(cell.mean) or cell.n < len(row.records):
-        return v.missing
-    return v.bad if cell.mean >= v.threshold else v.good
+        reasons = [r.metrics[v.metric].reason or "" for r in row.records if v.metric in r.metrics]
+        failed = not reasons or any(x.startswith(v.missing) for x in reasons)
+        return v.missing if failed else "n/a"
+    if cell.mean >= v.threshold:
+        return v.bad
+    if v.uncertain and cell.ci is not None and cell.ci[1] >= v.threshold:
+        return v.uncertain
+    return v.good
 
 
 def _rank_key(row: Row, info: KindInfo, primary: str) -> tuple[float, ...]:
@@ -192,7 +200,9 @@ def _rank_key(row: Row, info: KindInfo, primary: str) -> tuple[float, ...]:
 
     bad = 0.0
     if info.verdict is not None:
-        bad = {info.verdict.bad: 1.0, info.verdict.missing: 2.0}.get(row.verdict or "", 0.0)
+        v = info.verdict
+        order = {v.uncertain or "": 0.5, v.bad: 1.0, "n/a": 1.5, v.missing: 2.0}
+        bad = order.get(row.verdict or "", 0.0)
     key = [bad, *value(primary, info.higher_is_better, info.primary_bin)]
     for metric, higher in info.tiebreak:
         key += value(metric, higher)

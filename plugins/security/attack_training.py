@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -28,12 +29,18 @@ def load_stolen(model: nn.Module, state: dict[str, torch.Tensor], device: torch.
 
 
 def fine_tune(
-    model: nn.Module, groups: list[dict[str, Any]], ctx: Any, n_samples: int, steps: int
+    model: nn.Module,
+    groups: list[dict[str, Any]],
+    ctx: Any,
+    n_samples: int,
+    steps: int,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> None:
     """AdamW (weight decay and learning rate from the workload's recipe, per group when a
     group sets its own ``lr``) for ``steps`` batches of the attacker's first ``n_samples``
-    labelled samples, with the recipe's schedule. A step budget, not wall clock, so the
-    outcome does not depend on how loaded the machine is."""
+    labelled samples, with the recipe's schedule; ``extra_loss(model)`` is added to every
+    step's loss (an attack's other signal). A step budget, not wall clock, so the outcome
+    does not depend on how loaded the machine is."""
     recipe = ctx.recipe
     for g in groups:
         g.setdefault("lr", recipe.lr)
@@ -44,12 +51,18 @@ def fine_tune(
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     else:
         raise ValueError(f"unknown schedule {recipe.schedule!r}: 'constant' or 'linear'")
-    batches = itertools.cycle(ctx.labelled_batches(n_samples, recipe.batch_size))
+    labelled = ctx.labelled_batches(n_samples, recipe.batch_size) if n_samples > 0 else []
+    batches = itertools.cycle(labelled) if labelled else None
     model.train()
     for _ in range(steps):
-        inputs, labels = next(batches)
         opt.zero_grad()
-        ctx.loss(model, inputs, labels).backward()
+        loss = torch.zeros((), device=ctx.device)
+        if batches is not None:
+            inputs, labels = next(batches)
+            loss = loss + ctx.loss(model, inputs, labels)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
+        loss.backward()
         opt.step()
         sched.step()
     model.eval()
@@ -65,13 +78,16 @@ def validation_loss(model: nn.Module, ctx: Any) -> float:
 
 
 def choose(candidates: dict[str, nn.Module], ctx: Any) -> nn.Module:
-    """The candidate with the lowest held-out loss; it carries ``attack_choice`` (its name)
-    and ``attack_scores`` (every candidate's loss) for the record."""
+    """The candidate with the lowest held-out loss; it carries ``attack_choice`` (its name),
+    ``attack_scores`` (every candidate's loss) and ``attack_candidates`` (the models: the
+    protocol's sanity gate checks the learned ones, not only the choice, since the stolen
+    state as it is would hide a broken fine-tune on an unprotected model)."""
     scores = {name: validation_loss(m, ctx) for name, m in candidates.items()}
     best = min(scores, key=lambda k: scores[k])
     model = candidates[best].eval()
     model.attack_choice = best  # type: ignore[assignment]
     model.attack_scores = scores  # type: ignore[assignment]
+    model.attack_candidates = candidates  # type: ignore[assignment]
     return model
 
 
