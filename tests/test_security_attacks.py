@@ -412,3 +412,57 @@ def test_membership_auroc_sees_an_overfit_model() -> None:
         opt.step()
     auc = membership_auroc(model, [(x[:32], y[:32])], [(x[32:], y[32:])])
     assert auc > 0.75  # swapped members and non-members would give < 0.25
+
+
+def test_lowrank_attack_completes_the_residual_from_a_public_checkpoint() -> None:
+    """With a public checkpoint (here: exactly the original's weights, the limit of a
+    light fine-tune), the missing map starts as the public weights' component in the
+    missing subspace, which completes the residual to the original."""
+    torch.manual_seed(0)
+    layer = nn.Linear(16, 16, bias=False)
+    w = layer.weight.detach().double()
+    u, s, vh = torch.linalg.svd(w)
+    secret = (u[:, :3] * s[:3]) @ vh[:3]
+    stolen = {"weight": (w - secret).float()}
+    x = torch.randn(64, 16)
+    batches = [(x, layer(x).detach())]
+    ctx = SimpleNamespace(
+        fresh_model=lambda seed: copy.deepcopy(layer),  # the "public" start
+        labelled_batches=lambda count, bs: batches,
+        validation_batches=lambda: batches,
+        loss=lambda m, a, b: nn.functional.mse_loss(m(a), b),
+        device=CPU,
+        seed=0,
+        recipe=AttackRecipe(lr=1e-3),
+        pretrained_start=True,
+    )
+    model = SubspaceAttack(n_samples=64, steps=1)(stolen, ctx)
+    filled = model.attack_candidates["subspace filled"].weight.detach().double()
+    torch.testing.assert_close(filled, w, atol=1e-5, rtol=1e-5)
+    # Without a public start the map starts at a random isometry of the right scale.
+    ctx.pretrained_start = False
+    model = SubspaceAttack(n_samples=64, steps=1)(stolen, ctx)
+    guess = model.attack_candidates["subspace filled"].weight.detach().double() - (w - secret)
+    assert torch.linalg.matrix_rank(guess, atol=1e-4) == 3
+    assert float(torch.linalg.svdvals(guess)[0]) == pytest.approx(float(s[3]), rel=1e-4)
+
+
+def test_float32_masks_are_measured_not_assumed_exact() -> None:
+    def run(dtype: str) -> object:
+        return security_split.run(
+            context(
+                "security_split",
+                "slip",
+                "digits-cnn",
+                options=DIGITS,
+                hparams={"rank": 4, "mask_dtype": dtype},
+                attacks=["untrusted-only"],
+            )
+        )
+
+    exact, rough = run("float64"), run("float32")
+    assert exact.info["untrusted_dtype"] == "float64" and rough.info["untrusted_dtype"] == "float32"
+    err64 = exact.metrics["max_abs_output_diff"].value
+    err32 = rough.metrics["max_abs_output_diff"].value
+    assert err64 < 1e-4 < err32  # 1e4-scale masks in float32 lose the activations' digits
+    assert "float32" in rough.metrics["max_abs_output_diff"].meter
