@@ -466,3 +466,18 @@ def test_float32_masks_are_measured_not_assumed_exact() -> None:
     err32 = rough.metrics["max_abs_output_diff"].value
     assert err64 < 1e-4 < err32  # 1e4-scale masks in float32 lose the activations' digits
     assert "float32" in rough.metrics["max_abs_output_diff"].meter
+
+
+def test_a_weight_moved_wholly_to_the_trusted_side_is_not_loaded_as_zeros() -> None:
+    """SLIP's residual of a matrix of rank <= k is all zeros; the attacker keeps its start
+    (a public checkpoint's head, a random one) rather than a dead layer."""
+    from plugins.security.attack_training import load_stolen
+
+    start = _mlp(1)
+    before = start[2].weight.detach().clone()
+    split = SLIP(rank=100, mask=True, layers=["2"]).split(_mlp(0))
+    stolen = split.untrusted_state()
+    assert float(stolen["2.weight"].norm()) < 1e-5  # the whole head is trusted
+    load_stolen(start, stolen, CPU)
+    assert torch.equal(start[2].weight, before)
+    assert torch.equal(start[0].weight, stolen["0.weight"])

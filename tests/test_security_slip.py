@@ -240,7 +240,7 @@ def test_no_split_is_exposed_and_ranked_below_slip() -> None:
     # An equally cheap but less secure SLIP must rank below, and an exposed one last.
     leaky = dict(slip)
     worst = slip["attack_recovered_ratio"]
-    assert worst.value < 0.5
+    assert worst.value < 0.9
     leaky["attack_recovered_ratio"] = worst.model_copy(
         update={
             "value": worst.value + 0.06,
@@ -251,7 +251,9 @@ def test_no_split_is_exposed_and_ranked_below_slip() -> None:
     records.append(_record("slip", {"rank": 1}, leaky))
     (table,) = build_leaderboard(records)
     order = [(row.method, row.hparams, row.verdict) for row in table.rows]
-    want = "protected" if worst.ci_high < 0.5 else "inconclusive"
+    want = (
+        "exposed" if worst.value >= 0.5 else "protected" if worst.ci_high < 0.5 else "inconclusive"
+    )
     assert order[0][:2] == ("slip", "rank=8") and order[0][2] == want
     assert order[1][:2] == ("slip", "rank=1")
     assert order[-1] == ("no-split", "defaults", "exposed")

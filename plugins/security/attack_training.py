@@ -22,10 +22,21 @@ from torch import nn
 
 
 def load_stolen(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> None:
-    """The stolen tensors over the attacker's starting model (missing names keep the
-    start's values: random initialisation, or the public checkpoint)."""
-    if state:
-        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=False)
+    """The stolen tensors over the attacker's starting model. Missing names keep the
+    start's values (random initialisation, or the public checkpoint), and so does a weight
+    matrix that is empty to rounding (norm below 1e-4 of the start's): a weight moved
+    entirely to the trusted side (SLIP's residual of a matrix of rank <= k), for which
+    the start's value is a better guess than 0."""
+    current = model.state_dict()
+    usable = {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dim() >= 2 and k in current:
+            scale = float(current[k].float().norm())
+            if float(v.float().norm()) <= 1e-4 * scale:
+                continue
+        usable[k] = v.to(device)
+    if usable:
+        model.load_state_dict(usable, strict=False)
 
 
 def fine_tune(

@@ -188,16 +188,23 @@ class SubspaceAttack(FineTuneAttack):
     - otherwise a random isometry scaled by the largest remaining singular value (the
       removed ones were at least that large).
 
-    M's learning rate is ``subspace_lr`` x that singular value, so a step moves M by a
-    fixed share of its scale. Candidates kept by held-out loss: the stolen state as it is,
-    with M at its start, and trained. With no deficit anywhere (an entry-wise split, no
-    split, the from-scratch baseline) this is ``finetune``. It assumes a top-k-style split,
+    From a random start M's learning rate is ``subspace_lr`` x that singular value, so a
+    step moves M by a fixed share of its scale; from the public start it is the recipe's
+    (M is tuned like the public weights it came from, not thrown away). Candidates kept by
+    held-out loss: the stolen state as it is, with M at its start, and trained. With no
+    deficit anywhere (an entry-wise split, no split, the from-scratch baseline) this is
+    ``finetune``. It assumes a top-k-style split,
     which SLIP's design makes public (Kerckhoffs).
     """
 
     def __init__(self, n_samples: int = 64, steps: int = 100, subspace_lr: float = 0.02) -> None:
         super().__init__(n_samples, steps)
         self.subspace_lr = subspace_lr
+
+    def _map_lr(self, fill: _SubspaceFill, ctx: Any) -> float:
+        """From a public start M is already close: it is tuned like the public weights it
+        came from (the recipe's rate); from a random isometry it must travel its own scale."""
+        return ctx.recipe.lr if _public_start(ctx) else self.subspace_lr * fill.sigma_top
 
     def __call__(self, untrusted_state: dict[str, torch.Tensor], ctx: Any) -> nn.Module:
         start = ctx.fresh_model(ctx.seed)
@@ -219,18 +226,22 @@ class SubspaceAttack(FineTuneAttack):
         fills = _attach(trained, misses, ctx.device, trainable=True)
         maps = {id(f.m) for f in fills}
         groups = parameter_groups(trained, ctx, exclude=maps)
-        groups += [{"params": [f.m], "lr": self.subspace_lr * f.sigma_top} for f in fills]
+        groups += [{"params": [f.m], "lr": self._map_lr(f, ctx)} for f in fills]
         fine_tune(trained, groups, ctx, self.n_samples, self.steps)
         for model in (filled, trained):
             _detach(model, misses)
         return choose({"stolen as-is": start, "subspace filled": filled, "trained": trained}, ctx)
 
 
+def _public_start(ctx: Any) -> bool:
+    return bool(getattr(ctx, "pretrained_start", False))
+
+
 def _initial_map(
     miss: Missing, public: torch.Tensor | None, ctx: Any, gen: torch.Generator
 ) -> torch.Tensor:
     rows, cols = miss.map_shape()
-    if getattr(ctx, "pretrained_start", False) and public is not None:
+    if _public_start(ctx) and public is not None:
         w = public.detach().double().cpu().reshape(miss.shape)
         left = torch.eye(miss.shape[0], dtype=w.dtype) if miss.left is None else miss.left.double()
         right = (
