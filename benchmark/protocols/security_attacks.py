@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.kinds import SplitModel
+from benchmark.kinds import ContractError, SplitModel
 from benchmark.metrics.ood import auroc
 from benchmark.protocols.base import RunContext
 from benchmark.records import Budget, Metric
@@ -123,14 +123,15 @@ def data_slices(ctx: RunContext, reserve: int) -> DataSlices:
 def attack_context(
     ctx: RunContext, split: SplitModel | None, slices: DataSlices, *, scratch: bool
 ) -> AttackContext:
-    """The attacker's context; ``scratch`` gives the baseline attacker no traffic."""
+    """The attacker's context; ``scratch`` gives the baseline attacker the black box only
+    (served inputs and outputs, no exchanges)."""
     wl, device, spec = ctx.workload, ctx.device, ctx.spec
     start = getattr(wl, "attacker_model", None)
 
     def transcripts(n: int) -> Iterator[Served]:
         record = None if scratch or split is None else getattr(split, "transcript", None)
         if record is None and not scratch:
-            raise NotImplementedError(
+            raise ContractError(
                 f"{type(split).__name__} has no transcript(inputs): its traffic cannot be "
                 "attacked, so its verdict cannot be complete"
             )

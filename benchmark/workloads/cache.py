@@ -70,7 +70,7 @@ def cached_json(name: str, compute: Callable[[], dict]) -> tuple[dict, bool]:
         if path.exists():
             try:
                 return json.loads(path.read_text()), True
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # unreadable or corrupt: computed again below
                 pass
         value = compute()
         atomic_write(path, lambda fh: fh.write(json.dumps(value).encode()))
