@@ -92,12 +92,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import store
     from benchmark.executors.distributed import RayExecutor
     from benchmark.executors.local import InlineExecutor, LocalExecutor
+    from benchmark.provenance import with_code
     from benchmark.suite import check_names, expand, load_suite
 
     registry = _registry(args)
     suite = load_suite(args.suite)
     check_names(suite, registry, args.suite)
-    specs = expand(suite, device=args.device)
+    specs = with_code(expand(suite, device=args.device), registry)
     results_dir = Path(args.results or Path("results") / suite.name)
     store.check_writable(results_dir)
 
@@ -124,7 +125,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     elif args.executor == "ray":
         executor = RayExecutor(results_dir, registry, address=args.ray_address, plugins=args.plugin)
     else:
-        executor = LocalExecutor(results_dir, registry, jobs=args.jobs, plugins=args.plugin)
+        jobs = args.jobs or suite.jobs or 1
+        if args.jobs and suite.jobs and args.jobs != suite.jobs:
+            console.print(
+                f"[yellow]--jobs {args.jobs} overrides the suite's jobs: {suite.jobs}; "
+                "timings are recorded under the regime they ran in[/]"
+            )
+        executor = LocalExecutor(results_dir, registry, jobs=jobs, plugins=args.plugin)
     with _ProgressEvents(len(todo)) as events:
         records = executor.run(todo, events)
     bad = [r for r in records if r.status != "ok"]
@@ -257,7 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run a suite, then write its leaderboard")
     p.add_argument("suite", metavar="SUITE")
     p.add_argument("--results", metavar="DIR", help="results directory (default results/<suite>)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="runs in parallel (default 1)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs in parallel, each pinned to its own cores (default: the suite's jobs, or 1)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
     p.add_argument("--rerun", action="store_true", help="redo runs that already have a record")
     p.add_argument(

@@ -257,6 +257,7 @@ KIND_INFO: dict[str, KindInfo] = {
             "tokens_per_s",
             "peak_memory",
             "optimizer_state_bytes",
+            "train_host_rss_growth",
         ),
     ),
     "compressor": KindInfo(

@@ -45,11 +45,19 @@ class RunSpec(BaseModel):
     timeout_s: float | None = None
     attacks: list[str] = Field(default_factory=list)
     protocol: dict[str, Any] = Field(default_factory=dict)
+    # Hash of the source that decides the run's outcome (the method's plugin modules, the
+    # kind's protocol, the workload): part of the id, so a code change re-runs what it
+    # touched and resume never reuses a record made by older code. Empty: not computed.
+    code: str = ""
+    # The hyperparameters that come from the suite's grid (tuned), as opposed to fixed
+    # ones; reports pick one winner per method variant over them. Not part of the id:
+    # the same configuration is the same run whether a grid or a fixed value named it.
+    tuned: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
         """Content hash: the same run (whatever suite file it came from) has the same id."""
-        content = self.model_dump(exclude={"suite", "timeout_s"})
+        content = self.model_dump(exclude={"suite", "timeout_s", "tuned"})
         blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -102,6 +110,16 @@ class Metric(BaseModel):
     @classmethod
     def null(cls, unit: str, meter: str, reason: str) -> Metric:
         return cls(value=None, unit=unit, meter=meter, reason=reason)
+
+
+TIMING_UNITS_SUFFIX = "/s"
+
+
+def is_timing(metric: Metric) -> bool:
+    """Whether a figure is a clock reading (seconds) or a rate (per second): such figures
+    depend on threads, concurrent runs and the machine, so they compare only within one
+    timing regime."""
+    return metric.unit == "s" or metric.unit.endswith(TIMING_UNITS_SUFFIX)
 
 
 class Curve(BaseModel):

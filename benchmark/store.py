@@ -8,6 +8,7 @@ resume, failed ones included: redoing a failure is a deliberate ``--rerun``.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import warnings
 from pathlib import Path
@@ -62,14 +63,46 @@ def finished_ids(results_dir: Path | str) -> set[str]:
     return {r.id for r in load_records(results_dir)}
 
 
+def _config_key(record: RunRecord) -> str:
+    """A run's content without its code fingerprint: two records with one key are the same
+    experiment (method, hparams, workload and options, seed, device, budget, protocol)
+    measured by different code."""
+    return json.dumps(
+        record.spec.model_dump(exclude={"suite", "timeout_s", "tuned", "code"}),
+        sort_keys=True,
+        default=str,
+    )
+
+
+def current_records(records: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
+    """(current, superseded): for each experiment the most recent record, and the older
+    ones another code version left behind. A leaderboard counts each seed once, and only
+    as the latest code measured it."""
+    latest: dict[str, RunRecord] = {}
+    superseded: list[RunRecord] = []
+    for r in sorted(records, key=lambda r: r.started_at or ""):
+        key = _config_key(r)
+        if key in latest:
+            superseded.append(latest[key])
+        latest[key] = r
+    return list(latest.values()), superseded
+
+
 def hparams_label(hparams: dict[str, object]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(hparams.items())) or "defaults"
 
 
+METRIC_FIELDS = ("unit", "n", "ci_low", "ci_high", "std", "reason")
+
+
 def records_frame(records: list[RunRecord]) -> pd.DataFrame:
-    """One row per run: the spec's fields, status, and each metric's value and unit."""
+    """One row per run: the spec's fields (workload options included, so ``mnist-cnn`` with
+    ``ood: mnist-noise`` stays apart from the default), status, provenance and regime, and
+    each metric's value with its unit, sample count, 95% interval, std and null reason
+    (columns ``<metric>__unit``, ``<metric>__n``, ...)."""
     rows = []
     for r in records:
+        regime = r.environment.get("regime") or {}
         row: dict[str, object] = {
             "id": r.id,
             "suite": r.spec.suite,
@@ -77,14 +110,23 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             "method": r.spec.method,
             "hparams": hparams_label(r.spec.hparams),
             "workload": r.spec.workload,
+            "workload_options": json.dumps(r.spec.workload_options, sort_keys=True),
+            "workload_label": r.spec.workload_label,
             "seed": r.spec.seed,
             "device": r.spec.device,
+            "code": r.spec.code,
             "status": r.status,
             "reason": r.reason,
             "duration_s": r.duration_s,
+            "git_commit": r.environment.get("git_commit"),
+            "git_dirty": r.environment.get("git_dirty"),
+            "torch_threads": regime.get("torch_threads"),
+            "concurrent_runs": regime.get("concurrent_runs"),
+            "pinned": regime.get("pinned"),
         }
         for name, m in r.metrics.items():
             row[name] = m.value
-            row[f"{name}__unit"] = m.unit
+            for key in METRIC_FIELDS:
+                row[f"{name}__{key}"] = getattr(m, key)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -37,15 +37,21 @@ class DeviceUnavailable(RuntimeError):
 
 
 class MethodEntry(BaseModel):
-    """A method with fixed hyperparameters and a grid; the grid's product is expanded."""
+    """A method with fixed hyperparameters, a tuning grid and variants.
+
+    ``grid`` axes are *tuned*: reports keep one winner over them, chosen on validation.
+    ``variants`` axes are operating points reported side by side (a pruning amount, a bit
+    width): choosing a "winner" among them would only pick the mildest compression. Both
+    are expanded as a product."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
     hparams: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    variants: dict[str, list[Any]] = Field(default_factory=dict)
 
-    @field_validator("grid")
+    @field_validator("grid", "variants")
     @classmethod
     def _non_empty_axes(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
         for key, values in grid.items():
@@ -92,6 +98,12 @@ class Suite(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     budget: Budget = Field(default_factory=Budget)
     timeout_s: float = Field(default=1800.0, gt=0)
+    # Runs at a time when the command line does not say (timing-sensitive suites declare
+    # 1; the executor pins concurrent runs to their own cores either way).
+    jobs: int | None = Field(default=None, ge=1)
+    # When set, every method entry must try exactly this many grid points, so no method
+    # wins by having been tuned harder than the others.
+    tuning_budget: int | None = Field(default=None, ge=1)
     experiments: list[Experiment] = Field(min_length=1)
 
 
@@ -177,18 +189,26 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             for key, msg in unknown_hparams(spec, w.options):
                 add((*base, "workloads", j, "options", key), msg)
         for j, m in enumerate(exp.methods):
+            points = grid_size(m)
+            if suite.tuning_budget is not None and points != suite.tuning_budget:
+                add(
+                    (*base, "methods", j, "grid" if m.grid else "name"),
+                    f"{m.name} tries {points} grid point(s) but the suite declares "
+                    f"tuning_budget: {suite.tuning_budget} (an equal budget per method)",
+                )
             try:
                 mspec = registry.method(exp.kind, m.name)
             except UnknownName as exc:
                 add((*base, "methods", j, "name"), str(exc))
                 continue
-            for field in ("hparams", "grid"):
+            for field in ("hparams", "grid", "variants"):
                 given = getattr(m, field)
                 for key, msg in unknown_hparams(mspec, given):
                     add((*base, "methods", j, field, key), msg)
-            overlap = sorted(set(m.hparams) & set(m.grid))
-            if overlap:
-                add((*base, "methods", j, "grid"), f"{overlap} set both in hparams and in grid")
+            for a, b in (("hparams", "grid"), ("hparams", "variants"), ("grid", "variants")):
+                overlap = sorted(set(getattr(m, a)) & set(getattr(m, b)))
+                if overlap:
+                    add((*base, "methods", j, b), f"{overlap} set both in {a} and in {b}")
         known = protocol_options(exp.kind)
         for key in exp.protocol:
             if key not in known:
@@ -206,6 +226,14 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                 add((*base, "attacks", j), str(exc))
     if problems:
         raise SuiteError(problems)
+
+
+def grid_size(method: MethodEntry) -> int:
+    """How many configurations a method entry tries (its tuning budget)."""
+    size = 1
+    for values in method.grid.values():
+        size *= len(values)
+    return size
 
 
 def protocol_options(kind: str) -> dict[str, Any]:
@@ -247,7 +275,7 @@ def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
         )
         for w in exp.workloads:
             for m in exp.methods:
-                axes = list(m.grid.items())
+                axes = [*m.grid.items(), *m.variants.items()]
                 points = itertools.product(*(values for _, values in axes)) if axes else [()]
                 for point in points:
                     hparams = {**m.hparams, **{k: v for (k, _), v in zip(axes, point, strict=True)}}
@@ -266,6 +294,7 @@ def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
                                 timeout_s=exp.timeout_s or suite.timeout_s,
                                 attacks=exp.attacks,
                                 protocol=exp.protocol,
+                                tuned=tuple(sorted(m.grid)),
                             )
                         )
     return specs

@@ -6,20 +6,23 @@ import numpy as np
 import pytest
 
 from benchmark.workloads.images import (
+    HELDOUT_FRACTION,
     NEAR_OOD,
     NOISE_STD,
     SPLIT_SEED,
-    TEST_FRACTION,
     load_images,
     load_ood,
     near_ood,
 )
 
 
-def _test_digits() -> np.ndarray:
+def _heldout_digits(split: str = "test") -> np.ndarray:
+    """The held-out MNIST-5k digits, computed here from the permutation: the first three
+    quarters are the test split, the last quarter validation."""
     x, _ = load_images("mnist-5k")
     perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-    return x[perm[: int(len(x) * TEST_FRACTION)]]
+    held = perm[: int(len(x) * HELDOUT_FRACTION)]
+    return x[held[:750]] if split == "test" else x[held[750:]]
 
 
 @pytest.mark.parametrize("name", NEAR_OOD)
@@ -33,7 +36,7 @@ def test_near_ood_sets_are_deterministic_and_in_range(name: str) -> None:
 
 
 def test_shifts_are_the_stated_transforms() -> None:
-    x = _test_digits()[:64]
+    x = _heldout_digits()[:64]
     g = np.random.default_rng(0)
     np.testing.assert_allclose(near_ood("mnist-inverted", x, g), 1.0 - x)
     rotated = near_ood("mnist-rotated", x, np.random.default_rng(1))
@@ -44,10 +47,12 @@ def test_shifts_are_the_stated_transforms() -> None:
     noise = np.random.default_rng(2).normal(0.0, NOISE_STD, size=x.shape).astype(np.float32)
     np.testing.assert_allclose(noisy, np.clip(x + noise, 0.0, 1.0))
     assert np.std(noise) == pytest.approx(NOISE_STD, rel=0.02)
-    # Every near-OOD image is a transformed held-out test digit: the inverted set is one.
-    inverted = load_ood("mnist-inverted", 1000, 28, seed=3)
 
+    # Every near-OOD image is a transformed held-out digit of its split: the inverted test
+    # set is the test digits, the inverted validation set the validation digits.
     def key(img: np.ndarray) -> bytes:
         return np.rint(img * 255).astype(np.uint8).tobytes()
 
-    assert {key(1.0 - img) for img in inverted} == {key(img) for img in _test_digits()}
+    for split, n in (("test", 750), ("val", 250)):
+        inverted = load_ood("mnist-inverted", n, 28, seed=3, split=split)
+        assert {key(1.0 - img) for img in inverted} == {key(img) for img in _heldout_digits(split)}

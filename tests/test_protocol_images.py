@@ -118,7 +118,7 @@ def test_nan_scores_diverge_and_pvalues_give_type1_error() -> None:
     pv = MethodSpec(kind="detector", name="pv", factory=_UniformPValues)
     r = detector.run(context("detector", "pv", "digits-cnn", options=DIGITS, method_spec=pv))
     t1e = r.metrics["type1_error_at_alpha"]
-    assert t1e.n == 359 and 0.01 < t1e.value < 0.1
+    assert t1e.n == 270 and 0.01 < t1e.value < 0.1  # the digits' test split
 
 
 def _split(method: str, **kw: object):  # type: ignore[no-untyped-def]

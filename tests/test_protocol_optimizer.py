@@ -37,7 +37,10 @@ def test_adamw_trains_and_reports_every_figure() -> None:
     # On a CPU the CUDA and NVML meters are null with a reason, never zero.
     for key in ("train_cuda_peak_allocated", "train_gpu_energy"):
         assert m[key].value is None and m[key].reason
-    assert m["peak_memory"].meter == "psutil.rss" and m["peak_memory"].value > 0
+    # The headline is the tensor-level peak of a training step, one definition everywhere;
+    # the RSS growth of the training phase stays beside it.
+    assert m["peak_memory"] == m["step_peak_tensor_bytes"] and m["peak_memory"].value > 0
+    assert m["train_host_rss_growth"].meter == "psutil.rss peak above the phase's start"
     assert result.curves["eval_loss"].x[-1] == 40
 
 
@@ -49,6 +52,7 @@ def test_adamw_state_bytes_match_the_analytic_size() -> None:
     # exp_avg and exp_avg_sq per parameter (fp32) plus one scalar fp32 'step' tensor each.
     expected = sum(2 * p.numel() * 4 + 4 for p in params)
     assert result.metrics["optimizer_state_bytes"].value == expected
+    assert result.metrics["step_optimizer_state_bytes"].value == expected  # counted by storage
 
 
 @pytest.mark.parametrize("amsgrad", [False, True])
@@ -140,7 +144,7 @@ def test_time_budget_stops_early() -> None:
     # The final evaluation happens once, at the step the clock stopped the run.
     evals = result.curves["eval_loss"]
     assert evals.x[-1] == done and evals.x == sorted(set(evals.x))
-    assert result.metrics["eval_loss"].value == evals.y[-1]
+    assert result.metrics["val_eval_loss"].value == evals.y[-1]  # the curve is validation
 
 
 def test_closure_optimizers_run_through_the_protocol() -> None:
@@ -156,3 +160,45 @@ def test_closure_optimizers_run_through_the_protocol() -> None:
     curve = result.curves["train_loss"].y
     assert len(curve) == 8 and all(c == c for c in curve)
     assert result.metrics["steps_done"].value == 8
+
+
+def test_target_crossing_is_interpolated_between_evaluations() -> None:
+    # Validation loss 8 at step 0, 6 at step 10, 4 at step 20 (times 0, 1, 3 s): a 5-nat
+    # target is crossed half-way between steps 10 and 20, at step 15 and 2 s.
+    points = [(0.0, 0.0, 8.0), (10.0, 1.0, 6.0), (20.0, 3.0, 4.0)]
+    assert protocol.crossing(points, 5.0) == pytest.approx((15.0, 2.0))
+    assert protocol.crossing(points, 7.5) == pytest.approx((2.5, 0.25))
+    assert protocol.crossing(points, 3.0) is None
+    assert protocol.crossing(points, 9.0) == (0.0, 0.0)  # met before the first step
+
+
+def test_evaluation_schedule_is_two_percent_of_the_budget_and_steps_to_target_differ() -> None:
+    # 5.6 nats: lr 3e-3 gets there around step 15, lr 1e-3 around step 40.
+    options = {**TINY, "target_loss": 5.6}
+    ctx = context(
+        "optimizer", "adamw", "tiny-llama", options=options, hparams={"lr": 3e-3}, steps=50
+    )
+    result = protocol.run(ctx)
+    assert result.info["eval_every"] == 1
+    assert result.curves["eval_loss"].x[:3] == [0, 1, 2]  # from before the first step
+    slow = context(
+        "optimizer", "adamw", "tiny-llama", options=options, hparams={"lr": 1e-3}, steps=50
+    )
+    fast_steps = result.metrics["steps_to_target"].value
+    slow_steps = protocol.run(slow).metrics["steps_to_target"].value
+    assert fast_steps is not None and slow_steps is not None
+    assert 5 < fast_steps < slow_steps < 50
+    # The reported loss is the test split's, the curve and val_eval_loss the validation's.
+    m = result.metrics
+    assert m["val_eval_loss"].value == result.curves["eval_loss"].y[-1]
+    assert m["eval_loss"].value != m["val_eval_loss"].value
+    assert m["eval_loss"].ci_low < m["eval_loss"].value < m["eval_loss"].ci_high
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_eval_every_must_be_a_positive_whole_number(bad: object) -> None:
+    ctx = context(
+        "optimizer", "adamw", "tiny-llama", options=TINY, steps=5, protocol={"eval_every": bad}
+    )
+    with pytest.raises(ValueError, match="eval_every"):
+        protocol.run(ctx)

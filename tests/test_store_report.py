@@ -77,6 +77,40 @@ def test_records_frame() -> None:
     assert {"id", "kind", "method", "hparams", "seed", "status"} <= set(df.columns)
 
 
+def test_records_frame_keeps_workload_options_and_each_metrics_interval() -> None:
+    base = RunSpec(suite="s", kind="detector", method="msp", workload="mnist-cnn")
+    noisy = base.model_copy(update={"workload_options": {"ood": "mnist-noise"}})
+    auroc = Metric(value=0.9, unit="fraction", meter="t", n=500, ci_low=0.87, ci_high=0.93)
+    records = [
+        RunRecord(id=s.id, spec=s, status="ok", metrics={"auroc": auroc}) for s in (base, noisy)
+    ]
+    df = store.records_frame(records)
+    assert list(df["workload_label"]) == ["mnist-cnn", "mnist-cnn[ood=mnist-noise]"]
+    assert df.loc[1, "workload_options"] == '{"ood": "mnist-noise"}'
+    assert (df.loc[0, "auroc__n"], df.loc[0, "auroc__ci_low"], df.loc[0, "auroc__ci_high"]) == (
+        500,
+        0.87,
+        0.93,
+    )
+
+
+def test_current_records_keep_the_latest_code_version_of_each_experiment() -> None:
+    spec = RunSpec(suite="s", kind="optimizer", method="m", workload="w", code="old")
+    newer = spec.model_copy(update={"code": "new"})
+    other_seed = spec.model_copy(update={"seed": 1})
+    recs = [
+        RunRecord(id=s.id, spec=s, status="ok", started_at=t)
+        for s, t in (
+            (newer, "2026-12-02T00:00:00"),
+            (spec, "2026-12-01T00:00:00"),
+            (other_seed, "2026-12-01T00:00:00"),
+        )
+    ]
+    current, superseded = store.current_records(recs)
+    assert {r.spec.code for r in current if r.spec.seed == 0} == {"new"}
+    assert len(current) == 2 and [r.spec.code for r in superseded] == ["old"]
+
+
 def test_leaderboard_ranks_by_direction_and_lists_failures() -> None:
     recs = [
         record("worse", 0, eval_loss=3.0),
@@ -127,13 +161,25 @@ def test_reports_are_written(tmp_path: Path) -> None:
     assert set(csv["method"]) >= {"a", "d"}
 
 
-def test_mean_and_spread_share_a_scale() -> None:
+def test_mean_and_interval_share_a_scale() -> None:
+    """Mean [95% interval], both in the mean's scale and unit, with the decimals that show
+    the interval's width; the mean alone without an interval; never a ± spread."""
     from benchmark.report.leaderboard import Cell, format_cell
 
-    assert format_cell(Cell(2.841, 0.5067, 3), "s") == "2.841 ± 0.507"
-    assert format_cell(Cell(0.0942, 0.0096, 3), "s") == "94.2 ± 9.6 ms"
-    assert format_cell(Cell(3 * 2**20, 2**19, 2), "bytes") == "3 ± 0.5 MiB"
+    assert format_cell(Cell(0.873, 0.01, 3, ci=(0.852, 0.893)), "fraction") == (
+        "0.873 [0.852, 0.893]"
+    )
+    assert format_cell(Cell(2.841, 0.5067, 3, ci=(1.582, 4.100)), "s") == "2.8 [1.6, 4.1]"
+    assert format_cell(Cell(0.0942, 0.0096, 3, ci=(0.0703, 0.1181)), "s") == "94 [70, 118] ms"
+    assert format_cell(Cell(3 * 2**20, None, 1, ci=(2.5 * 2**20, 3.5 * 2**20)), "bytes") == (
+        "3.00 [2.50, 3.50] MiB"
+    )
+    assert format_cell(Cell(3 * 2**20, 2**19, 2), "bytes") == "3 MiB"
+    assert format_cell(Cell(2.841, None, 1), "s") == "2.841"
     assert format_cell(Cell(None, None, 0, "no meter"), "s") == "n/a"
+    assert format_cell(Cell(None, None, 0, "x", note="mixed regimes"), "s") == (
+        "n/a (mixed regimes)"
+    )
 
 
 def test_grid_winners_are_named(tmp_path: Path) -> None:
@@ -157,7 +203,14 @@ def test_grid_winners_are_named(tmp_path: Path) -> None:
                 ),
             )
     md = write_reports(tmp_path)["markdown"].read_text()
-    assert "sgd: lr=0.01 (rank 1; best of 3 grid points)" in md
+    # Old records (no RunSpec.tuned): the grid is inferred, every point stays ranked, and
+    # the winner is the best on the test metric, which the line says. Two seeds give no
+    # interval, so no rank is established ("?").
+    assert "Tuning, inferred" in md
+    assert (
+        "sgd: lr=0.01 (rank 1?; best of 3 grid points; "
+        "chosen on the reported test metric: no validation figure)"
+    ) in md
     for seed in (0, 1):
         spec = RunSpec(
             suite="s",
@@ -198,8 +251,8 @@ def test_grid_winners_are_named(tmp_path: Path) -> None:
             ),
         )
     md = write_reports(tmp_path)["markdown"].read_text()
-    assert "sgd [nesterov=True]: lr=0.1,nesterov=True (rank 1; best of 2 grid points)" in md
-    assert "sgd: lr=0.0001 (rank 3; best of 4 grid points" in md
+    assert "sgd [nesterov=True]: lr=0.1,nesterov=True (rank 1?; best of 2 grid points;" in md
+    assert "sgd: lr=0.0001 (rank 3?; best of 4 grid points;" in md
 
 
 def test_compare_rules() -> None:

@@ -168,3 +168,48 @@ def test_shipped_suites_are_valid(registry: Registry) -> None:
     for path in suites:
         check_names(load_suite(path), registry, path)
         assert expand(load_suite(path), device="cpu")
+
+
+TUNED = """\
+name: tuned
+tuning_budget: 3
+experiments:
+  - kind: optimizer
+    workloads: [tiny-llama]
+    methods:
+      - name: adamw
+        grid: {lr: [0.001, 0.003, 0.01]}
+      - name: galore
+        grid: {lr: [0.001, 0.003]}
+"""
+
+
+def test_tuning_budget_rejects_a_method_tuned_on_more_or_fewer_points(
+    tmp_path: Path, registry: Registry
+) -> None:
+    path = write(tmp_path, TUNED)
+    with pytest.raises(SuiteError) as err:
+        check_names(load_suite(path), registry, path)
+    (problem,) = err.value.problems
+    assert "galore tries 2 grid point(s)" in problem and "suite.yaml:10" in problem
+    fixed = write(tmp_path, TUNED.replace("[0.001, 0.003]}", "[0.001, 0.003, 0.01]}"))
+    check_names(load_suite(fixed), registry, fixed)
+
+
+def test_grid_axes_are_tuned_and_variants_are_not(tmp_path: Path, registry: Registry) -> None:
+    path = write(
+        tmp_path,
+        "name: v\nexperiments:\n  - kind: optimizer\n    workloads: [tiny-llama]\n"
+        "    methods:\n      - name: galore\n        grid: {lr: [0.001, 0.003]}\n"
+        "        variants: {rank: [4, 8]}\n",
+    )
+    suite = load_suite(path)
+    check_names(suite, registry, path)
+    specs = expand(suite, device="cpu")
+    assert len(specs) == 4 and all(s.tuned == ("lr",) for s in specs)
+    assert {(s.hparams["lr"], s.hparams["rank"]) for s in specs} == {
+        (a, b) for a in (0.001, 0.003) for b in (4, 8)
+    }
+    clash = write(tmp_path, path.read_text().replace("rank: [4, 8]", "lr: [4, 8]"))
+    with pytest.raises(SuiteError, match="set both in grid and in variants"):
+        check_names(load_suite(clash), registry, clash)

@@ -198,3 +198,50 @@ def test_pretrained_lm_workload_on_a_local_model_directory(tiny_lm_dir: Path) ->
     # The attackers' "from scratch" model: same architecture, new random weights.
     fresh = wl.fresh_model(1, CPU)
     assert not torch.equal(fresh.lm.model.embed_tokens.weight, model.lm.model.embed_tokens.weight)
+
+
+@pytest.mark.slow
+def test_pretrained_lm_validation_chapters_and_interval(tiny_lm_dir: Path) -> None:
+    """Validation is the next held-out chapters after the test ones, apart from the
+    training chapters; its perplexity interval is over chapters (independent check)."""
+    import json
+
+    from scipy import stats
+
+    from benchmark.workloads.lmeval import rolling_evaluation
+    from benchmark.workloads.text import HOLDOUT_EVERY
+
+    wl = PretrainedLM(model=str(tiny_lm_dir), eval_docs=3, val_docs=2, max_length=64, seq_len=16)
+
+    def docs(split: str) -> list[str]:
+        path = wl._tasks[split].config.dataset_kwargs["data_files"]["test"]
+        return [json.loads(line)["text"] for line in Path(path).read_text().splitlines()]
+
+    chapters = kjv_chapters()
+    held = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY]
+    train = {t for i, t in enumerate(chapters) if i % HOLDOUT_EVERY}
+    assert docs("test") == held[:3] and docs("val") == held[3:5]
+    assert not set(docs("val")) & set(docs("test")) and not set(docs("val")) & train
+    model = wl.model(CPU)
+    test_ppl, val_ppl = wl.evaluate(model, CPU), wl.evaluate(model, CPU, split="val")
+    assert test_ppl != val_ppl
+    # The per-chapter figures lm-eval logs reproduce the validation perplexity ...
+    figures, per_doc = rolling_evaluation(model, wl.tokenizer, wl._tasks["val"], CPU, max_length=64)
+    assert figures["word_perplexity"] == pytest.approx(val_ppl)
+    ll = [a for a, _ in per_doc]
+    words = [len(re.split(r"\s+", d)) for d in docs("val")]
+    assert [w for _, w in per_doc] == words
+    assert math.exp(-sum(ll) / sum(words)) == pytest.approx(val_ppl)
+    # ... and the interval is the delta-method one over chapters, t with n - 1 df.
+    loss = -sum(ll) / sum(words)
+    resid = [-a - loss * w for a, w in zip(ll, words, strict=True)]
+    se = math.sqrt(sum(r * r for r in resid) / (len(ll) - 1) / len(ll)) / (sum(words) / len(ll))
+    half = stats.t.ppf(0.975, len(ll) - 1) * se
+    ci = wl.quality_interval(val_ppl, "val")
+    assert ci is not None and ci.n == 2
+    assert (ci.low, ci.high) == pytest.approx((math.exp(loss - half), math.exp(loss + half)))
+    assert wl.quality_interval(test_ppl, "test").n == 3
+    assert wl.quality_interval(val_ppl + 1.0, "val") is None  # not a figure it computed
+    assert wl.quality_stderr(test_ppl) is None  # the security protocol's gates: unchanged
+    with pytest.raises(ValueError, match="evaluation only"):
+        wl.labelled_batches("val", 8, 4, seed=0, device=CPU)

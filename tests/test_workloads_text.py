@@ -242,3 +242,27 @@ def test_tiny_llama_is_registered_as_an_optimizer_workload() -> None:
     w = spec.factory(**{**dict(spec.defaults), **KJV_TINY})
     assert isinstance(w, OptimizerWorkload)
     assert w.items_unit == "tokens" and w.target_loss == spec.defaults["target_loss"]
+
+
+def test_validation_and_test_windows_are_disjoint_and_the_loss_has_a_stderr() -> None:
+    wl = CorpusLM(seq_len=32, batch_size=4, eval_batches=3)
+    cpu = torch.device("cpu")
+    test = {tuple(row.tolist()) for b in wl.eval_windows(cpu, "test") for row in b}
+    val = {tuple(row.tolist()) for b in wl.eval_windows(cpu, "val") for row in b}
+    assert len(test) == len(val) == 12 and not test & val
+    with pytest.raises(ValueError, match="split"):
+        wl.eval_windows(cpu, "train")
+    model = wl.build_model(0, cpu)
+    figures = wl.evaluate(model, cpu, split="val")
+    # An independent computation: the mean over windows of each window's mean token loss.
+    losses = []
+    with torch.no_grad():
+        for b in wl.eval_windows(cpu, "val"):
+            for row in b:
+                logits = model(input_ids=row[None, :-1]).logits[0]
+                losses.append(float(torch.nn.functional.cross_entropy(logits, row[1:])))
+    assert figures["eval_loss"] == pytest.approx(np.mean(losses), rel=1e-5)
+    assert figures["eval_loss_stderr"] == pytest.approx(
+        np.std(losses, ddof=1) / math.sqrt(len(losses)), rel=1e-4
+    )
+    assert figures["eval_items"] == 12

@@ -96,10 +96,32 @@ class _Running:
     reader: threading.Thread | None = None
     timed_out: bool = False
     last: list[str] = field(default_factory=list)
+    slot: int | None = None
+
+
+def core_slots(jobs: int, cores: Sequence[int]) -> list[list[int]]:
+    """``jobs`` disjoint sets of cores, as equal as the cores allow (never empty): each
+    concurrent run is pinned to its own, so two runs never share a core and every run of a
+    suite is timed under the same conditions."""
+    cores = sorted(cores)
+    jobs = max(1, min(jobs, len(cores)))
+    size = len(cores) // jobs
+    return [cores[i * size : (i + 1) * size] for i in range(jobs)]
+
+
+def available_cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 class LocalExecutor:
-    """A process per run; ``jobs`` processes at a time; per-run timeout from the spec."""
+    """A process per run; ``jobs`` processes at a time; per-run timeout from the spec.
+
+    With ``pin`` (the default where the OS supports affinity) and more than one job, each
+    worker is pinned to its own slot of cores with as many torch threads as the slot has,
+    and every record names the slot and the number of concurrent runs (its timing regime).
+    """
 
     def __init__(
         self,
@@ -110,13 +132,19 @@ class LocalExecutor:
         plugins: Sequence[str] = (),
         threads_per_job: int | None = None,
         poll_s: float = 0.1,
+        pin: bool = True,
     ) -> None:
         self.results_dir = Path(results_dir)
         self.registry = registry
         self.jobs = max(1, jobs)
         self.plugins = list(plugins)
-        cores = os.cpu_count() or 1
-        self.threads = threads_per_job or max(1, cores // self.jobs)
+        cores = available_cores()
+        self.pin = pin and self.jobs > 1 and hasattr(os, "sched_setaffinity")
+        self.slots = core_slots(self.jobs, cores) if self.pin else []
+        if self.pin:
+            self.jobs = len(self.slots)
+        self.threads = threads_per_job or max(1, len(cores) // self.jobs)
+        self._free_slots = list(range(len(self.slots)))
         self.poll_s = poll_s
         self.log_dir = self.results_dir / "logs"
 
@@ -158,6 +186,8 @@ class LocalExecutor:
                                 _kill(run.proc)
                             continue
                         running.remove(run)
+                        if run.slot is not None:
+                            self._free_slots.append(run.slot)
                         records.append(on_record(self._collect(run)))
             finally:
                 for run in running:  # interrupted: stop the children, keep what finished
@@ -180,7 +210,12 @@ class LocalExecutor:
             str(record_path),
             "--threads",
             str(self.threads),
+            "--concurrent",
+            str(self.jobs),
         ]
+        slot = self._free_slots.pop(0) if self.pin else None
+        if slot is not None:
+            cmd += ["--cpus", ",".join(map(str, self.slots[slot]))]
         for plugin in self.plugins:
             cmd += ["--plugin", plugin]
         log = open(log_path, "w")  # noqa: SIM115 - closed when the run is collected
@@ -196,6 +231,7 @@ class LocalExecutor:
             log=log,
             started=time.monotonic(),
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            slot=slot,
         )
         run.reader = threading.Thread(target=_pump, args=(run, events), daemon=True)
         run.reader.start()

@@ -17,16 +17,28 @@ from collections.abc import Callable
 import torch
 
 from benchmark.host import Registry
-from benchmark.protocols.base import Diverged, RunContext
+from benchmark.protocols.base import Diverged, RunContext, seed_everything
+from benchmark.provenance import fingerprint_modules, run_roots
 from benchmark.records import RunRecord, RunSpec, Status
 
 TRACEBACK_TAIL = 4000
 
 
-def _environment(device: str) -> dict[str, object]:
+def _environment(spec: RunSpec, registry: Registry) -> dict[str, object]:
     from benchmark.measure.environment import capture_environment
 
-    return capture_environment(device)
+    env = capture_environment(spec.device)
+    try:
+        fingerprint, modules = fingerprint_modules(run_roots(spec, registry))
+    except Exception as exc:  # an unknown method is reported by the run itself
+        env["code"] = {"fingerprint": None, "reason": f"{type(exc).__name__}: {exc}"}
+        return env
+    env["code"] = {"fingerprint": fingerprint, "modules": list(modules)}
+    if spec.code and spec.code != fingerprint:
+        # The source changed between the suite's expansion and this run: the record is
+        # stored under the id it was asked for, and says it.
+        env["code"]["expected"] = spec.code
+    return env
 
 
 def _classify(exc: BaseException) -> Status:
@@ -43,11 +55,11 @@ def execute(
     """Run ``spec`` to completion here; never raises for a failure of the run itself."""
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    environment = _environment(spec.device)
+    environment = _environment(spec, registry)
     try:
         method = registry.method(spec.kind, spec.method)
         wspec = registry.workload(spec.kind, spec.workload)
-        torch.manual_seed(spec.seed)
+        seed_everything(spec.seed)
         progress(f"building workload {spec.workload}")
         workload = wspec.factory(**{**dict(wspec.defaults), **spec.workload_options})
         protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")

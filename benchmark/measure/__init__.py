@@ -1,11 +1,13 @@
 """Meters, each honest about what it cannot measure.
 
 timing: synchronised stopwatches and median/p10/p90 statistics with warm-up excluded.
-memory: CUDA allocator peaks per phase and a host RSS sampler.
+memory: CUDA allocator peaks per phase and a host RSS sampler (peak and growth).
+tensor_memory: live tensor bytes by category (params, grads, state, activations) over a
+train step, the same definition on every device.
 nvml: device/process VRAM, power and energy sampled on a thread.
 meters: one ``phase`` context bundling the memory and energy meters.
 flops: torch's FLOP counter, whole-call or per module.
-environment: what every record says about where it ran.
+environment: what every record says about where it ran, and its timing regime.
 """
 
 from benchmark.measure.environment import capture_environment

@@ -46,12 +46,84 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, strip: bool = True) -> str | None:
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=2)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() if out.returncode == 0 else None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() if strip else out.stdout
+
+
+CONCURRENT_RUNS_VAR = "METHODBENCH_CONCURRENT_RUNS"
+PINNED_VAR = "METHODBENCH_PINNED"
+REGIME_FIELDS = ("device_name", "torch_threads", "concurrent_runs", "pinned")
+
+
+def regime(environment: dict[str, Any]) -> dict[str, Any] | None:
+    """The timing regime a record was taken under, or None for a record that predates it."""
+    value = environment.get("regime")
+    return value if isinstance(value, dict) else None
+
+
+def regime_key(environment: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What must be equal for two timings to be compared: the device (CPU model or GPU
+    name), the run's torch threads, how many runs shared the machine and whether each was
+    pinned to its own cores. None when the record does not say (then it compares with
+    nothing)."""
+    r = regime(environment)
+    return None if r is None else tuple(r.get(k) for k in REGIME_FIELDS)
+
+
+def describe_regime(environment: dict[str, Any]) -> str:
+    r = regime(environment)
+    if r is None:
+        return "unrecorded regime"
+    pinned = f", pinned to cores {r.get('cpu_affinity')}" if r.get("pinned") else ""
+    return (
+        f"{r.get('device_name')}, {r.get('torch_threads')} torch thread(s), "
+        f"{r.get('concurrent_runs')} concurrent run(s){pinned}"
+    )
+
+
+def _affinity() -> list[int] | None:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
+def capture_regime(device_name: str) -> dict[str, Any]:
+    """The conditions a timing depends on. The executor that launched the run says how
+    many runs shared the machine and whether this one was pinned; a run started any other
+    way (inline, a test) ran alone and unpinned."""
+    try:
+        concurrent = max(1, int(os.environ.get(CONCURRENT_RUNS_VAR, "1")))
+    except ValueError:
+        concurrent = 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "device_name": device_name,
+        "torch_threads": torch.get_num_threads(),
+        "concurrent_runs": concurrent,
+        "pinned": os.environ.get(PINNED_VAR) == "1",
+        "cpu_affinity": _affinity(),
+        # Not part of the comparison key (it moves): machine load when the run started,
+        # so a reader can see a run that shared the machine with something else.
+        "load_average_1m": load,
+    }
+
+
+def git_dirty(status: str | None) -> bool | None:
+    """Whether tracked source differs from the commit. Untracked files and the results
+    directory do not count: a suite writes its own records there while it runs, and
+    every record would otherwise call its own tree dirty."""
+    if status is None:
+        return None
+    for line in status.splitlines():
+        path = line[3:].split(" -> ")[-1].strip('"')
+        if line.startswith("??") or path.startswith("results/"):
+            continue
+        return True
+    return False
 
 
 def capture_environment(device: torch.device | str) -> dict[str, Any]:
@@ -60,7 +132,7 @@ def capture_environment(device: torch.device | str) -> dict[str, Any]:
         device_name = torch.cuda.get_device_name(dev)
     else:
         device_name = cpu_model()
-    status = _git("status", "--porcelain")
+    status = _git("status", "--porcelain", "--untracked-files=no", strip=False)
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -75,6 +147,7 @@ def capture_environment(device: torch.device | str) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "packages": {name: _version(name) for name in PACKAGES},
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": None if status is None else bool(status),
+        "git_dirty": git_dirty(status),
+        "regime": capture_regime(device_name),
         "env": {k: v for k, v in os.environ.items() if k.startswith("METHODBENCH_")},
     }

@@ -1,5 +1,7 @@
 """Peak memory per phase: CUDA allocator peaks (reset at the start of the phase) and the
-host process's resident-set peak, sampled on a thread with psutil."""
+host process's resident-set peak, sampled on a thread with psutil, both as it is and as
+growth above the phase's start (the absolute figure carries the interpreter's and torch's
+baseline, hundreds of MiB on a CPU, which says nothing about the phase)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class RssSampler:
     def __init__(self, interval_s: float = 0.02) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.baseline_bytes = 0
         self._stop = threading.Event()
         self._proc = psutil.Process()
         self._thread: threading.Thread | None = None
@@ -39,7 +42,7 @@ class RssSampler:
             self.peak_bytes = max(self.peak_bytes, self._rss())
 
     def __enter__(self) -> RssSampler:
-        self.peak_bytes = self._rss()
+        self.baseline_bytes = self.peak_bytes = self._rss()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
         self._thread.start()
         return self
@@ -53,6 +56,15 @@ class RssSampler:
     def metric(self) -> Metric:
         return Metric(
             value=float(self.peak_bytes), unit="bytes", meter="psutil.rss", higher_is_better=False
+        )
+
+    def growth_metric(self) -> Metric:
+        """The sampled peak above the RSS at ``__enter__``."""
+        return Metric(
+            value=float(self.peak_bytes - self.baseline_bytes),  # the peak starts there
+            unit="bytes",
+            meter="psutil.rss peak above the phase's start",
+            higher_is_better=False,
         )
 
 

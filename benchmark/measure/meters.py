@@ -2,8 +2,12 @@
 
 Protocols write ``with phase("train", device) as p: ...`` and then ``p.metrics()``; the
 names are prefixed with the phase so a record can hold several phases. ``peak_memory``
-is the headline figure: the CUDA allocator peak on a GPU, the host RSS peak elsewhere,
-and the metric names its meter.
+is the phase's headline figure: the CUDA allocator peak on a GPU, elsewhere the host RSS
+peak above the RSS at the phase's start (``host_rss_growth``; the absolute
+``host_rss_peak`` is kept beside it, but its interpreter and torch baseline of hundreds
+of MiB hides what the phase itself used). The metric names its meter. For an optimizer's
+headline the protocol uses tensor-level accounting instead (``tensor_memory``), the same
+definition on every device.
 """
 
 from __future__ import annotations
@@ -39,10 +43,11 @@ class Phase:
         """Figures for this phase, keyed ``<phase>_<figure>``."""
         out: dict[str, Metric] = {
             "host_rss_peak": self.rss.metric(),
+            "host_rss_growth": self.rss.growth_metric(),
             **self.cuda.metrics(),
             **self.nvml.metrics(),
         }
-        headline = out["cuda_peak_allocated"] if self.cuda.available else out["host_rss_peak"]
+        headline = out["cuda_peak_allocated"] if self.cuda.available else out["host_rss_growth"]
         out["peak_memory"] = headline
         return {f"{self.name}_{k}": v for k, v in out.items()}
 

@@ -21,9 +21,16 @@ def synchronize(device: torch.device | str | None) -> None:
         torch.cuda.synchronize(dev)
 
 
-def meter_name(device: torch.device | str | None) -> str:
+def clock_label(device: torch.device | str | None, *, cuda_events: bool = False) -> str:
+    """The name of the clock a figure was actually read from, one definition for every
+    protocol: CUDA events (``Stopwatch`` and ``time_interleaved`` on a GPU, pass
+    ``cuda_events=True``) or the host's ``perf_counter``, read after a device synchronise
+    when the device is a GPU."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    return "cuda-event" if dev.type == "cuda" else "perf_counter"
+    on_gpu = dev.type == "cuda" and torch.cuda.is_available()
+    if on_gpu and cuda_events:
+        return "cuda-event"
+    return "perf_counter (cuda synchronised)" if on_gpu else "perf_counter"
 
 
 class Stopwatch:

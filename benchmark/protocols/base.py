@@ -9,10 +9,12 @@ a record with that status.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from benchmark.kinds import check_built
@@ -21,6 +23,23 @@ from benchmark.records import Curve, Metric, RunSpec
 if TYPE_CHECKING:
     from benchmark.host import Registry
     from benchmark.kinds import MethodSpec
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every generator a method or a workload may draw from: Python's ``random``,
+    numpy's global state and torch (all devices). Seeding torch alone left numpy-based
+    samplers (detectors' splits, few-shot selection) on whatever state the process had."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def method_seed(run_seed: int, given: Any) -> int:
+    """The seed a randomised method receives: the run's seed, offset by the method's own
+    ``seed`` hyperparameter when a suite gives one (so two seeds of a suite draw different
+    projections, and a suite can still ask for a different stream)."""
+    offset = 0 if given is None else int(given)
+    return run_seed + offset
 
 
 class Diverged(RuntimeError):
@@ -40,8 +59,12 @@ class RunContext:
 
     @property
     def hparams(self) -> dict[str, Any]:
-        """The method's defaults overlaid with the suite's hyperparameters."""
-        return {**dict(self.method.defaults), **self.spec.hparams}
+        """The method's defaults overlaid with the suite's hyperparameters; a method that
+        declares a ``seed`` hyperparameter gets the run's seed (offset by the given one)."""
+        resolved = {**dict(self.method.defaults), **self.spec.hparams}
+        if "seed" in self.method.defaults:
+            resolved["seed"] = method_seed(self.spec.seed, self.spec.hparams.get("seed"))
+        return resolved
 
     def build_method(self, *leading: Any) -> Any:
         """Call the method's factory with the resolved hyperparameters and check the result."""

@@ -7,6 +7,17 @@ it would flag, which a calibrated test keeps at alpha, and the power at alpha: t
 of out-of-distribution inputs it flags at that level. A detector that filters (``predict``,
 True = OOD) also gets precision, recall and F1 of the in-distribution targets it keeps,
 and a workload that hands out labels through an ``oracle`` gets ``labels_used``.
+
+Intervals (95%, over the test items; ``n`` is the number of items behind each figure):
+``auroc`` DeLong's (in = negative, OOD = positive; n = n_in + n_out); the proportions
+Wilson's: ``fpr_at_95_tpr`` over the n_in in-distribution items (at the threshold the OOD
+scores fix; that threshold's own sampling variation is not included),
+``type1_error_at_alpha`` over n_in, ``power_at_alpha`` over n_out, ``target_precision``
+over the kept items and ``target_recall`` over the targets. ``aupr_*`` and ``target_f1``
+carry none. A workload with a validation split (``validation``) also gets ``val_auroc``
+(with its DeLong interval), from the same fitted detector on validation in/out sets
+disjoint from the test sets and from the fit data: a leaderboard chooses grid winners on
+it and ranks on the test ``auroc``.
 """
 
 from __future__ import annotations
@@ -16,10 +27,12 @@ import time
 import numpy as np
 import torch
 
-from benchmark.measure.timing import Stats, meter_name, synchronize
-from benchmark.metrics.ood import ood_metrics
+from benchmark.measure.timing import Stats, clock_label, synchronize
+from benchmark.metrics.intervals import auroc_interval, wilson
+from benchmark.metrics.ood import auroc, ood_metrics
 from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
 from benchmark.records import Curve, Metric
+from benchmark.workloads.contracts import has_validation
 
 DEFAULT_ALPHA = 0.05
 
@@ -41,6 +54,41 @@ def _scores(fn, model, batches, device):  # type: ignore[no-untyped-def]
     return scores, per_sample
 
 
+def proportion(
+    successes: float, n: int, meter: str, higher_is_better: bool, unit: str = "fraction"
+) -> Metric:
+    """successes / n with its Wilson interval and n (null when there are no items)."""
+    if n <= 0:
+        return Metric.null(unit, meter, "no items")
+    low, high = wilson(successes, n)
+    return Metric(
+        value=successes / n,
+        unit=unit,
+        meter=meter,
+        n=n,
+        ci_low=low,
+        ci_high=high,
+        higher_is_better=higher_is_better,
+    )
+
+
+def auroc_metric(s_in: np.ndarray, s_out: np.ndarray, meter: str) -> Metric:
+    """AUROC (OOD positive) with DeLong's interval; n = n_in + n_out. Null when a side is
+    empty; no interval with fewer than 2 on a side."""
+    if len(s_in) == 0 or len(s_out) == 0:
+        return Metric.null("fraction", meter, f"{len(s_in)} in and {len(s_out)} out items")
+    ci = auroc_interval(s_in, s_out) if min(len(s_in), len(s_out)) >= 2 else (None, None)
+    return Metric(
+        value=auroc(s_in, s_out),
+        unit="fraction",
+        meter=meter,
+        n=len(s_in) + len(s_out),
+        ci_low=ci[0],
+        ci_high=ci[1],
+        higher_is_better=True,
+    )
+
+
 def _target_metrics(detector, model, wl, device) -> dict[str, Metric]:  # type: ignore[no-untyped-def]
     """Precision, recall and F1 of the in-distribution targets a filtering detector keeps
     (``predict`` False = keep); the positive class here is the target, not OOD."""
@@ -48,19 +96,17 @@ def _target_metrics(detector, model, wl, device) -> dict[str, Metric]:  # type: 
     kept_out, _ = _scores(detector.predict, model, wl.test_batches("out", device), device)
     tp, fp = float(np.sum(kept_in == 0)), float(np.sum(kept_out == 0))
     fn = float(len(kept_in)) - tp
-    precision = tp / (tp + fp) if tp + fp else None
-    recall = tp / (tp + fn) if tp + fn else None
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
     meter = "predict() on held-out targets (in) and false positives (out)"
+    none = Metric.null("fraction", meter, "no targets kept or present")
+    kept, targets = int(tp + fp), int(tp + fn)
     return {
-        name: Metric(value=v, unit="fraction", meter=meter, higher_is_better=True)
-        if v is not None
-        else Metric.null("fraction", meter, "no targets kept or present")
-        for name, v in (
-            ("target_precision", precision),
-            ("target_recall", recall),
-            ("target_f1", f1),
+        "target_precision": proportion(tp, kept, meter, True) if kept else none,
+        "target_recall": proportion(tp, targets, meter, True) if targets else none,
+        "target_f1": Metric(
+            value=2 * tp / (2 * tp + fp + fn), unit="fraction", meter=meter, higher_is_better=True
         )
+        if tp + fp + fn
+        else none,
     }
 
 
@@ -78,18 +124,28 @@ def run(ctx: RunContext) -> ProtocolResult:
     s_in, lat_in = _scores(detector.score, model, wl.test_batches("in", device), device)
     s_out, lat_out = _scores(detector.score, model, wl.test_batches("out", device), device)
     m = ood_metrics(s_in, s_out)
-    timer = meter_name(device)
+    timer = clock_label(device)
     # The first batch carries warm-up (lazy initialisation, caches); it is not timed.
     latencies = (lat_in[1:] + lat_out[1:]) or lat_in + lat_out
-    metrics = {
-        name: Metric(
-            value=m[name],
-            unit="fraction",
-            meter="benchmark.metrics.ood",
-            higher_is_better=name != "fpr_at_95_tpr",
+    metrics = {"auroc": auroc_metric(s_in, s_out, "benchmark.metrics.ood, DeLong interval")}
+    for name in ("aupr_in", "aupr_out"):
+        metrics[name] = Metric(
+            value=m[name], unit="fraction", meter="benchmark.metrics.ood", higher_is_better=True
         )
-        for name in ("auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr")
-    }
+    metrics["fpr_at_95_tpr"] = proportion(
+        round(m["fpr_at_95_tpr"] * len(s_in)),
+        len(s_in),
+        "benchmark.metrics.ood, Wilson interval over the in-distribution items",
+        higher_is_better=False,
+    )
+    validation = has_validation(wl)
+    if validation:
+        ctx.progress("scoring the validation split")
+        v_in, _ = _scores(detector.score, model, wl.test_batches("in", device, "val"), device)
+        v_out, _ = _scores(detector.score, model, wl.test_batches("out", device, "val"), device)
+        metrics["val_auroc"] = auroc_metric(
+            v_in, v_out, "benchmark.metrics.ood on the validation split, DeLong interval"
+        )
     metrics["fit_time"] = Metric(value=fit_time, unit="s", meter=timer, higher_is_better=False)
     metrics["latency_per_sample"] = Stats.of(latencies).metric(
         "s", f"{timer} (median over batches of batch time / batch size, first batch excluded)"
@@ -100,24 +156,18 @@ def run(ctx: RunContext) -> ProtocolResult:
         "n_in": len(s_in),
         "n_out": len(s_out),
         "positive_class": "OOD",
+        # What the validation split holds (None: the workload has none, so no val_auroc).
+        "validation": getattr(wl, "validation", None) if validation else None,
     }
     if hasattr(detector, "pvalue"):
         alpha = float(ctx.hparams.get("alpha", DEFAULT_ALPHA))
         p_in, _ = _scores(detector.pvalue, model, wl.test_batches("in", device), device)
         p_out, _ = _scores(detector.pvalue, model, wl.test_batches("out", device), device)
-        metrics["type1_error_at_alpha"] = Metric(
-            value=float(np.mean(p_in < alpha)),
-            unit="fraction",
-            n=len(p_in),
-            meter=f"ID p-values < {alpha:g}",
-            higher_is_better=False,
+        metrics["type1_error_at_alpha"] = proportion(
+            int(np.sum(p_in < alpha)), len(p_in), f"ID p-values < {alpha:g}", False
         )
-        metrics["power_at_alpha"] = Metric(
-            value=float(np.mean(p_out < alpha)),
-            unit="fraction",
-            n=len(p_out),
-            meter=f"OOD p-values < {alpha:g}",
-            higher_is_better=True,
+        metrics["power_at_alpha"] = proportion(
+            int(np.sum(p_out < alpha)), len(p_out), f"OOD p-values < {alpha:g}", True
         )
         info["alpha"] = alpha
     if hasattr(detector, "predict"):

@@ -53,7 +53,7 @@ from benchmark.kinds import ContractError, SplitModel
 from benchmark.measure.attribution import SideMeter
 from benchmark.measure.crossings import CrossingRecorder
 from benchmark.measure.tensors import module_bytes
-from benchmark.measure.timing import meter_name, synchronize, time_interleaved
+from benchmark.measure.timing import clock_label, synchronize, time_interleaved
 from benchmark.protocols import security_attacks as scratch_baseline_code
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.protocols.security_attacks import (
@@ -178,7 +178,8 @@ def run(ctx: RunContext) -> ProtocolResult:
         raise ContractError(f"split() returned {type(split).__name__}, which lacks SplitModel")
     hybrid = HybridModule(split).eval()
     x = wl.example_inputs(BATCH, device)
-    timer = meter_name(device)
+    timer = clock_label(device)  # host clock: the hook trace
+    event_timer = clock_label(device, cuda_events=True)  # time_interleaved
 
     with torch.inference_mode():
         diff = float((hybrid(x).float() - original(x).float()).abs().max())
@@ -274,8 +275,8 @@ def run(ctx: RunContext) -> ProtocolResult:
             meter="parameter and buffer bytes (online parts)",
             higher_is_better=False,
         ),
-        "latency_original": lat_orig.metric("s", f"{timer}, batch {BATCH}, interleaved"),
-        "latency_hybrid": lat_hybrid.metric("s", f"{timer}, batch {BATCH}, interleaved"),
+        "latency_original": lat_orig.metric("s", f"{event_timer}, batch {BATCH}, interleaved"),
+        "latency_hybrid": lat_hybrid.metric("s", f"{event_timer}, batch {BATCH}, interleaved"),
         "latency_overhead": Metric(
             value=lat_hybrid.median / lat_orig.median,
             unit="x",

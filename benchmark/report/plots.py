@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from benchmark.report.leaderboard import Row, Table
+from benchmark.report.leaderboard import Cell, Row, Table, format_cell
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -58,19 +58,29 @@ def optimizer_curves(table: Table) -> bytes | None:
     return _png(fig)
 
 
+def _yerr(cell: Cell) -> list[list[float]] | None:
+    """The cell's 95% interval as matplotlib's asymmetric error bar, where it has one."""
+    if cell.ci is None or cell.mean is None:
+        return None
+    return [[max(cell.mean - cell.ci[0], 0.0)], [max(cell.ci[1] - cell.mean, 0.0)]]
+
+
 def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | None:
     points = [(row.cells.get(x), row.cells.get(y), _label(row)) for row in table.rows]
     points = [
-        (a.mean, b.mean, lab)
+        (a.mean, b.mean, lab, _yerr(b))
         for a, b, lab in points
         if a is not None and b is not None and a.mean is not None and b.mean is not None
     ]
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for px, py, lab in points:
+    for px, py, lab, err in points:
         ax.scatter([px], [py])
+        if err is not None:
+            ax.errorbar([px], [py], yerr=err, fmt="none", ecolor="grey", lw=0.8, capsize=2)
         ax.annotate(lab, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_title("bars: 95% intervals where shown in the table", fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -94,14 +104,16 @@ def security_scatter(table: Table) -> bytes | None:
     for row in table.rows:
         x, y = row.cells.get("trusted_flops_share"), row.cells.get("attack_recovered_ratio")
         if x is not None and y is not None and x.mean is not None and y.mean is not None:
-            points.append((x.mean, y.mean, _label(row), row.verdict))
+            points.append((x.mean, y.mean, _label(row), row.verdict, _yerr(y)))
     if not points:
         return None
     verdict = table.info.verdict
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for px, py, lab, v in points:
+    for px, py, lab, v, err in points:
         exposed = verdict is not None and v == verdict.bad
         ax.scatter([px], [py], color="#c0392b" if exposed else "#2e86c1")
+        if err is not None:
+            ax.errorbar([px], [py], yerr=err, fmt="none", ecolor="grey", lw=0.8, capsize=2)
         ax.annotate(lab, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
     if verdict is not None:
         ax.axhline(verdict.threshold, ls="--", color="grey", lw=0.8)
@@ -110,7 +122,7 @@ def security_scatter(table: Table) -> bytes | None:
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("trusted share of online FLOPs")
     ax.set_ylabel("attacker's recovered ratio (worst attack)")
-    ax.set_title("security vs trusted cost (bottom left is best)")
+    ax.set_title("security vs trusted cost (bottom left is best; bars: 95% intervals)")
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -124,7 +136,8 @@ def detector_roc(table: Table) -> bytes | None:
             continue
         c = rec.curves["roc"]
         auroc = row.cells.get("auroc")
-        tag = f" (AUROC {auroc.mean:.3f})" if auroc is not None and auroc.mean is not None else ""
+        shown = auroc is not None and auroc.mean is not None
+        tag = f" (AUROC {format_cell(auroc, '')})" if shown else ""  # type: ignore[arg-type]
         ax.plot(c.x, c.y, label=_label(row) + tag)
         drawn = True
     if not drawn:

@@ -12,9 +12,66 @@ import pandas as pd
 
 from benchmark import store
 from benchmark.fileio import atomic_write_text
+from benchmark.measure.environment import describe_regime
 from benchmark.records import RunRecord
-from benchmark.report.leaderboard import Row, Table, build_leaderboard, format_cell
+from benchmark.report.leaderboard import Cell, Row, Table, build_leaderboard, format_cell
 from benchmark.report.plots import PLOTS
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _code_line(records: list[RunRecord]) -> str:
+    """Which commit(s) the records come from and whether the tree was clean:
+    "one clean commit <sha>" or "records from N commits ..." with the dirty runs counted."""
+    commits: dict[str, int] = {}
+    for r in records:
+        sha = r.environment.get("git_commit")
+        if sha:
+            commits[str(sha)[:10]] = commits.get(str(sha)[:10], 0) + 1
+    missing = sum(1 for r in records if not r.environment.get("git_commit"))
+    dirty = sum(1 for r in records if r.environment.get("git_dirty") is True)
+    unknown = sum(1 for r in records if r.environment.get("git_dirty") is None)
+    if not commits:
+        return "Code: no git commit recorded."
+    tree = []
+    if dirty:
+        tree.append(f"{_plural(dirty, 'run')} from a tree with uncommitted changes (dirty)")
+    if unknown:
+        tree.append(f"clean state not recorded for {_plural(unknown, 'run')}")
+    if missing:
+        tree.append(f"no commit recorded for {_plural(missing, 'run')}")
+    if len(commits) == 1:
+        (sha,) = commits
+        if not tree:
+            return f"Code: one clean commit {sha} (all {_plural(len(records), 'run')})."
+        return f"Code: one commit {sha}; {'; '.join(tree)}."
+    listed = ", ".join(
+        f"{sha} ({_plural(n, 'run')})"
+        for sha, n in sorted(commits.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    state = "; ".join(tree) if tree else "every tree clean"
+    return f"Code: records from {len(commits)} commits: {listed}; {state}."
+
+
+def _regime_line(records: list[RunRecord]) -> str:
+    counts: dict[str, int] = {}
+    for r in records:
+        desc = describe_regime(r.environment)
+        counts[desc] = counts.get(desc, 0) + 1
+    if len(counts) == 1:
+        ((desc, n),) = counts.items()
+        if desc == describe_regime({}):
+            return f"Timing regime: not recorded [all {_plural(n, 'run')}]; timings read n/a."
+        return f"Timing regime: {desc} [all {_plural(n, 'run')}]."
+    listed = "; ".join(
+        f"{d} [{_plural(n, 'run')}]" for d, n in sorted(counts.items(), key=lambda kv: -kv[1])
+    )
+    return (
+        f"Timing regimes ({len(counts)}): {listed}. Timings compare only within a table "
+        "whose runs share one."
+    )
 
 
 def _header_lines(records: list[RunRecord]) -> list[str]:
@@ -25,13 +82,6 @@ def _header_lines(records: list[RunRecord]) -> list[str]:
     torch_versions = sorted(
         {str(r.environment.get("torch")) for r in records if r.environment.get("torch")}
     )
-    commits = sorted(
-        {
-            str(r.environment.get("git_commit"))[:10]
-            for r in records
-            if r.environment.get("git_commit")
-        }
-    )
     by_status: dict[str, int] = {}
     for r in records:
         by_status[r.status] = by_status.get(r.status, 0) + 1
@@ -39,23 +89,65 @@ def _header_lines(records: list[RunRecord]) -> list[str]:
         f"Suite: {', '.join(suites) or '-'}. Runs: {len(records)} "
         f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}). "
         f"Written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
-        f"Devices: {', '.join(devices) or '-'}. torch: {', '.join(torch_versions) or '-'}. "
-        f"git: {', '.join(commits) or '-'}.",
+        f"Devices: {', '.join(devices) or '-'}. torch: {', '.join(torch_versions) or '-'}.",
+        _code_line(records),
+        _regime_line(records),
     ]
+
+
+def _timing_line(table: Table) -> str | None:
+    if not table.timing_columns:
+        return None
+    cols = ", ".join(table.timing_columns)
+    if table.timing_note:
+        return (
+            f"Timing columns ({cols}): n/a, {table.timing_note}; not compared, not used for "
+            "ranking or tie-breaking."
+        )
+    return f"Timing columns ({cols}) compare: every run in one regime, {table.regime}."
 
 
 def _columns(table: Table) -> list[str]:
     verdict = [table.verdict_column] if table.verdict_column else []
-    return verdict + [f"{c} ({table.units[c]})" if c in table.units else c for c in table.columns]
+    tuning = ["grid points", "chosen on"] if table.collapsed else []
+    return (
+        tuning
+        + verdict
+        + [f"{c} ({table.units[c]})" if c in table.units else c for c in table.columns]
+    )
+
+
+def _chosen_on(table: Table, row: Row) -> str:
+    """The metric a ranked row was chosen on over its variant's grid: "-" without a grid,
+    "- (every point ranked)" for a grid whose points all stand in the table (older records
+    that do not say what was tuned)."""
+    if row.grid_points <= 1:
+        return "-"
+    variant = next((v for v in table.variants if any(p is row for p in v.points)), None)
+    if variant is None or not variant.collapsed:
+        return "- (every point ranked)"
+    if variant.on_validation:
+        return variant.selected_on
+    return f"{variant.selected_on} (test: no validation figure)"
 
 
 def _row_cells(table: Table) -> list[list[str]]:
     out = []
-    for i, row in enumerate(table.rows, 1):
+    for row in table.rows:
         cells = [format_cell(row.cells[c], table.units.get(c, "")) for c in table.columns]
         verdict = [row.verdict or "n/a"] if table.verdict_column else []
+        tuning = [str(row.grid_points), _chosen_on(table, row)] if table.collapsed else []
         out.append(
-            [str(i), row.method, row.hparams, row.device, str(len(row.seeds)), *verdict, *cells]
+            [
+                row.rank_label,
+                row.method,
+                row.hparams,
+                row.device,
+                str(len(row.seeds)),
+                *tuning,
+                *verdict,
+                *cells,
+            ]
         )
     return out
 
@@ -65,28 +157,125 @@ def _null_notes(table: Table) -> list[str]:
     for row in table.rows:
         for c in table.columns:
             cell = row.cells[c]
-            if cell.mean is None:
+            if cell.mean is None and cell.note is None:  # withheld figures: _timing_line
                 notes.append(f"{row.method} [{row.hparams}] {c}: n/a because {cell.reason}")
     return notes
+
+
+def _tuning_lines(table: Table) -> list[tuple[str, list[str]]]:
+    """For variants run on a grid: (heading, lines) naming each winner, the metric it was
+    chosen on, its rank, the grid's size, and a warning when the winner sits on the edge of
+    a numeric axis (the grid may not bracket the optimum, so the method may be
+    under-tuned). Declared grids (``RunSpec.tuned``) and inferred ones (older records:
+    categorical hyperparameters name a variant, numeric ones are read as grid axes) get
+    a heading each."""
+    sections = []
+    for declared, heading in (
+        (True, "Tuning (each variant's winner over the hyperparameters its suite tuned):"),
+        (
+            False,
+            "Tuning, inferred (the records do not say which hyperparameters were tuned: "
+            "categorical ones name a variant, numeric ones are read as grid axes; every "
+            "point is ranked above as its own row):",
+        ),
+    ):
+        lines = []
+        for v in table.variants:
+            if v.declared != declared or v.tried < 2 or v.winner is None:
+                continue
+            w = v.winner
+            failed = v.tried - len(v.points)
+            size = f"best of {_plural(v.tried, 'grid point')}"
+            if failed:
+                size += f", {failed} not ok"
+            edge = f"; EDGE: {', '.join(v.edges)}, widen the grid" if v.edges else ""
+            lines.append(
+                f"{v.label}: {w.hparams} (rank {w.rank_label}; {size}; {v.selection_note}{edge})"
+            )
+        if lines:
+            sections.append((heading, lines))
+    return sections
+
+
+def _points_head(table: Table) -> list[str]:
+    unit = table.units.get(table.primary)
+    vunit = table.units.get(table.validation_metric, unit)
+    return [
+        "variant",
+        "hparams",
+        "device",
+        "seeds",
+        f"{table.primary} (test{', ' + unit if unit else ''})",
+        f"{table.validation_metric} (validation{', ' + vunit if vunit else ''})",
+        "chosen",
+    ]
+
+
+def _points_cells(table: Table) -> list[list[str]]:
+    """Every configuration of the variants whose grid points were folded into one ranked
+    row, unranked, with its test and validation figures."""
+    out = []
+    unit = table.units.get(table.primary, "")
+    vunit = table.units.get(table.validation_metric, unit)
+    for v in table.variants:
+        if not v.collapsed:
+            continue
+        for row in sorted(v.points, key=lambda r: _axis_order(r, v.axes)):
+            val = format_cell(row.validation, vunit) if row.validation is not None else "n/a"
+            chosen = f"winner (rank {row.rank_label})" if row.winner else ""
+            out.append(
+                [
+                    v.label,
+                    row.hparams,
+                    row.device,
+                    str(len(row.seeds)),
+                    format_cell(row.cells[table.primary], unit),
+                    val,
+                    chosen,
+                ]
+            )
+        for hparams, statuses in sorted(v.failed.items()):
+            out.append([v.label, hparams, "", "", f"not ok: {statuses}", "", ""])
+    return out
+
+
+def _axis_order(row: Row, axes: tuple[str, ...]) -> tuple[tuple[int, float, str], ...]:
+    hp = row.records[0].spec.hparams if row.records else {}
+    out = []
+    for k in axes:
+        x = hp.get(k)
+        numeric = isinstance(x, int | float) and not isinstance(x, bool)
+        out.append((0, float(x), "") if numeric else (1, 0.0, str(x)))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+POINTS_HEADING = (
+    "All grid points (unranked: every configuration tried, with its test and validation "
+    "figures; the ranked table shows each variant's winner):"
+)
 
 
 def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
     lines = ["# Leaderboard", "", *_header_lines(records), ""]
     for t in tables:
         lines += [f"## {t.title}", "", f"_{t.ranking_note}._", ""]
+        timing = _timing_line(t)
+        if timing:
+            lines += [timing, ""]
         head = ["#", "method", "hparams", "device", "seeds", *_columns(t)]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
         lines += ["| " + " | ".join(cells) + " |" for cells in _row_cells(t)]
         for f in t.failures:
             lines.append(f"| - | {f.label} | **{f.status}** | {f.reason or ''} |")
-        tuning = _tuning_lines(t)
-        if tuning:
-            lines += [
-                "",
-                f"Tuning (each method's best grid point by mean {t.primary}):",
-                *[f"- {x}" for x in tuning],
-            ]
+        for heading, tuning in _tuning_lines(t):
+            lines += ["", heading, *[f"- {x}" for x in tuning]]
+        points = _points_cells(t)
+        if points:
+            phead = _points_head(t)
+            lines += ["", POINTS_HEADING, "", "| " + " | ".join(phead) + " |"]
+            lines.append("|" + "---|" * len(phead))
+            lines += ["| " + " | ".join(cells) + " |" for cells in points]
         notes = _null_notes(t)
         if notes:
             lines += ["", *[f"- {n}" for n in notes]]
@@ -94,62 +283,55 @@ def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
     return "\n".join(lines)
 
 
-def _tuning_lines(table: Table) -> list[str]:
-    """For methods run on a grid: the winner, its rank overall, the grid's size, and a
-    warning when the winner sits on the edge of a numeric axis (the grid may not bracket
-    the optimum, so the method may be under-tuned).
-
-    Categorical hyperparameters (strings, booleans) name a *variant* of a method (SUMO with
-    Newton-Schulz instead of the SVD), not a point of its grid: each variant gets its own
-    winner."""
-    rows_by_method: dict[str, list[tuple[int, Row]]] = {}
-    for rank, row in enumerate(table.rows, 1):
-        hparams = row.records[0].spec.hparams if row.records else {}
-        variant = ",".join(
-            f"{k}={v}" for k, v in sorted(hparams.items()) if isinstance(v, str | bool)
-        )
-        label = f"{row.method} [{variant}]" if variant else row.method
-        rows_by_method.setdefault(label, []).append((rank, row))
-    out = []
-    for method, ranked in rows_by_method.items():
-        if len(ranked) < 2:
-            continue
-        best_rank, best = ranked[0]
-        spec_hparams = [r.records[0].spec.hparams for _, r in ranked if r.records]
-        edges = []
-        for key, value in best.records[0].spec.hparams.items() if best.records else []:
-            values = {h.get(key) for h in spec_hparams}
-            numeric = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
-            if len(numeric) == len(values) > 2 and value in (min(numeric), max(numeric)):
-                side = "lowest" if value == min(numeric) else "highest"
-                edges.append(f"{key}={value} is the grid's {side}")
-        note = f"; EDGE: {', '.join(edges)}, widen the grid" if edges else ""
-        out.append(
-            f"{method}: {best.hparams} (rank {best_rank}; best of {len(ranked)} grid points{note})"
-        )
-    return out
+def _cell_fields(prefix: str, cell: Cell | None, unit: str | None) -> dict[str, object]:
+    cell = cell or Cell(None, None, 0, "not reported")
+    return {
+        prefix: cell.mean,
+        f"{prefix}__ci_low": cell.ci[0] if cell.ci else None,
+        f"{prefix}__ci_high": cell.ci[1] if cell.ci else None,
+        f"{prefix}__ci_source": cell.ci_source if cell.ci else None,
+        f"{prefix}__n": cell.n,
+        f"{prefix}__std": cell.std,
+        f"{prefix}__unit": unit,
+        f"{prefix}__reason": cell.reason if cell.mean is None else None,
+    }
 
 
 def render_csv(tables: list[Table]) -> pd.DataFrame:
+    """One row per configuration: the ranked rows in order, then the grid points folded
+    into their variant's winner (``ranked`` False, no rank), then the runs that did not
+    finish. Each metric has its mean, 95% interval bounds and source, n, std, unit."""
     rows = []
     for t in tables:
-        for rank, row in enumerate(t.rows, 1):
+        timing = t.timing_note or (f"one regime: {t.regime}" if t.regime else None)
+        ranked = [r for r in t.rows]
+        folded = [r for r in t.points if not r.ranked]
+        for row in ranked + folded:
             entry: dict[str, object] = {
                 "kind": t.kind,
                 "workload": t.workload,
-                "rank": rank,
+                "rank": row.rank if row.ranked else None,
+                "rank_label": row.rank_label if row.ranked else None,
+                "tied": row.tied if row.ranked else None,
+                "ranked": row.ranked,
                 "method": row.method,
                 "hparams": row.hparams,
                 "device": row.device,
                 "seeds": len(row.seeds),
+                "variant": row.variant,
+                "grid_points": row.grid_points,
+                "winner": row.winner,
+                "selected_on": row.selected_on,
                 "primary": t.primary,
+                "timing_regime": timing,
             }
             if t.verdict_column:
                 entry[t.verdict_column] = row.verdict
             for c in t.columns:
-                entry[c] = row.cells[c].mean
-                entry[f"{c}__std"] = row.cells[c].std
-                entry[f"{c}__unit"] = t.units.get(c)
+                entry.update(_cell_fields(c, row.cells[c], t.units.get(c)))
+            entry.update(
+                _cell_fields(t.validation_metric, row.validation, t.units.get(t.validation_metric))
+            )
             rows.append(entry)
         for f in t.failures:
             rows.append(
@@ -177,7 +359,11 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
         *[f"<p>{esc(line)}</p>" for line in _header_lines(records)],
     ]
     for t in tables:
-        parts.append(f"<h2>{esc(t.title)}</h2><p><em>{esc(t.ranking_note)}</em></p><table>")
+        parts.append(f"<h2>{esc(t.title)}</h2><p><em>{esc(t.ranking_note)}</em></p>")
+        timing = _timing_line(t)
+        if timing:
+            parts.append(f"<p>{esc(timing)}</p>")
+        parts.append("<table>")
         head = ["#", "method", "hparams", "device", "seeds", *_columns(t)]
         parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
         for cells in _row_cells(t):
@@ -188,6 +374,19 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
                 f"{esc(f.label)}: <b>{esc(f.status)}</b> {esc(f.reason or '')}</td></tr>"
             )
         parts.append("</table>")
+        for heading, tuning in _tuning_lines(t):
+            parts.append(
+                f"<p>{esc(heading)}</p><ul>"
+                + "".join(f"<li>{esc(x)}</li>" for x in tuning)
+                + "</ul>"
+            )
+        points = _points_cells(t)
+        if points:
+            parts.append(f"<p>{esc(POINTS_HEADING)}</p><table>")
+            parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in _points_head(t)) + "</tr>")
+            for cells in points:
+                parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+            parts.append("</table>")
         notes = _null_notes(t)
         if notes:
             parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
@@ -201,7 +400,7 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
 
 
 def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
-    records = store.load_records(results_dir)
+    records, _superseded = store.current_records(store.load_records(results_dir))
     tables = build_leaderboard(records)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)

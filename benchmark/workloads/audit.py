@@ -24,6 +24,11 @@ is one dataset: a row of ``n_samples`` 0/1 decisions.
 The model handed to detectors is ``AuditModel``: what the auditor is assumed to know —
 the natural-feed decision rate p0 and the threshold, whose sum is the null rate.
 
+Validation: ``val_datasets`` more audit datasets per policy, simulated from random streams
+of their own (the test's streams are unchanged), so they are fresh draws of the same
+policies. The auditor fits nothing, so a validation AUROC measures the same test on new
+data; it exists so that a grid over the test's options is chosen without the test set.
+
 Where this departs from the paper: its model follows beliefs as a Markov chain over time
 and its auditor tests the chain's transition behaviour; here the auditor sees only the
 users' final decisions (i.i.d. Bernoulli under either policy), which reduces the audit to
@@ -41,6 +46,7 @@ from torch import nn
 
 from benchmark import hookimpl
 from benchmark.kinds import WorkloadSpec
+from benchmark.workloads.contracts import check_split
 
 BELIEF_PRIOR = (2.0, 2.0)  # Beta parameters of the users' initial beliefs
 
@@ -116,6 +122,7 @@ class AuditWorkload:
         threshold: float = 0.05,
         fair_deflection: float | None = None,
         n_datasets: int = 400,
+        val_datasets: int = 200,
         rounds: int = 5,
         feed_size: int = 10,
         learning_rate: float = 0.3,
@@ -134,6 +141,13 @@ class AuditWorkload:
         if fair > threshold:
             raise ValueError("fair_deflection must be within the threshold")
         self.n_samples, self.n_datasets, self.seed = n_samples, n_datasets, seed
+        self.val_datasets = val_datasets
+        self.validation = (
+            f"{val_datasets} audit datasets per policy from random streams of their own, "
+            f"independent of the {n_datasets} test datasets"
+            if val_datasets > 0
+            else None
+        )
         self.threshold, self.shift = threshold, shift
         self.stance = {
             "in": self.sim.policy_for(fair),
@@ -150,15 +164,24 @@ class AuditWorkload:
         """Nothing to fit: the auditor calibrates from the known model (``AuditModel``)."""
         return []
 
-    def datasets(self, which: str) -> torch.Tensor:
+    def stream(self, which: str, split: str = "test") -> list[int]:
+        """The seed of a split's random stream for one policy (validation: one more word)."""
+        words = [self.seed, 0 if which == "in" else 1, self.n_samples]
+        return words if split == "test" else [*words, 1]
+
+    def datasets(self, which: str, split: str = "test") -> torch.Tensor:
         if which not in self.stance:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
-        rng = np.random.default_rng([self.seed, 0 if which == "in" else 1, self.n_samples])
-        rows = self.sim.decisions(self.stance[which], (self.n_datasets, self.n_samples), rng)
+        check_split(split, self)
+        rng = np.random.default_rng(self.stream(which, split))
+        count = self.n_datasets if split == "test" else self.val_datasets
+        rows = self.sim.decisions(self.stance[which], (count, self.n_samples), rng)
         return torch.from_numpy(rows)
 
-    def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
-        x = self.datasets(which)
+    def test_batches(
+        self, which: str, device: torch.device, split: str = "test"
+    ) -> Iterator[torch.Tensor]:
+        x = self.datasets(which, split)
         for i in range(0, len(x), 100):
             yield x[i : i + 100].to(device)
 
@@ -176,6 +199,7 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
                 "threshold": 0.05,
                 "fair_deflection": None,
                 "n_datasets": 400,
+                "val_datasets": 200,
                 "rounds": 5,
                 "feed_size": 10,
                 "learning_rate": 0.3,

@@ -20,6 +20,13 @@ positive"): ``fit_batches`` are the unlabelled training-split proposals as
 ``ProposalBatch`` objects whose labels are reachable only through a ``LabelOracle`` that
 counts every distinct label it reveals and refuses past its budget; ``test_batches("in")``
 are the held-out proposals that are targets and ``("out")`` the held-out false positives.
+
+Validation: the proposals among the generic model's validation digits (``images.py``: the
+last quarter of the held-out digits, 250 of MNIST-5k's 1,000; the test proposals come from
+the other 750). They are neither in the unlabelled pool (the detector's fit data, drawn
+from the training digits) nor in the test set, and the oracle never labels them. A run's
+seed draws the queries; the validation AUROC scores the detector those queries built, so
+a grid (budget, band, selection) is chosen on proposals it never saw.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch import nn
 from benchmark import hookimpl
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import config_key
+from benchmark.workloads.contracts import check_split
 from benchmark.workloads.images import _DEFAULTS as IMAGE_CONFIGS
 from benchmark.workloads.images import BNConvNet, ImageClassification
 
@@ -160,6 +168,12 @@ class FewShotPair:
             model, self.generic.x_train, self.generic.y_train
         )
         self.test_x, self.test_fp = self._proposals(model, self.generic.x_test, self.generic.y_test)
+        self.val_x, self.val_fp = self._proposals(model, self.generic.x_val, self.generic.y_val)
+        self.validation = (
+            f"{len(self.val_x)} proposals ({int((self.val_fp == 0).sum())} targets) among the "
+            f"{len(self.generic.x_val)} held-out validation digits, disjoint from the "
+            f"{len(self.test_x)} test proposals and from the pool"
+        )
 
     @torch.no_grad()
     def _proposals(
@@ -181,10 +195,14 @@ class FewShotPair:
             for i in range(0, len(idx), 256)
         ]
 
-    def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
+    def test_batches(
+        self, which: str, device: torch.device, split: str = "test"
+    ) -> Iterator[torch.Tensor]:
         if which not in ("in", "out"):
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
-        x = self.test_x[torch.from_numpy(self.test_fp == (1 if which == "out" else 0))]
+        check_split(split)
+        xs, fp = (self.test_x, self.test_fp) if split == "test" else (self.val_x, self.val_fp)
+        x = xs[torch.from_numpy(fp == (1 if which == "out" else 0))]
         for i in range(0, len(x), 256):
             yield x[i : i + 256].to(device)
 

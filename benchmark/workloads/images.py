@@ -10,12 +10,18 @@ configuration and cached on disk, under a file lock, so parallel runs share it.
 Out-of-distribution data: Animal-MNIST silhouettes (resized to 8x8 for digits), uniform
 noise for tests that must not fetch anything, or near-OOD shifts of the MNIST-5k test
 digits (``mnist-noise``, ``mnist-rotated``, ``mnist-inverted``; see ``near_ood``).
+
+Splits (``split_indices``): one fixed permutation; its first 20% is held out (never
+trained on), the rest trains the model. The held-out items are split again: the first
+three quarters are the test split (reported), the last quarter the validation split
+(grids are tuned on it). MNIST-5k: 4,000 train, 750 test, 250 validation; digits: 1,438,
+270, 89. Out-of-distribution sets follow: the validation OOD images are disjoint from the
+test ones (see ``load_ood``).
 """
 
 from __future__ import annotations
 
 import gzip
-import math
 import pickle
 from collections.abc import Iterator
 from typing import Any
@@ -28,10 +34,27 @@ from benchmark import hookimpl
 from benchmark.assets import asset_path
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import AttackRecipe, QualityMetric
+from benchmark.workloads.contracts import (
+    AttackRecipe,
+    QualityInterval,
+    QualityMetric,
+    check_split,
+    proportion_interval,
+    proportion_stderr,
+)
 
-TEST_FRACTION = 0.2
+HELDOUT_FRACTION = 0.2  # never trained on (the value is part of the model's cache key)
+VAL_FRACTION = 0.25  # of the held-out items: the validation split; the rest is the test split
 SPLIT_SEED = 20240101
+
+
+def split_indices(n: int) -> dict[str, np.ndarray]:
+    """Indices of the "train", "test" and "val" items of a data set of ``n``: one fixed
+    permutation, held out first (test, then validation), the rest for training."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_held = int(n * HELDOUT_FRACTION)
+    n_test = n_held - int(n_held * VAL_FRACTION)
+    return {"test": perm[:n_test], "val": perm[n_test:n_held], "train": perm[n_held:]}
 
 
 def load_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -81,23 +104,34 @@ def near_ood(name: str, x: np.ndarray, g: np.random.Generator) -> np.ndarray:
     raise ValueError(f"unknown near-OOD shift {name!r}; known: {', '.join(NEAR_OOD)}")
 
 
-def load_ood(name: str, n: int, size: int, seed: int) -> np.ndarray:
-    """``n`` out-of-distribution images of ``size``x``size``, scaled like the ID data."""
-    g = np.random.default_rng(seed)
+def load_ood(name: str, n: int, size: int, seed: int, split: str = "test") -> np.ndarray:
+    """``n`` out-of-distribution images of ``size``x``size``, scaled like the ID data, for
+    the "test" or the "val" split, which never share an image: ``noise`` draws each split
+    from its own stream; near-OOD sets shift the MNIST-5k digits of that split;
+    ``animal-mnist`` takes the test images from the front of one seeded permutation of the
+    9,716 distinct silhouettes and the validation images from its back (disjoint while the
+    two together number at most 9,716)."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', not {split!r}")
+    g = np.random.default_rng(seed if split == "test" else [seed, 1])
     if name == "noise":
         return g.random((n, 1, size, size), dtype=np.float32)
     if name in NEAR_OOD:
         x, _ = load_images("mnist-5k")
-        perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-        test = x[perm[: int(len(x) * TEST_FRACTION)]]
-        shifted = torch.from_numpy(near_ood(name, test[g.permutation(len(test))[:n]], g))
+        digits = x[split_indices(len(x))[split]]
+        shifted = torch.from_numpy(near_ood(name, digits[g.permutation(len(digits))[:n]], g))
         if size != shifted.shape[-1]:
             shifted = nn.functional.interpolate(shifted, size=(size, size), mode="area")
         return shifted.numpy()
     if name == "animal-mnist":
         with gzip.open(asset_path("animal-mnist"), "rb") as fh:
             images = pickle.load(fh)
-        pick = g.choice(len(images), size=n, replace=False)
+        # 284 of the 10,000 silhouettes occur twice: one copy each, so that the test and
+        # validation images differ in content, not only in position.
+        _, first = np.unique(images.reshape(len(images), -1), axis=0, return_index=True)
+        images = images[np.sort(first)]
+        perm = np.random.default_rng(seed).permutation(len(images))
+        pick = perm[:n] if split == "test" else perm[::-1][:n]
         x = torch.from_numpy(images[pick].astype(np.float32) / 255.0).unsqueeze(1)
         if size != x.shape[-1]:
             x = nn.functional.interpolate(x, size=(size, size), mode="area")
@@ -171,13 +205,17 @@ class ImageClassification:
         self.epochs, self.lr, self.batch_size, self.train_seed = epochs, lr, batch_size, train_seed
         self.ood, self.fit_samples = ood, fit_samples
         x, y = load_images(dataset)
-        perm = np.random.default_rng(SPLIT_SEED).permutation(len(x))
-        n_test = int(len(x) * TEST_FRACTION)
-        test, train = perm[:n_test], perm[n_test:]
+        idx = split_indices(len(x))
+        train, test, val = idx["train"], idx["test"], idx["val"]
         self.x_train, self.y_train = torch.from_numpy(x[train]), torch.from_numpy(y[train])
         self.x_test, self.y_test = torch.from_numpy(x[test]), torch.from_numpy(y[test])
+        self.x_val, self.y_val = torch.from_numpy(x[val]), torch.from_numpy(y[val])
         self.size = x.shape[-1]
         self.in_name, self.out_name = dataset, ood
+        self.validation = (
+            f"{len(val)} held-out {dataset} images (never trained on), disjoint from the "
+            f"{len(test)} test images; OOD: {len(val)} {ood} images disjoint from the test ones"
+        )
         self._state = self._trained_state()
 
     # ------------------------------------------------------------------ the model
@@ -195,7 +233,7 @@ class ImageClassification:
             self.batch_size,
             self.train_seed,
             SPLIT_SEED,
-            TEST_FRACTION,
+            HELDOUT_FRACTION,
         )
 
     def _trained_state(self) -> dict[str, torch.Tensor]:
@@ -228,20 +266,33 @@ class ImageClassification:
 
     # ------------------------------------------------------------------ classifier side
 
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split == "train":
+            return self.x_train, self.y_train
+        check_split(split)
+        return (self.x_test, self.y_test) if split == "test" else (self.x_val, self.y_val)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device) -> float:
+    def evaluate(self, model: nn.Module, device: torch.device, split: str = "test") -> float:
+        check_split(split)
+        x, y = self._split(split)
         was = model.training
         model.eval()
         correct = 0
-        for i in range(0, len(self.x_test), 256):
-            logits = model(self.x_test[i : i + 256].to(device))
-            correct += int((logits.argmax(-1).cpu() == self.y_test[i : i + 256]).sum())
+        for i in range(0, len(x), 256):
+            logits = model(x[i : i + 256].to(device))
+            correct += int((logits.argmax(-1).cpu() == y[i : i + 256]).sum())
         model.train(was)
-        return correct / len(self.x_test)
+        return correct / len(x)
 
     def quality_stderr(self, value: float) -> float:
         """Binomial standard error of an accuracy on the test set."""
-        return math.sqrt(max(value * (1 - value), 0.0) / len(self.x_test))
+        return proportion_stderr(value, len(self.x_test))
+
+    def quality_interval(self, value: float, split: str = "test") -> QualityInterval:
+        """Wilson interval of an accuracy on the test (or validation) split."""
+        check_split(split)
+        return proportion_interval(value, len(self._split(split)[0]))
 
     def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return self.x_test[:batch_size].to(device)
@@ -249,9 +300,9 @@ class ImageClassification:
     def labelled_batches(
         self, split: str, n: int, batch_size: int, seed: int, device: torch.device
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+        if split not in ("train", "test", "val"):
+            raise ValueError(f"split must be 'train', 'test' or 'val', not {split!r}")
+        x, y = self._split(split)
         n = min(n, len(x))
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:n]
         return [
@@ -267,11 +318,16 @@ class ImageClassification:
     def fit_batches(self, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return self.labelled_batches("train", self.fit_samples, 256, self.train_seed, device)
 
-    def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
+    def test_batches(
+        self, which: str, device: torch.device, split: str = "test"
+    ) -> Iterator[torch.Tensor]:
+        """The split's held-out digits ("in") or as many OOD images ("out")."""
+        check_split(split)
+        x_in = self._split(split)[0]
         if which == "in":
-            x = self.x_test
+            x = x_in
         elif which == "out":
-            x = torch.from_numpy(load_ood(self.ood, len(self.x_test), self.size, SPLIT_SEED))
+            x = torch.from_numpy(load_ood(self.ood, len(x_in), self.size, SPLIT_SEED, split))
         else:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
         for i in range(0, len(x), 256):

@@ -106,6 +106,24 @@ def rolling_perplexity(
     batch_size: int = 8,
 ) -> dict[str, float]:
     """lm-eval's results for ``task``: word_perplexity, byte_perplexity, bits_per_byte."""
+    figures, _ = rolling_evaluation(
+        model, tokenizer, task, device, max_length=max_length, batch_size=batch_size
+    )
+    return figures
+
+
+def rolling_evaluation(
+    model: nn.Module,
+    tokenizer: Any,
+    task: Any,
+    device: torch.device,
+    *,
+    max_length: int,
+    batch_size: int = 8,
+) -> tuple[dict[str, float], list[tuple[float, int]]]:
+    """``rolling_perplexity``'s figures and, per document in lm-eval's order, its total
+    log-likelihood and word count: lm-eval's own per-sample ``word_perplexity`` pairs, whose
+    weighted aggregation is the word perplexity (for an interval over documents)."""
     from lm_eval.evaluator import evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -113,12 +131,15 @@ def rolling_perplexity(
     was = model.training
     model.eval()
     try:
-        results = evaluate(lm=lm, task_dict={"heldout": task}, log_samples=False)
+        results = evaluate(lm=lm, task_dict={"heldout": task}, log_samples=True)
     finally:
         model.train(was)
     row = results["results"]["heldout"]
-    return {
+    figures = {
         k.split(",")[0]: float(v)
         for k, v in row.items()
         if k.endswith(",none") and "_stderr" not in k
     }
+    docs = sorted(results["samples"]["heldout"], key=lambda sample: sample["doc_id"])
+    per_doc = [(float(d["word_perplexity"][0]), int(d["word_perplexity"][1])) for d in docs]
+    return figures, per_doc

@@ -11,7 +11,11 @@ Quality is the word perplexity of held-out KJV chapters (every 20th chapter, the
 ``eval_docs`` of them) computed by lm-eval through the project's task
 (``tasks/kjv_heldout.yaml``) and its own ``loglikelihood_rolling`` adapter
 (``benchmark.workloads.lmeval``), so any model that maps token ids to logits (a hybrid
-split, a pruned model) is scored the same way. Labelled samples (for fine-tuning
+split, a pruned model) is scored the same way. The validation split is the next
+``val_docs`` held-out chapters (disjoint from the test chapters and from the chapters
+the training windows come from). Its 95% interval is over chapters: the per-word loss is
+a ratio of per-chapter sums, with a delta-method standard error and Student's t, then
+exponentiated (``contracts.perplexity_interval``). Labelled samples (for fine-tuning
 compressors and attackers) are ``seq_len``-token windows of the other chapters, with the
 next token as the label.
 
@@ -35,11 +39,18 @@ from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write_text
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import config_key
-from benchmark.workloads.contracts import AttackRecipe, QualityMetric
-from benchmark.workloads.lmeval import heldout_task, rolling_perplexity
+from benchmark.workloads.contracts import (
+    AttackRecipe,
+    QualityInterval,
+    QualityMetric,
+    check_split,
+    perplexity_interval,
+)
+from benchmark.workloads.lmeval import heldout_task, rolling_evaluation
 from benchmark.workloads.text import HOLDOUT_EVERY
 
 GGUF_ASSET = "smollm2-135m-gguf"
+KEEP_EVALUATIONS = 64  # per-document results kept for quality_interval, newest last
 
 
 class LogitsLM(nn.Module):
@@ -114,6 +125,7 @@ class PretrainedLM:
         *,
         model: str | None = None,
         eval_docs: int = 8,
+        val_docs: int = 4,
         max_length: int = 256,
         seq_len: int = 128,
         example_batch: int = 4,
@@ -133,9 +145,24 @@ class PretrainedLM:
         self.max_length, self.seq_len = max_length, seq_len
         self.example_batch, self.eval_batch = example_batch, eval_batch
         chapters = kjv_chapters()
-        held = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY][:eval_docs]
+        heldout = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY]
+        if eval_docs < 1 or val_docs < 0 or eval_docs + val_docs > len(heldout):
+            raise ValueError(
+                f"eval_docs + val_docs must be within the {len(heldout)} held-out chapters"
+            )
+        held, val = heldout[:eval_docs], heldout[eval_docs : eval_docs + val_docs]
         train = [t for i, t in enumerate(chapters) if i % HOLDOUT_EVERY]
-        self._task = heldout_task(self._write_docs(held))
+        self._tasks = {"test": heldout_task(self._write_docs(held))}
+        if val:
+            self._tasks["val"] = heldout_task(self._write_docs(val))
+        self.validation = (
+            f"held-out KJV chapters (every {HOLDOUT_EVERY}th) {eval_docs + 1} to "
+            f"{eval_docs + val_docs}; the test set is held-out chapters 1 to {eval_docs}"
+            if val
+            else None
+        )
+        # (split, perplexity) -> per-chapter (log-likelihood, words) of recent evaluations.
+        self._per_doc: dict[tuple[str, float], list[tuple[float, int]]] = {}
         ids = self.tokenizer(" ".join(train[:400]), add_special_tokens=False)["input_ids"]
         n = len(ids) // seq_len
         self.train_windows = torch.tensor(ids[: n * seq_len]).reshape(n, seq_len)
@@ -168,19 +195,36 @@ class PretrainedLM:
         return self._wrap(AutoModelForCausalLM.from_config(self.config), device)
 
     def quality_stderr(self, value: float) -> None:
-        """Not available: lm-eval's rolling word perplexity gives no per-document scores."""
+        """None: the security protocol's noise gates run without one on this workload.
+        (``quality_interval`` has the per-chapter interval of a figure ``evaluate``
+        returned; giving the security protocol its standard error would change its
+        verdicts on SmolLM2, a decision left to that protocol.)"""
         return None
 
-    def evaluate(self, model: nn.Module, device: torch.device) -> float:
-        results = rolling_perplexity(
+    def quality_interval(self, value: float, split: str = "test") -> QualityInterval | None:
+        """The interval over chapters of a word perplexity this object's ``evaluate``
+        returned on ``split`` (None for another value, or a split of one chapter)."""
+        per_doc = self._per_doc.get((split, value))
+        if per_doc is None or len(per_doc) < 2:
+            return None
+        return perplexity_interval([ll for ll, _ in per_doc], [w for _, w in per_doc])
+
+    def evaluate(self, model: nn.Module, device: torch.device, split: str = "test") -> float:
+        check_split(split, self)
+        figures, per_doc = rolling_evaluation(
             model,
             self.tokenizer,
-            self._task,
+            self._tasks[split],
             device,
             max_length=self.max_length,
             batch_size=self.eval_batch,
         )
-        return results["word_perplexity"]
+        value = figures["word_perplexity"]
+        self._per_doc.pop((split, value), None)
+        self._per_doc[(split, value)] = per_doc
+        while len(self._per_doc) > KEEP_EVALUATIONS:
+            del self._per_doc[next(iter(self._per_doc))]
+        return value
 
     def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """Real held-out tokens, at most ``example_batch`` rows (an LLM forward on the
@@ -191,9 +235,9 @@ class PretrainedLM:
     def labelled_batches(
         self, split: str, n: int, batch_size: int, seed: int, device: torch.device
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-        if split == "test":
+        if split not in ("train", "test", "val"):
+            raise ValueError(f"split must be 'train', 'test' or 'val', not {split!r}")
+        if split != "train":
             raise ValueError("held-out text is for evaluation only; use split='train'")
         n = min(n, len(self.train_windows))
         g = torch.Generator().manual_seed(seed)
@@ -214,6 +258,7 @@ class PretrainedLM:
 _DEFAULTS: dict[str, Any] = {
     "model": None,
     "eval_docs": 8,
+    "val_docs": 4,
     "max_length": 256,
     "seq_len": 128,
     "example_batch": 4,

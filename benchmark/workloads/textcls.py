@@ -19,11 +19,17 @@ lore: modern English against Early Modern), or KJV verses for a fortune classifi
 ``model(input_ids)`` takes padded token ids (pad id 0; the attention mask is derived from
 them), so every protocol can call it with one tensor; ``penultimate`` and ``last_layer``
 serve the feature-space detectors.
+
+Splits (``balanced_splits``): per class one fixed permutation gives the test items first,
+then the training items (the only ones the model is fine-tuned on), then the validation
+items, so validation is disjoint from both without changing either (KJV: 1,000 test and
+4,000 training verses as before, 400 validation verses). The OOD texts are one fixed
+permutation too: the first as many as the test set for test, the next as many as the
+validation set for validation.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from functools import cached_property
 from typing import Any
@@ -37,7 +43,14 @@ from benchmark import hookimpl
 from benchmark.assets import asset_path
 from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import AttackRecipe, QualityMetric
+from benchmark.workloads.contracts import (
+    AttackRecipe,
+    QualityInterval,
+    QualityMetric,
+    check_split,
+    proportion_interval,
+    proportion_stderr,
+)
 
 SPLIT_SEED = 20240101
 OT_BOOKS = 39  # Genesis .. Malachi; Matthew starts the New Testament
@@ -101,17 +114,30 @@ def load_ood_texts(name: str) -> list[str]:
     raise ValueError(f"unknown OOD text set {name!r}; known: fortune, kjv")
 
 
-def balanced_split(
-    labels: np.ndarray, train_per_class: int, test_per_class: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Index arrays (train, test), each class capped at its share, test taken first."""
+def balanced_splits(
+    labels: np.ndarray, train_per_class: int, test_per_class: int, val_per_class: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays (train, test, val), each class capped at its share: per class, test
+    first, then train, then validation from what is left (the draws for train and test do
+    not depend on ``val_per_class``)."""
     g = np.random.default_rng(SPLIT_SEED)
-    train, test = [], []
+    train, test, val = [], [], []
     for c in np.unique(labels):
         idx = g.permutation(np.flatnonzero(labels == c))
         test.append(idx[:test_per_class])
         train.append(idx[test_per_class : test_per_class + train_per_class])
-    return g.permutation(np.concatenate(train)), g.permutation(np.concatenate(test))
+        start = test_per_class + train_per_class
+        val.append(idx[start : start + val_per_class])
+    train_idx, test_idx = g.permutation(np.concatenate(train)), g.permutation(np.concatenate(test))
+    return train_idx, test_idx, g.permutation(np.concatenate(val))
+
+
+def balanced_split(
+    labels: np.ndarray, train_per_class: int, test_per_class: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Index arrays (train, test), each class capped at its share, test taken first."""
+    train, test, _ = balanced_splits(labels, train_per_class, test_per_class, 0)
+    return train, test
 
 
 # --------------------------------------------------------------------------- model
@@ -174,6 +200,7 @@ class TextClassification:
         max_len: int = 64,
         train_per_class: int = 2000,
         test_per_class: int = 500,
+        val_per_class: int = 200,
         epochs: int = 2,
         lr: float = 5e-5,
         batch_size: int = 32,
@@ -190,14 +217,24 @@ class TextClassification:
         texts, labels, self.class_names = load_labelled_texts(
             dataset, categories, text_field, label_field
         )
-        train, test = balanced_split(labels, train_per_class, test_per_class)
+        train, test, val = balanced_splits(labels, train_per_class, test_per_class, val_per_class)
         self.train_ids = self._encode([texts[i] for i in train], max_len)
         self.test_ids = self._encode([texts[i] for i in test], max_len)
+        self.val_ids = self._encode([texts[i] for i in val], max_len) if len(val) else []
         self.y_train = torch.from_numpy(labels[train]).long()
         self.y_test = torch.from_numpy(labels[test]).long()
+        self.y_val = torch.from_numpy(labels[val]).long()
+        # None when the classes left nothing over (a small corpus): no validation split.
+        self.validation = (
+            f"{len(val)} {dataset} texts (up to {val_per_class} per class) neither trained on "
+            f"nor in the {len(test)} test texts; OOD: the {ood} texts after the test ones"
+            if len(val)
+            else None
+        )
         self.epochs, self.lr, self.batch_size, self.train_seed = epochs, lr, batch_size, train_seed
         self.ood, self.fit_samples, self.max_len = ood, fit_samples, max_len
         self.in_name, self.out_name = dataset, ood
+        # val_per_class is not in the key: validation items are taken after the training ones.
         key = config_key(
             dataset, categories, text_field, label_field, self.encoder_dir, max_len,
             train_per_class, test_per_class, epochs, lr, batch_size, train_seed, SPLIT_SEED,
@@ -257,20 +294,33 @@ class TextClassification:
 
     def quality_stderr(self, value: float) -> float:
         """Binomial standard error of an accuracy on the test set."""
-        return math.sqrt(max(value * (1 - value), 0.0) / len(self.test_ids))
+        return proportion_stderr(value, len(self.test_ids))
+
+    def quality_interval(self, value: float, split: str = "test") -> QualityInterval:
+        """Wilson interval of an accuracy on the test (or validation) split."""
+        check_split(split, self)
+        return proportion_interval(value, len(self._split(split)[0]))
 
     # ------------------------------------------------------------------ classifier side
 
+    def _split(self, split: str) -> tuple[list[list[int]], torch.Tensor]:
+        if split == "train":
+            return self.train_ids, self.y_train
+        check_split(split, self)
+        return (self.test_ids, self.y_test) if split == "test" else (self.val_ids, self.y_val)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device) -> float:
+    def evaluate(self, model: nn.Module, device: torch.device, split: str = "test") -> float:
+        check_split(split, self)
+        ids, y = self._split(split)
         was = model.training
         model.eval()
         correct = 0
-        for i in range(0, len(self.test_ids), 128):
-            logits = model(self._batch(self.test_ids[i : i + 128]).to(device))
-            correct += int((logits.argmax(-1).cpu() == self.y_test[i : i + 128]).sum())
+        for i in range(0, len(ids), 128):
+            logits = model(self._batch(ids[i : i + 128]).to(device))
+            correct += int((logits.argmax(-1).cpu() == y[i : i + 128]).sum())
         model.train(was)
-        return correct / len(self.test_ids)
+        return correct / len(ids)
 
     def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
         return self._batch(self.test_ids[:batch_size]).to(device)
@@ -278,10 +328,9 @@ class TextClassification:
     def labelled_batches(
         self, split: str, n: int, batch_size: int, seed: int, device: torch.device
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-        train = split == "train"
-        ids, y = (self.train_ids, self.y_train) if train else (self.test_ids, self.y_test)
+        if split not in ("train", "test", "val"):
+            raise ValueError(f"split must be 'train', 'test' or 'val', not {split!r}")
+        ids, y = self._split(split)
         n = min(n, len(ids))
         pick = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))[:n].tolist()
         return [
@@ -301,18 +350,29 @@ class TextClassification:
         return self.labelled_batches("train", self.fit_samples, 128, self.train_seed, device)
 
     @cached_property
-    def _ood_rows(self) -> list[list[int]]:
-        """The OOD texts, sampled and tokenised once: a detector run reads them up to three
-        times (scores, p-values, predictions)."""
+    def _ood_rows(self) -> dict[str, list[list[int]]]:
+        """The OOD texts per split, sampled and tokenised once (a detector run reads them up
+        to three times: scores, p-values, predictions): one fixed permutation, the first
+        as many as the test set for "test", the next as many as the validation set for
+        "val"."""
         texts = load_ood_texts(self.ood)
-        pick = np.random.default_rng(SPLIT_SEED).permutation(len(texts))[: len(self.test_ids)]
-        return self._encode([texts[i] for i in pick], self.max_len)
+        pick = np.random.default_rng(SPLIT_SEED).permutation(len(texts))
+        n_test, n_val = len(self.test_ids), len(self.val_ids)
+        return {
+            "test": self._encode([texts[i] for i in pick[:n_test]], self.max_len),
+            "val": self._encode([texts[i] for i in pick[n_test : n_test + n_val]], self.max_len)
+            if n_val
+            else [],
+        }
 
-    def test_batches(self, which: str, device: torch.device) -> Iterator[torch.Tensor]:
+    def test_batches(
+        self, which: str, device: torch.device, split: str = "test"
+    ) -> Iterator[torch.Tensor]:
+        check_split(split, self)
         if which == "in":
-            rows = self.test_ids
+            rows = self._split(split)[0]
         elif which == "out":
-            rows = self._ood_rows
+            rows = self._ood_rows[split]
         else:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
         for i in range(0, len(rows), 128):
@@ -328,6 +388,7 @@ _DEFAULTS: dict[str, Any] = {
     "max_len": 64,
     "train_per_class": 2000,
     "test_per_class": 500,
+    "val_per_class": 200,
     "epochs": 2,
     "lr": 5e-5,
     "batch_size": 32,

@@ -157,10 +157,21 @@ class Flora(torch.optim.Optimizer):
 
 
 def build_flora(
-    model: nn.Module, *, lr: float, rank: int, kappa: int, beta1: float, weight_decay: float
+    model: nn.Module,
+    *,
+    lr: float,
+    rank: int,
+    kappa: int,
+    beta1: float,
+    weight_decay: float,
+    seed: int = 0,
 ) -> Flora:
+    """``seed`` draws the projections; the protocol passes the run's seed (offset by a
+    suite's ``seed``), so seeds of a suite see different projections."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return Flora(params, lr=lr, rank=rank, kappa=kappa, beta1=beta1, weight_decay=weight_decay)
+    return Flora(
+        params, lr=lr, rank=rank, kappa=kappa, beta1=beta1, weight_decay=weight_decay, seed=seed
+    )
 
 
 @hookimpl
@@ -170,7 +181,14 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="optimizer",
             name="flora",
             factory=build_flora,
-            defaults={"lr": 1e-3, "rank": 8, "kappa": 1000, "beta1": 0.9, "weight_decay": 0.0},
+            defaults={
+                "lr": 1e-3,
+                "rank": 8,
+                "kappa": 1000,
+                "beta1": 0.9,
+                "weight_decay": 0.0,
+                "seed": 0,
+            },
             paper="arXiv:2402.03293",
             description="Adafactor with momentum compressed by seeded random projections",
         )
