@@ -160,7 +160,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rules = [parse_rule(r) for r in args.fail_on]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = compare(store.load_records(Path(args.old)), store.load_records(Path(args.new)), rules)
+    old, _ = store.current_records(store.load_records(Path(args.old)))
+    new, _ = store.current_records(store.load_records(Path(args.new)))
+    result = compare(old, new, rules)
     print(render_compare(result))
     return EXIT_REGRESSION if result.failed else 0
 

@@ -2,12 +2,17 @@
 
 Without it a resumed suite reuses records that older code produced (the optimizer
 leaderboard once mixed nine commits), and nothing tells a reader. The fingerprint hashes
-the source of the modules a run executes: the method's plugin module, the workload's,
-the attacks', the kind's protocol, and every module of the same top-level package they
-import, transitively (found by reading ``import`` statements, not by importing). The
-host's plumbing (discovery, suites, the store, reports, executors) is left out: changing
-how results are written or shown does not change what a run measures, so it must not
-re-run every suite.
+the source of the modules a run executes: the runner (seeding, workload construction),
+the method's plugin module, the workload's, the attacks', the kind's protocol, and every
+module of their own top-level package or of the host they import, transitively (found by
+reading ``import`` statements; locating a module may import its parent packages). The
+host's plumbing (discovery, suites, the store, reports, executors' process handling, the
+kind table that reports read) is left out: changing how results are written or shown
+does not change what a run measures, so it must not re-run every suite.
+
+Not covered: data assets, and models or tokenizers a workload trained once and cached
+(keyed by their configuration, not by the code that trained them): after changing how a
+reference model is trained, clear its cache (``METHODBENCH_CACHE``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ if TYPE_CHECKING:
 FINGERPRINT_LENGTH = 12
 # Host modules that move and show results but do not take part in a run's measurement.
 PLUMBING = (
+    "benchmark.kinds",
+    "benchmark.measure.environment",
     "benchmark.cli",
     "benchmark.host",
     "benchmark.hookspecs",
@@ -40,8 +47,13 @@ PLUMBING = (
 )
 
 
+HOST = "benchmark"
+RUNNER = "benchmark.executors.runner"
+
+
 def _is_plumbing(name: str) -> bool:
-    return any(name == p or name.startswith(p + ".") for p in PLUMBING)
+    # The host package's own __init__ holds the hook marker and the version string.
+    return name == HOST or any(name == p or name.startswith(p + ".") for p in PLUMBING)
 
 
 @cache
@@ -80,9 +92,10 @@ def _imported(module: str, path: Path) -> set[str]:
 
 
 def source_closure(root: str) -> tuple[str, ...]:
-    """``root`` and the modules of its top-level package it imports, transitively. Read
-    afresh on every call: a cached closure would miss an edit made since."""
-    top = root.split(".")[0]
+    """``root`` and the modules of its own top-level package and of the host that it
+    imports, transitively. Read afresh on every call: a cached closure would miss an edit
+    made since."""
+    tops = {root.split(".")[0], HOST}
     seen: set[str] = set()
     todo = [root]
     while todo:
@@ -94,7 +107,7 @@ def source_closure(root: str) -> tuple[str, ...]:
             continue
         seen.add(name)
         for dep in _imported(name, path):
-            if dep.split(".")[0] == top and dep not in seen:
+            if dep.split(".")[0] in tops and dep not in seen:
                 todo.append(dep)
     return tuple(sorted(seen))
 
@@ -120,7 +133,7 @@ def _module_of(factory: Any) -> str | None:
 
 def run_roots(spec: RunSpec, registry: Registry) -> list[str]:
     """The modules whose code a run executes directly."""
-    roots = [f"benchmark.protocols.{spec.kind}"]
+    roots = [RUNNER, f"benchmark.protocols.{spec.kind}"]
     roots.append(_module_of(registry.method(spec.kind, spec.method).factory) or "")
     roots.append(_module_of(registry.workload(spec.kind, spec.workload).factory) or "")
     roots += [_module_of(registry.attack(a).factory) or "" for a in spec.attacks]

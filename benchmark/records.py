@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -50,9 +51,11 @@ class RunSpec(BaseModel):
     # touched and resume never reuses a record made by older code. Empty: not computed.
     code: str = ""
     # The hyperparameters that come from the suite's grid (tuned), as opposed to fixed
-    # ones; reports pick one winner per method variant over them. Not part of the id:
-    # the same configuration is the same run whether a grid or a fixed value named it.
-    tuned: tuple[str, ...] = ()
+    # ones and variants; reports pick one winner per method variant over them. () when
+    # nothing was tuned; None only in records that predate the field (reports then infer).
+    # Not part of the id: the same configuration is the same run whether a grid or a
+    # fixed value named it.
+    tuned: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -113,13 +116,26 @@ class Metric(BaseModel):
 
 
 TIMING_UNITS_SUFFIX = "/s"
+# Words in a meter that name a clock, or timings a figure was computed from: a ratio of
+# two latencies (unit "x": "median latency before/after", "median hybrid / original,
+# timed interleaved") moves with the machine's load like the latencies themselves.
+TIMING_METER = re.compile(r"\b(latency|latencies|perf_counter|cuda-event|timed|clock)\b")
+# Words in a metric's name that say the same ("modelled_latency_overhead" = modelled /
+# measured latency, whose meter says only "modelled / measured original").
+TIMING_NAME_WORDS = frozenset({"latency", "time"})
 
 
-def is_timing(metric: Metric) -> bool:
-    """Whether a figure is a clock reading (seconds) or a rate (per second): such figures
-    depend on threads, concurrent runs and the machine, so they compare only within one
-    timing regime."""
-    return metric.unit == "s" or metric.unit.endswith(TIMING_UNITS_SUFFIX)
+def is_timing(metric: Metric, name: str = "") -> bool:
+    """Whether a figure is a clock reading (seconds), a rate (per second), or derived from
+    clock readings (its meter or its name says latency, perf_counter, cuda-event, timed,
+    clock; e.g. a latency speedup or overhead in "x"): such figures depend on threads,
+    concurrent runs and the machine, so they compare only within one timing regime. FLOP,
+    byte and parameter ratios are not timings."""
+    if metric.unit == "s" or metric.unit.endswith(TIMING_UNITS_SUFFIX):
+        return True
+    if TIMING_METER.search(metric.meter.lower()):
+        return True
+    return bool(TIMING_NAME_WORDS & set(name.lower().split("_")))
 
 
 class Curve(BaseModel):

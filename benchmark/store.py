@@ -75,12 +75,21 @@ def _config_key(record: RunRecord) -> str:
 
 
 def current_records(records: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
-    """(current, superseded): for each experiment the most recent record, and the older
-    ones another code version left behind. A leaderboard counts each seed once, and only
-    as the latest code measured it."""
+    """(current, superseded). A record is superseded when a later record measured the same
+    experiment, or when a later record of the same method on the same workload ran newer
+    code (its fingerprint differs): a grid point that a changed suite no longer runs must
+    not stay in the table as if today's code had produced it. A leaderboard counts each
+    seed once, and only as the latest code measured it."""
+    ordered = sorted(records, key=lambda r: r.started_at or "")
+    newest_code: dict[tuple[str, str, str], str] = {}
+    for r in ordered:
+        newest_code[(r.spec.kind, r.spec.method, r.spec.workload_label)] = r.spec.code
     latest: dict[str, RunRecord] = {}
     superseded: list[RunRecord] = []
-    for r in sorted(records, key=lambda r: r.started_at or ""):
+    for r in ordered:
+        if r.spec.code != newest_code[(r.spec.kind, r.spec.method, r.spec.workload_label)]:
+            superseded.append(r)
+            continue
         key = _config_key(r)
         if key in latest:
             superseded.append(latest[key])

@@ -5,8 +5,8 @@ nats was met at step 30 by all 19 configurations). The target should be what a
 well-tuned AdamW reaches at a fraction (default 70%) of the budget: then faster methods
 reach it earlier, slower ones later or never, and steps-to-target discriminates.
 
-Usage: run AdamW on a learning-rate grid with several seeds (e.g. `bench run` on a suite
-with `grid: {lr: [...]}`), then
+Usage: run AdamW on a learning-rate grid with several seeds that the benchmark itself
+does not use (`suites/targets-tiny-llama.yaml`: seeds 10-12), then
 
     python benchmarks/derive_target.py RESULTS_DIR [--fraction 0.7]
 
@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="adamw")
     args = parser.parse_args(argv)
 
+    current, _superseded = store.current_records(store.load_records(args.results))
     records = [
         r
-        for r in store.load_records(args.results)
+        for r in current
         if r.status == "ok" and r.spec.method == args.method and "val_eval_loss" in r.metrics
     ]
     if not records:
@@ -51,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     at = []
     for r in best:
         curve = r.curves["eval_loss"]
+        points = [(x, y) for x, y in zip(curve.x, curve.y, strict=True) if y is not None]
         step = args.fraction * (r.spec.budget.steps or curve.x[-1])
-        at.append(float(np.interp(step, curve.x, curve.y)))
+        at.append(float(np.interp(step, [x for x, _ in points], [y for _, y in points])))
     target = round(statistics.median(at) / 0.05) * 0.05
     for lr, rs in sorted(by_lr.items()):
         mean = statistics.fmean(r.metrics["val_eval_loss"].value for r in rs)

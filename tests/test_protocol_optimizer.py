@@ -202,3 +202,19 @@ def test_eval_every_must_be_a_positive_whole_number(bad: object) -> None:
     )
     with pytest.raises(ValueError, match="eval_every"):
         protocol.run(ctx)
+
+
+def test_the_memory_pass_on_a_twin_leaves_the_run_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def run() -> list[float | None]:
+        ctx = context("optimizer", "adamw", "tiny-llama", options=TINY, steps=8)
+        torch.manual_seed(0)
+        return protocol.run(ctx).curves["train_loss"].y
+
+    # A plausible bug: the twin drawing from the run's batch stream shifts its batches.
+    with_pass = run()
+    monkeypatch.setattr(
+        protocol, "_first_steps_memory", lambda ctx, model: {"step_peak_tensor_bytes": None}
+    )
+    assert run() == with_pass

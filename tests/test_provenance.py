@@ -15,9 +15,9 @@ import torch
 from benchmark.executors.local import core_slots
 from benchmark.measure.environment import capture_environment, git_dirty, regime_key
 from benchmark.protocols.base import method_seed, seed_everything
-from benchmark.provenance import fingerprint_modules, source_closure
+from benchmark.provenance import fingerprint_modules, run_roots, source_closure
 from benchmark.records import RunSpec
-from tests.helpers import context
+from tests.helpers import context, registry
 
 
 def _package(root: Path, name: str, helper_body: str) -> None:
@@ -56,6 +56,14 @@ def test_builtin_closure_follows_plugin_imports_but_not_host_plumbing() -> None:
     protocol = source_closure("benchmark.protocols.optimizer")
     assert "benchmark.measure.timing" in protocol
     assert not any(m.startswith(("benchmark.report", "benchmark.cli")) for m in protocol)
+    assert "benchmark.kinds" not in protocol  # the kind table reports read
+    # A plugin's imports of host modules are followed (SLIP records transcripts).
+    assert "benchmark.measure.crossings" in source_closure("plugins.security.slip")
+    # The runner (seeding, workload construction) is part of every run's code.
+    spec = RunSpec(suite="s", kind="optimizer", method="adamw", workload="tiny-llama")
+    roots = run_roots(spec, registry())
+    assert roots[0] == "benchmark.executors.runner"
+    assert "benchmark.protocols.base" in source_closure(roots[0])
 
 
 def test_suite_label_and_grid_names_do_not_change_the_id() -> None:
@@ -63,9 +71,11 @@ def test_suite_label_and_grid_names_do_not_change_the_id() -> None:
     assert spec.model_copy(update={"suite": "b", "tuned": ("lr",)}).id == spec.id
 
 
-def test_git_dirty_ignores_untracked_files_and_results() -> None:
+def test_git_dirty_ignores_untracked_data_and_results_but_not_new_source() -> None:
     assert git_dirty("") is False
-    assert git_dirty("?? new_file.py\n") is False
+    assert git_dirty("?? notes.txt\n?? tests/test_new.py\n?? results/x/runs/a.json\n") is False
+    assert git_dirty("?? plugins/optimizers/new_method.py\n") is True
+    assert git_dirty("R  plugins/a.py -> results/a.py\n") is True  # moved code is a change
     assert git_dirty(" M results/smoke/runs/abc.json\n?? results/x/runs/y.json\n") is False
     assert git_dirty(" M benchmark/cli.py\n") is True
     assert git_dirty("R  old.py -> plugins/new.py\n") is True

@@ -97,18 +97,26 @@ def test_records_frame_keeps_workload_options_and_each_metrics_interval() -> Non
 def test_current_records_keep_the_latest_code_version_of_each_experiment() -> None:
     spec = RunSpec(suite="s", kind="optimizer", method="m", workload="w", code="old")
     newer = spec.model_copy(update={"code": "new"})
-    other_seed = spec.model_copy(update={"seed": 1})
+    other_seed = newer.model_copy(update={"seed": 1})
+    dropped_point = spec.model_copy(update={"hparams": {"lr": 0.05}})  # old grid point
+    other_method = spec.model_copy(update={"method": "n"})  # its code did not change
     recs = [
         RunRecord(id=s.id, spec=s, status="ok", started_at=t)
         for s, t in (
             (newer, "2026-12-02T00:00:00"),
             (spec, "2026-12-01T00:00:00"),
-            (other_seed, "2026-12-01T00:00:00"),
+            (other_seed, "2026-12-02T00:00:01"),
+            (dropped_point, "2026-12-01T00:00:00"),
+            (other_method, "2026-12-01T00:00:00"),
         )
     ]
     current, superseded = store.current_records(recs)
-    assert {r.spec.code for r in current if r.spec.seed == 0} == {"new"}
-    assert len(current) == 2 and [r.spec.code for r in superseded] == ["old"]
+    assert sorted((r.spec.method, r.spec.code, r.spec.seed) for r in current) == [
+        ("m", "new", 0),
+        ("m", "new", 1),
+        ("n", "old", 0),
+    ]
+    assert len(superseded) == 2
 
 
 def test_leaderboard_ranks_by_direction_and_lists_failures() -> None:

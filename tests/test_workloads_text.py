@@ -181,12 +181,22 @@ def test_train_batches_are_seeded_windows_of_the_train_stream(corpus: str) -> No
         assert (windows == row).all(axis=1).any(), "every row is a window of the train stream"
 
 
-def test_eval_windows_are_the_fixed_non_overlapping_head_of_the_eval_stream(corpus: str) -> None:
+def test_eval_windows_are_fixed_non_overlapping_and_spread_over_the_stream(corpus: str) -> None:
     w = small(corpus)
     a, b = w.eval_windows(CPU), w.eval_windows(CPU)
-    assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-    flat = torch.cat([x.flatten() for x in a]).numpy()
-    assert np.array_equal(flat, w.eval_ids[: 4 * 2 * 9].astype(np.int64))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    span = 9
+    w.eval_ids = np.arange(len(w.eval_ids))  # every token unique: a window names its place
+    starts = [
+        (int(row[0]) // span, split, int(row[0]) % span)
+        for split in ("test", "val")
+        for row in torch.cat(w.eval_windows(CPU, split))
+    ]
+    assert all(offset == 0 for _, _, offset in starts)  # aligned, non-overlapping windows
+    indices = sorted(starts)
+    assert len({i for i, _, _ in indices}) == len(indices)  # test and validation disjoint
+    assert [s for _, s, _ in indices][:4] == ["test", "val", "test", "val"]  # interleaved
+    assert indices[0][0] == 0 and indices[-1][0] == len(w.eval_ids) // span - 1  # both ends
 
 
 def test_eval_batches_shrink_to_what_the_held_out_stream_holds(corpus: str) -> None:

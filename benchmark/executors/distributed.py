@@ -28,7 +28,16 @@ def run_on_node(spec_json: str, plugins: Sequence[str], threads: int) -> str:
     """Body of the Ray task: one spec in its own process on this node, its record as JSON."""
     spec = RunSpec.model_validate_json(spec_json)
     with tempfile.TemporaryDirectory(prefix="methodbench-ray-") as tmp:
-        local = LocalExecutor(Path(tmp), None, jobs=1, plugins=plugins, threads_per_job=threads)
+        # Ray packs tasks on a node as its CPUs allow: how many shared the machine with this
+        # one is unknown here, and the record says so (concurrent_runs null).
+        local = LocalExecutor(
+            Path(tmp),
+            None,
+            jobs=1,
+            plugins=plugins,
+            threads_per_job=threads,
+            concurrency_known=False,
+        )
         (record,) = local.collect([spec], SilentEvents(), lambda r: r)
         if record.log_tail is None:
             log = Path(tmp) / "logs" / f"{spec.id}.log"

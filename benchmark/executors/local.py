@@ -133,6 +133,7 @@ class LocalExecutor:
         threads_per_job: int | None = None,
         poll_s: float = 0.1,
         pin: bool = True,
+        concurrency_known: bool = True,
     ) -> None:
         self.results_dir = Path(results_dir)
         self.registry = registry
@@ -145,6 +146,9 @@ class LocalExecutor:
             self.jobs = len(self.slots)
         self.threads = threads_per_job or max(1, len(cores) // self.jobs)
         self._free_slots = list(range(len(self.slots)))
+        # What records call their concurrency: this executor's job slots (how many runs
+        # may overlap), or 0 = unknown (a Ray node runs other tasks besides ours).
+        self.concurrency = self.jobs if concurrency_known else 0
         self.poll_s = poll_s
         self.log_dir = self.results_dir / "logs"
 
@@ -211,7 +215,7 @@ class LocalExecutor:
             "--threads",
             str(self.threads),
             "--concurrent",
-            str(self.jobs),
+            str(self.concurrency),
         ]
         slot = self._free_slots.pop(0) if self.pin else None
         if slot is not None:

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", required=True, help="where to write the RunRecord JSON")
     parser.add_argument("--plugin", action="append", default=[])
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--concurrent", type=int, default=1, help="runs sharing the machine")
+    parser.add_argument(
+        "--concurrent", type=int, default=1, help="runs that may share the machine; 0: unknown"
+    )
     parser.add_argument("--cpus", default="", help="cores to pin this run to, e.g. 0,1")
     args = parser.parse_args(argv)
 
@@ -31,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The timing regime travels as environment variables so the record's environment
     # capture (which also runs inline and on Ray) reads it from one place.
-    os.environ[CONCURRENT_RUNS_VAR] = str(max(1, args.concurrent))
+    os.environ[CONCURRENT_RUNS_VAR] = str(args.concurrent) if args.concurrent > 0 else "unknown"
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
         os.environ[PINNED_VAR] = "1"

@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -46,9 +47,18 @@ def _version(name: str) -> str | None:
         return None
 
 
+# Git is asked about the checkout the code was imported from, not the directory the
+# command ran in: run from /tmp or from inside another repository, the record would
+# otherwise name no commit, or someone else's. A non-editable install has no checkout,
+# and its records say so (commit null).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _git(*args: str, strip: bool = True) -> str | None:
     try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=2)
+        out = subprocess.run(
+            ["git", *args], capture_output=True, text=True, timeout=2, cwd=SOURCE_ROOT
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -77,14 +87,19 @@ def regime_key(environment: dict[str, Any]) -> tuple[Any, ...] | None:
 
 
 def describe_regime(environment: dict[str, Any]) -> str:
+    """The regime in words, from the fields of ``regime_key`` only, so runs that compare
+    read alike: never the cores a pinned run had (runs pinned to different cores share a
+    regime); reports add how many cores each had."""
     r = regime(environment)
     if r is None:
         return "unrecorded regime"
-    pinned = f", pinned to cores {r.get('cpu_affinity')}" if r.get("pinned") else ""
-    return (
-        f"{r.get('device_name')}, {r.get('torch_threads')} torch thread(s), "
-        f"{r.get('concurrent_runs')} concurrent run(s){pinned}"
+    pinned = ", pinned" if r.get("pinned") else ""
+    jobs = r.get("concurrent_runs")
+    concurrency = (
+        "an unknown number of concurrent runs" if jobs is None else f"{jobs} concurrent run(s)"
     )
+    threads = f"{r.get('torch_threads')} torch thread(s)"
+    return f"{r.get('device_name')}, {threads}, {concurrency}{pinned}"
 
 
 def _affinity() -> list[int] | None:
@@ -95,10 +110,10 @@ def capture_regime(device_name: str) -> dict[str, Any]:
     """The conditions a timing depends on. The executor that launched the run says how
     many runs shared the machine and whether this one was pinned; a run started any other
     way (inline, a test) ran alone and unpinned."""
-    try:
-        concurrent = max(1, int(os.environ.get(CONCURRENT_RUNS_VAR, "1")))
-    except ValueError:
-        concurrent = 1
+    raw = os.environ.get(CONCURRENT_RUNS_VAR, "1")
+    # The executor's job slots (how many runs may overlap; a suite's last runs may in fact
+    # run alone), or None where the executor cannot know (Ray packs tasks on a node).
+    concurrent: int | None = int(raw) if raw.isdigit() and int(raw) > 0 else None
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "device_name": device_name,
@@ -113,14 +128,22 @@ def capture_regime(device_name: str) -> dict[str, Any]:
 
 
 def git_dirty(status: str | None) -> bool | None:
-    """Whether tracked source differs from the commit. Untracked files and the results
-    directory do not count: a suite writes its own records there while it runs, and
-    every record would otherwise call its own tree dirty."""
+    """Whether the code differs from the commit: a tracked file changed, or an untracked
+    Python file sits outside the results and tests (a new plugin module not yet added
+    would otherwise run under "one clean commit"). Untracked data and the results
+    directory do not count: a suite writes its own records there while it runs, and every
+    record would otherwise call its own tree dirty."""
     if status is None:
         return None
     for line in status.splitlines():
-        path = line[3:].split(" -> ")[-1].strip('"')
-        if line.startswith("??") or path.startswith("results/"):
+        if len(line) < 4:
+            continue
+        paths = [p.strip('"') for p in line[3:].split(" -> ")]
+        if line.startswith("??"):
+            if any(p.endswith(".py") and not p.startswith(("results/", "tests/")) for p in paths):
+                return True
+            continue
+        if all(p.startswith("results/") for p in paths):
             continue
         return True
     return False
@@ -132,7 +155,7 @@ def capture_environment(device: torch.device | str) -> dict[str, Any]:
         device_name = torch.cuda.get_device_name(dev)
     else:
         device_name = cpu_model()
-    status = _git("status", "--porcelain", "--untracked-files=no", strip=False)
+    status = _git("status", "--porcelain", "--untracked-files=all", strip=False)
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),

@@ -24,6 +24,7 @@ optimizers-tiny suite, 80 runs, is 1.07x), so 10x flags only blow-ups.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import time
@@ -92,6 +93,28 @@ def _train_step(
     return loss
 
 
+def _first_steps_memory(ctx: RunContext, model: torch.nn.Module) -> dict[str, Metric]:
+    """Tensor memory of the first two steps of a twin of the run (a copy of the model, the
+    same optimizer, the same batches), before the timed loop and without touching it.
+    The first steps are where every method does the same things: the state is created
+    and low-rank methods compute their first projector (GaLore's SVD), so the peak is
+    taken at a defined point for all, not wherever a refresh happens to fall after
+    training. Random generators are forked so the run itself draws what it would have."""
+    wl, device = ctx.workload, ctx.device
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        twin = copy.deepcopy(model)
+        twin_optimizer = ctx.build_method(twin)
+        twin_batches = wl.train_batches(ctx.spec.seed, device)
+        figures = measure_step_memory(
+            twin,
+            twin_optimizer,
+            lambda: _train_step(wl, twin, twin_optimizer, next(twin_batches)),
+            steps=2,
+        )
+    return figures  # the twin is freed on return
+
+
 def _loss_metric(figures: dict[str, float], meter: str) -> Metric:
     """A held-out mean loss with its 95% interval over the evaluation windows, when the
     workload reports their standard error."""
@@ -158,6 +181,7 @@ def run(ctx: RunContext) -> ProtocolResult:
     model.train()
     optimizer = ctx.build_method(model)
     batches = wl.train_batches(spec.seed, device)
+    step_memory = _first_steps_memory(ctx, model)
     target = wl.target_loss
 
     train_loss: list[float] = []
@@ -282,14 +306,9 @@ def run(ctx: RunContext) -> ProtocolResult:
         metrics["tokens_per_s"] = Metric.null(f"{wl.items_unit}/s", timer, why)
     phase_metrics = train_phase.metrics()
     metrics.update(phase_metrics)
-    # Two more steps on the trained model, outside the timed phase, counted in tensors:
-    # the headline peak has one definition on every device (the phase's RSS growth and
+    # The headline peak has one definition on every device (the phase's RSS growth and
     # CUDA peaks stay as secondary figures).
-    metrics.update(
-        measure_step_memory(
-            model, optimizer, lambda: _train_step(wl, model, optimizer, next(batches)), steps=2
-        )
-    )
+    metrics.update(step_memory)
     metrics["peak_memory"] = metrics["step_peak_tensor_bytes"]
     curves = {
         "train_loss": Curve(

@@ -2,26 +2,48 @@
 
 What a reviewer can check in every table:
 
-- Every metric cell is the mean with a 95% interval: Student t over seeds where there are
-  three or more, the run's own test-set interval (``Metric.ci_low``/``ci_high``) where
-  there is one run, none for two seeds (a t interval on one degree of freedom is
-  ±12.7 standard errors of a spread two values cannot estimate). A standard deviation is
-  never shown for one run.
-- Ranks: ``=k`` marks a row whose primary interval overlaps that of row ``k``, the first
-  row of its group (ties are only declared within rows of one verdict, for kinds that
-  have one); ``k?`` a row without an interval, which can be declared neither tied nor
-  distinct.
-- Timing figures (``records.is_timing``) compare only when every ok run of the table
-  shares one timing regime (``measure.environment.regime_key``); otherwise they are
-  withheld (``n/a (mixed regimes)``, the regimes named once in the table's notes) and
-  never rank or break ties.
-- Grids: where records say which hyperparameters were tuned (``RunSpec.tuned``), each
-  method *variant* (method, device and the fixed hyperparameters) gets one ranked row, its
-  grid winner, chosen on the validation figure ``val_<primary>`` (the reported test metric
-  only when no validation figure exists, and then said); every grid point is listed,
-  unranked, in ``Table.points``. Records without ``tuned`` keep the older reading:
-  categorical hyperparameters name a variant, numeric ones are taken as grid axes, and
-  every configuration is ranked as its own row.
+- Every metric cell is the mean with a 95% interval (``_cell``):
+  - n >= 3 seeds: Student t over seeds; where the runs carry their own test-set interval
+    (``Metric.ci_low``/``ci_high``) it is combined with it, half-width
+    ``sqrt(t_half**2 + test_half**2)`` around the mean, ``test_half`` the mean half-width of
+    the runs' own intervals: every seed is scored on the same fixed test set, so the test
+    set's error does not average out over seeds and the seed spread alone omits it;
+  - n = 2: the mean of the two runs' test-set half-widths around the mean ("test-set
+    only, 2 seeds"), or no interval where the runs carry none (a t interval on one degree
+    of freedom is +-12.7 standard errors of a spread two values cannot estimate);
+  - n = 1: the run's own test-set interval;
+  - seeds that agree exactly and carry no test-set interval: the mean alone, marked
+    "no interval" (a zero-width interval would read as exact);
+  - intervals are clipped to the metric's range where it is known (fractions and AUROC
+    to [0, 1], perplexity to >= 1, times, rates, counts, bytes and ratios to >= 0;
+    deltas are not clipped);
+  - a mean over only the seeds that report a value (the others null) says so,
+    ``15.2 [..] (2/3 seeds)``, and the notes under the table say why the rest are null.
+  A standard deviation is never shown.
+- Ranks (``_label_ranks``): ``=k`` marks a row whose primary interval overlaps that of
+  the row at position ``k``, the highest-placed row above it that it overlaps (within one
+  verdict, for kinds that have one); row ``k`` reads ``=k`` too, unless it is itself tied
+  with a row above it. Overlap is not transitive, so a row is never tied with a row it does
+  not overlap. A row that overlaps no row above it keeps its plain rank, ``k?`` a row
+  without an interval, which can be declared neither tied nor distinct.
+- Timing figures (``records.is_timing``: seconds, rates and ratios of clock readings)
+  compare only when every ok run of the table shares one timing regime
+  (``measure.environment.regime_key``); otherwise they are withheld (``n/a (mixed
+  regimes)``, the regimes named once in the table's notes) and never rank or break ties.
+- Grids: where records say which hyperparameters were tuned (``RunSpec.tuned`` a tuple),
+  each method *variant* (method, device and the fixed hyperparameters) gets one ranked
+  row, its grid winner, chosen on the validation figure ``val_<primary>`` (the reported
+  test metric only when no validation figure exists, and then said); every grid point is
+  listed, unranked, in ``Table.points``. Winner selection (``_choose_winner``): grid
+  points whose figure covers fewer seeds than the variant's fullest point (a seed failed,
+  diverged or reported null) are marked and lose to complete ones; among complete points
+  the best mean wins, and exact ties go to the grid's order (the tuned hyperparameters'
+  values ascending, then the configuration's label), never to the test metric.
+  ``tuned == ()`` (nothing tuned: a plain method, or an operating point of ``variants:``
+  axes such as a pruning amount) makes every configuration its own ranked row, with no
+  tuning text. Records without ``tuned`` (``None``: they predate the field) keep the
+  older reading: categorical hyperparameters name a variant, numeric ones are taken as
+  grid axes, and every configuration is ranked as its own row.
 
 Runs that did not finish ``ok`` are listed under the ranking with their status and
 reason, never dropped."""
@@ -35,8 +57,9 @@ from typing import Any
 
 from benchmark.kinds import KIND_INFO, KindInfo
 from benchmark.measure.environment import describe_regime, regime_key
+from benchmark.measure.environment import regime as regime_of
 from benchmark.metrics.intervals import mean_interval, overlap
-from benchmark.records import RunRecord, is_timing
+from benchmark.records import Metric, RunRecord, is_timing
 from benchmark.store import hparams_label
 
 FALLBACK = KindInfo(primary="", higher_is_better=True, columns=())
@@ -47,6 +70,9 @@ FALLBACK = KindInfo(primary="", higher_is_better=True, columns=())
 MIN_SEEDS_FOR_INTERVAL = 3
 VALIDATION_PREFIX = "val_"
 NO_VALIDATION = "chosen on the reported test metric: no validation figure"
+NONNEGATIVE_UNITS = frozenset(
+    {"s", "x", "count", "bytes", "parameters", "FLOP", "steps", "labels", "J", "W", "nats"}
+)
 MIXED = "mixed regimes"
 UNRECORDED = "regime not recorded"
 
@@ -55,11 +81,20 @@ UNRECORDED = "regime not recorded"
 class Cell:
     mean: float | None
     std: float | None  # over seeds; None for a single run (one value has no spread)
-    n: int
-    reason: str | None = None  # why the figure is null
+    n: int  # seeds with a value (the mean is over these)
+    reason: str | None = None  # why the figure is null (in every seed, or in the others)
     ci: tuple[float, float] | None = None  # the 95% interval shown, where there is one
-    ci_source: str | None = None  # "seeds" (Student t) or "run" (the run's own interval)
+    # "seeds" (Student t), "seeds+test" (Student t combined with the runs' test-set
+    # interval), "test" (two seeds: their test-set intervals only) or "run" (one run's own)
+    ci_source: str | None = None
     note: str | None = None  # short text after "n/a" (e.g. "mixed regimes")
+    runs: int | None = None  # ok runs of the configuration (None: as many as n)
+    no_interval: str | None = None  # why a figure with n >= 3 has no interval
+
+    @property
+    def partial(self) -> bool:
+        """The mean covers only some of the configuration's ok runs (the rest are null)."""
+        return self.mean is not None and self.runs is not None and self.n < self.runs
 
 
 @dataclass
@@ -80,6 +115,8 @@ class Row:
     ranked: bool = True  # in the ranked table (False: a grid point folded into its winner)
     grid_points: int = 1  # configurations its variant tried (failed ones included)
     selected_on: str | None = None  # the metric the winner was chosen on (grids only)
+    seeds_run: int = 0  # seeds this configuration ran, failed ones included
+    incomplete: str | None = None  # "2/3 seeds": fewer seeds than its grid's fullest point
 
 
 @dataclass
@@ -97,11 +134,19 @@ class Variant:
     selection_note: str = ""
     edges: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # hparams label -> statuses
+    incomplete: int = 0  # grid points with fewer seeds than the fullest, not preferred
 
     @property
     def collapsed(self) -> bool:
         """Whether the ranked table shows only this variant's winner."""
         return self.declared and self.tried > 1
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the variant has grid axes: declared ones, or inferred ones (older
+        records). A configuration run with nothing tuned (``RunSpec.tuned == ()``: a plain
+        method, or an operating point such as a pruning amount) has none."""
+        return bool(self.axes) or not self.declared
 
 
 @dataclass
@@ -156,10 +201,12 @@ class Table:
             cell = row.cells.get(self.primary)
             if cell is None or cell.mean is None:
                 continue
-            src = cell.ci_source if cell.ci is not None else "none"
+            src = (cell.ci_source or "none") if cell.ci is not None else "none"
             counts[src] = counts.get(src, 0) + 1
         names = {
+            "seeds+test": "over seeds (Student t) combined with the runs' test-set interval",
             "seeds": "over seeds (Student t)",
+            "test": "test-set only, 2 seeds",
             "run": "the single run's own test-set interval",
             "none": "none",
         }
@@ -167,18 +214,39 @@ class Table:
             f"{names[k]} in {n} row{'s' if n != 1 else ''}"
             for k, n in sorted(counts.items(), key=lambda kv: list(names).index(kv[0]))
         )
+        partial = any(
+            cell.partial
+            for row in self.rows
+            for cell in (*row.cells.values(), row.validation)
+            if cell is not None
+        )
         return (
-            f"cells: mean [95% interval], over seeds (Student t) where n >= "
-            f"{MIN_SEEDS_FOR_INTERVAL}, the run's own test-set interval where n = 1, "
-            "the mean alone where n = 2 (no interval); never a std"
+            f"cells: mean [95% interval]; n >= {MIN_SEEDS_FOR_INTERVAL} seeds: Student t over "
+            "seeds, where the runs carry a test-set interval combined with it as "
+            "sqrt(t half-width^2 + mean test-set half-width^2) (the test set is shared by "
+            "every seed, so its error does not average out); n = 2: the mean of the two "
+            "runs' test-set half-widths (test-set only, 2 seeds), else no interval; n = 1: "
+            "the run's own test-set interval; seeds that agree exactly with no test-set "
+            "interval: the mean alone (no interval); clipped to the metric's range "
+            "(fractions, AUROC [0, 1]; perplexity >= 1; times, counts, bytes, ratios >= 0); "
+            "never a std"
+            + (
+                "; (k/n seeds): the mean over the k of n seeds that report the figure "
+                "(null in the others, see the notes)"
+                if partial
+                else ""
+            )
             + (f"; {self.primary} intervals: {shown}" if shown else "")
         )
 
     @property
     def tie_note(self) -> str:
-        scope = ", within one verdict" if self.info.verdict is not None else ""
+        scope = " within one verdict" if self.info.verdict is not None else ""
         return (
-            f"rank =k: tied with row k (their {self.primary} intervals overlap{scope}); "
+            f"rank =k: its {self.primary} interval overlaps that of row k, the highest row "
+            f"above it{scope} that it overlaps (row k reads =k too unless tied higher up; "
+            "overlap is not transitive, so rows tied with the same k need not overlap each "
+            "other); plain k: overlaps no row above it; "
             "k?: no interval, so neither tied with nor distinct from the rows above"
         )
 
@@ -188,9 +256,12 @@ class Table:
             return ""
         budgets: dict[int, list[str]] = {}
         for v in self.variants:
-            budgets.setdefault(v.tried, []).append(v.label)
+            if v.tuned:
+                budgets.setdefault(v.tried, []).append(v.label)
         inferred = not any(v.declared for v in self.variants)
-        if set(budgets) == {1}:
+        if not budgets:
+            text = "nothing tuned: every configuration is its own row"
+        elif set(budgets) == {1}:
             text = "no grids: every variant ran one configuration"
         elif len(budgets) == 1:
             (n,) = budgets
@@ -199,6 +270,12 @@ class Table:
             text = "unequal tuning budgets: " + "; ".join(
                 f"{n} grid point{'s' if n != 1 else ''} for {', '.join(labels)}"
                 for n, labels in sorted(budgets.items(), reverse=True)
+            )
+        untuned = sum(1 for v in self.variants if not v.tuned)
+        if budgets and untuned:
+            text += (
+                f"; {untuned} configuration{'s' if untuned != 1 else ''} with nothing tuned, "
+                "each its own row"
             )
         if inferred and set(budgets) != {1}:
             text += (
@@ -254,46 +331,131 @@ class Table:
 # --------------------------------------------------------------------------- cells
 
 
+def _bounds(metric: str, unit: str) -> tuple[float | None, float | None]:
+    """The range a metric's true value lies in, where its unit says: fractions and AUROC in
+    [0, 1], perplexity >= 1, times, rates, counts, bytes and ratios >= 0. Deltas and
+    differences (``quality_delta``) can be negative and ratios named ``*_vs_*`` can exceed 1,
+    so they get no such bound."""
+    words = set(metric.lower().split("_"))
+    if words & {"delta", "diff", "change"}:
+        return (-1.0, 1.0) if unit in ("fraction", "AUROC") else (None, None)
+    if unit in ("fraction", "AUROC"):
+        return (0.0, None) if "vs" in words else (0.0, 1.0)
+    if unit in ("ppl", "perplexity"):
+        return 1.0, None
+    if unit in NONNEGATIVE_UNITS or unit.endswith("/s"):
+        return 0.0, None
+    return None, None
+
+
+def _clip(
+    ci: tuple[float, float], metric: str, unit: str, values: list[float]
+) -> tuple[float, float]:
+    """``ci`` clipped to the metric's range (``_bounds``); a bound that some run's own value
+    already breaks is not the metric's range, and is dropped."""
+    lo_b, hi_b = _bounds(metric, unit)
+    if lo_b is not None and min(values) < lo_b:
+        lo_b = None
+    if hi_b is not None and max(values) > hi_b:
+        hi_b = None
+    lo, hi = ci
+    if lo_b is not None:
+        lo = max(lo, lo_b)
+    if hi_b is not None:
+        hi = min(hi, hi_b)
+    return lo, hi
+
+
+def _test_half(metrics: list[Metric]) -> float | None:
+    """The mean half-width of the runs' own test-set intervals, over the runs that carry
+    one; None where none does."""
+    halves = [
+        (m.ci_high - m.ci_low) / 2
+        for m in metrics
+        if m.ci_low is not None and m.ci_high is not None
+    ]
+    return statistics.fmean(halves) if halves else None
+
+
 def _cell(records: list[RunRecord], metric: str) -> Cell:
-    values = [r.metrics[metric].value for r in records if metric in r.metrics]
-    present = [v for v in values if v is not None]
+    """Mean and 95% interval over the runs that report ``metric`` (the rules are in the
+    module docstring); ``runs`` counts every run, so a mean over only some reads as such."""
+    reported = [r.metrics[metric] for r in records if metric in r.metrics]
+    with_value = [m for m in reported if m.value is not None]
+    present = [float(m.value) for m in with_value if m.value is not None]
+    runs = len(records)
+    nulls = sorted({m.reason for m in reported if m.value is None and m.reason})
+    missing = runs - len(reported)
+    why = "; ".join(nulls + (["not reported"] if missing else [])) or "not reported"
     if not present:
-        reasons = {r.metrics[metric].reason for r in records if metric in r.metrics}
-        reason = "; ".join(sorted(x for x in reasons if x)) or "not reported"
-        return Cell(None, None, 0, reason)
+        return Cell(None, None, 0, why, runs=runs)
     n = len(present)
+    reason = why if n < runs else None
     mean = statistics.fmean(present)
+    unit = with_value[0].unit
+    test_half = _test_half(with_value)
     if n >= MIN_SEEDS_FOR_INTERVAL:
-        return Cell(
-            mean, statistics.stdev(present), n, ci=mean_interval(present), ci_source="seeds"
-        )
+        std = statistics.stdev(present)
+        lo, hi = mean_interval(present)
+        seed_half = (hi - lo) / 2 if max(present) > min(present) else 0.0  # no round-off
+        half = math.hypot(seed_half, test_half or 0.0)
+        if half <= 0:
+            return Cell(
+                mean, std, n, reason, runs=runs, no_interval="seeds identical, no test-set interval"
+            )
+        ci = _clip((mean - half, mean + half), metric, unit, present)
+        source = "seeds+test" if test_half else "seeds"
+        return Cell(mean, std, n, reason, ci=ci, ci_source=source, runs=runs)
     if n == 2:
-        return Cell(mean, statistics.stdev(present), n)
-    m = next(
-        r.metrics[metric]
-        for r in records
-        if metric in r.metrics and r.metrics[metric].value is not None
-    )
+        std = statistics.stdev(present)
+        if not test_half:
+            return Cell(mean, std, n, reason, runs=runs)
+        ci = _clip((mean - test_half, mean + test_half), metric, unit, present)
+        return Cell(mean, std, n, reason, ci=ci, ci_source="test", runs=runs)
+    m = with_value[0]
     if m.ci_low is not None and m.ci_high is not None:
-        return Cell(mean, None, 1, ci=(m.ci_low, m.ci_high), ci_source="run")
-    return Cell(mean, None, 1)
+        ci = _clip((m.ci_low, m.ci_high), metric, unit, present)
+        return Cell(mean, None, 1, reason, ci=ci, ci_source="run", runs=runs)
+    return Cell(mean, None, 1, reason, runs=runs)
+
+
+def _pinned_cores(record: RunRecord) -> int | None:
+    """How many cores a pinned run had; None for an unpinned run or where not recorded."""
+    r = regime_of(record.environment)
+    cores = r.get("cpu_affinity") if r is not None and r.get("pinned") else None
+    return len(cores) if isinstance(cores, list) else None
+
+
+def regime_counts(records: list[RunRecord]) -> dict[str, int]:
+    """Runs per timing regime, described without naming cores: runs pinned to different
+    cores share a regime (``regime_key`` holds whether a run was pinned, not where), so
+    the description says how many cores each run had ("pinned, 1 core each", "pinned,
+    2-3 cores each"), never which."""
+    groups: dict[str, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(describe_regime(r.environment), []).append(r)
+    out = {}
+    for desc, runs in groups.items():
+        sizes = sorted({n for r in runs if (n := _pinned_cores(r)) is not None})
+        if sizes:
+            span = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+            desc += f", {span} core{'s' if sizes[-1] != 1 else ''} each"
+        out[desc] = len(runs)
+    return out
 
 
 def _timing(ok: list[RunRecord], columns: list[str]) -> tuple[list[str], str | None, str | None]:
     """(timing columns, the one regime's description or None, why timings are withheld or
     None)."""
-    timing = [c for c in columns if any(c in r.metrics and is_timing(r.metrics[c]) for r in ok)]
+    timing = [c for c in columns if any(c in r.metrics and is_timing(r.metrics[c], c) for r in ok)]
     if not ok:
         return timing, None, None
     keys = {regime_key(r.environment) for r in ok}
+    counts = regime_counts(ok)
     if len(keys) == 1 and None not in keys:
-        return timing, describe_regime(ok[0].environment), None
+        return timing, ", ".join(counts), None  # one key: one description
     if not timing:
         return timing, None, None
-    counts: dict[str, int] = {}
-    for r in ok:
-        desc = describe_regime(r.environment)
-        counts[desc] = counts.get(desc, 0) + 1
     listed = "; ".join(
         f"{d} [{n} run{'s' if n != 1 else ''}]"
         for d, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -331,6 +493,9 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
     configs: dict[tuple[str, str, str], list[RunRecord]] = {}
     for r in ok:
         configs.setdefault(_config_key(r), []).append(r)
+    attempted: dict[tuple[str, str, str], set[int]] = {}
+    for r in recs:
+        attempted.setdefault(_config_key(r), set()).add(r.spec.seed)
     points = []
     for (m, h, d), rs in configs.items():
         cells = {c: _cell(rs, c) for c in columns}
@@ -348,6 +513,7 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
                 cells=cells,
                 records=rs,
                 validation=_cell(rs, validation) if has_val else None,
+                seeds_run=len(attempted[(m, h, d)]),
             )
         )
     for row in points:
@@ -395,17 +561,27 @@ def _config_key(r: RunRecord) -> tuple[str, str, str]:
     return (r.spec.method, hparams_label(r.spec.hparams), r.spec.device)
 
 
-def _tuned(records: list[RunRecord]) -> tuple[str, ...]:
-    return tuple(sorted({k for r in records for k in r.spec.tuned}))
+def _tuned(records: list[RunRecord]) -> tuple[str, ...] | None:
+    """The hyperparameters the records say were tuned; None where none of them says
+    (records that predate ``RunSpec.tuned``: the reading is inferred)."""
+    declared = [r.spec.tuned for r in records if r.spec.tuned is not None]
+    if not declared:
+        return None
+    return tuple(sorted({k for t in declared for k in t}))
 
 
 def _variant_of(
-    method: str, device: str, hparams: dict[str, Any], tuned: tuple[str, ...], devices: bool
+    method: str,
+    device: str,
+    hparams: dict[str, Any],
+    tuned: tuple[str, ...] | None,
+    devices: bool,
 ) -> tuple[tuple[Any, ...], str, tuple[str, ...]]:
-    """(key, label, axes) of a configuration's variant. Declared (``tuned`` non-empty): the
-    fixed hyperparameters name the variant. Inferred: categorical ones (strings, booleans)
-    name it and the numeric ones are taken as its grid axes."""
-    if tuned:
+    """(key, label, axes) of a configuration's variant. Declared (``tuned`` a tuple): the
+    hyperparameters not tuned name the variant (all of them for ``()``: every configuration
+    is its own variant, with no axes). Inferred (``None``): categorical ones (strings,
+    booleans) name it and the numeric ones are taken as its grid axes."""
+    if tuned is not None:
         fixed = {k: v for k, v in sorted(hparams.items()) if k not in tuned}
         axes = tuned
     else:
@@ -415,7 +591,7 @@ def _variant_of(
     label = f"{method} [{text}]" if text else method
     if devices:
         label += f" on {device}"
-    key = (bool(tuned), method, device, text, tuned)
+    key = (tuned is not None, method, device, text, tuned)
     return key, label, axes
 
 
@@ -427,11 +603,11 @@ def _variants(points: list[Row], failed: list[RunRecord], devices: bool) -> list
         key, label, axes = _variant_of(
             row.method, row.device, row.records[0].spec.hparams, tuned, devices
         )
-        v = variants.setdefault(key, Variant(label, [], 0, axes, declared=bool(tuned)))
+        v = variants.setdefault(key, Variant(label, [], 0, axes, declared=tuned is not None))
         v.points.append(row)
         tried.setdefault(key, set()).add(row.hparams)
     for r in failed:
-        tuned = tuple(sorted(r.spec.tuned))
+        tuned = None if r.spec.tuned is None else tuple(sorted(r.spec.tuned))
         key, _, _ = _variant_of(r.spec.method, r.spec.device, r.spec.hparams, tuned, devices)
         if key in tried:
             label = hparams_label(r.spec.hparams)
@@ -451,20 +627,55 @@ def _variants(points: list[Row], failed: list[RunRecord], devices: bool) -> list
     return list(variants.values())
 
 
+def grid_order(row: Row, axes: tuple[str, ...]) -> tuple[Any, ...]:
+    """A configuration's place in its grid: the tuned hyperparameters' values ascending
+    (numbers before other values), then its label. Breaks exact ties between grid points
+    without looking at any measured figure."""
+    hp = row.records[0].spec.hparams if row.records else {}
+    out: list[tuple[int, float, str]] = []
+    for k in axes:
+        x = hp.get(k)
+        numeric = isinstance(x, int | float) and not isinstance(x, bool)
+        out.append((0, float(x), "") if numeric else (1, 0.0, str(x)))  # type: ignore[arg-type]
+    return (tuple(out), row.hparams)
+
+
 def _choose_winner(v: Variant, rank_key: Any, validation: str, higher: bool) -> None:
     """The grid point with the best mean validation figure (direction: the primary's);
-    the best on the ranked test metric only where no point has a validation figure."""
+    the best on the ranked test metric only where no point has a validation figure.
+
+    Complete points first: a point whose figure covers fewer seeds than the variant's
+    fullest point (a seed failed, diverged, or reported null) is marked ``incomplete`` and
+    wins only where no complete point has the figure, so the mean of a point's surviving
+    seeds never beats a full one. Exact ties in the figure go to the grid's order
+    (``grid_order``), never to the test metric."""
     with_val = [
         row for row in v.points if row.validation is not None and row.validation.mean is not None
     ]
-    if with_val:
+    on_validation = bool(with_val)
+    candidates = with_val or v.points
+    v_primary = validation.removeprefix(VALIDATION_PREFIX)
 
-        def val(row: Row) -> float:
+    def covered(row: Row) -> int:
+        """Seeds the figure the winner is chosen on covers."""
+        cell = row.validation if on_validation else row.cells.get(v_primary)
+        return cell.n if cell is not None and cell.mean is not None else 0
+
+    full = max((max(row.seeds_run, len(row.records)) for row in v.points), default=0)
+    v.incomplete = 0
+    for row in v.points:
+        row.incomplete = None
+        if v.tried > 1 and covered(row) < full:
+            row.incomplete = f"{covered(row)}/{full} seeds"
+            v.incomplete += 1
+    if on_validation:
+
+        def val(row: Row) -> tuple[Any, ...]:
             mean = row.validation.mean if row.validation is not None else None
             assert mean is not None
-            return -mean if higher else mean
+            return (row.incomplete is not None, -mean if higher else mean, grid_order(row, v.axes))
 
-        v.winner = min(with_val, key=val)
+        v.winner = min(candidates, key=val)
         v.selected_on, v.on_validation = validation, True
         v.selection_note = f"chosen on {validation}"
         if len(with_val) < len(v.points):
@@ -472,9 +683,18 @@ def _choose_winner(v: Variant, rank_key: Any, validation: str, higher: bool) -> 
                 f" ({len(v.points) - len(with_val)} grid point(s) without one not eligible)"
             )
     else:
-        v.winner = min(v.points, key=rank_key)
-        v.selected_on, v.on_validation = validation.removeprefix(VALIDATION_PREFIX), False
+        v.winner = min(
+            candidates,
+            key=lambda row: (row.incomplete is not None, rank_key(row), grid_order(row, v.axes)),
+        )
+        v.selected_on, v.on_validation = v_primary, False
         v.selection_note = NO_VALIDATION
+    if v.incomplete:
+        v.selection_note += (
+            f"; {v.incomplete} grid point(s) with fewer seeds than the others not preferred"
+        )
+        if v.winner is not None and v.winner.incomplete:
+            v.selection_note += f" (the winner itself covers {v.winner.incomplete})"
     for row in v.points:
         row.winner = row is v.winner
         row.ranked = row.winner or not v.collapsed
@@ -500,26 +720,26 @@ def _edges(v: Variant) -> list[str]:
 
 def _label_ranks(rows: list[Row], primary: str, by_verdict: bool) -> None:
     """Position and label of each ranked row. A row whose primary interval overlaps that
-    of the head of its group (the first row with an interval since the last distinct one,
-    within one verdict) is tied with it: both read ``=k``. A row without an interval reads
-    ``k?`` and never heads a group."""
-    head: Row | None = None
-    head_ci: tuple[float, float] = (0.0, 0.0)
-    group: object = object()
+    of some row above it (within one verdict) reads ``=k``, ``k`` the position of the
+    highest such row; row ``k`` reads ``=k`` too unless it is already tied with a row above
+    it. Overlap is checked against every row above, not a group's head, and is not taken
+    as transitive. A row that overlaps none keeps its plain position; one without an
+    interval reads ``k?`` and is never tied with."""
+    above: list[tuple[Row, tuple[float, float], object]] = []
     for pos, row in enumerate(rows, 1):
-        row.rank, row.tied = pos, False
-        this_group = row.verdict if by_verdict else None
-        if this_group != group:
-            head, group = None, this_group
+        row.rank, row.tied, row.rank_label = pos, False, str(pos)
+        group = row.verdict if by_verdict else None
         cell = row.cells.get(primary)
         ci = cell.ci if cell is not None and cell.mean is not None else None
         if ci is None:
             row.rank_label = f"{pos}?"
-        elif head is not None and overlap(ci, head_ci):
-            row.rank_label, row.tied = f"={head.rank}", True
-            head.rank_label, head.tied = f"={head.rank}", True
-        else:
-            head, head_ci, row.rank_label = row, ci, str(pos)
+            continue
+        best = next((r for r, rci, g in above if g == group and overlap(ci, rci)), None)
+        if best is not None:
+            row.rank_label, row.tied = f"={best.rank}", True
+            if not best.tied:
+                best.rank_label, best.tied = f"={best.rank}", True
+        above.append((row, ci, group))
 
 
 def _declared_direction(records: list[RunRecord], metric: str, default: bool) -> bool:
@@ -615,15 +835,23 @@ def _interval_text(mean: float, lo: float, hi: float, integer: bool) -> str:
 
 def format_cell(cell: Cell, unit: str) -> str:
     """``mean [low, high]`` (the 95% interval) in the mean's scale and unit, the mean alone
-    where there is no interval, ``n/a`` (with a short note, e.g. "mixed regimes") where
-    the figure is null. Never a standard deviation: one run has none, and a spread is not
-    an interval."""
+    where there is no interval (marked "no interval" where three or more seeds agree
+    exactly), ``(k/n seeds)`` after a mean over only the k seeds that report the figure,
+    ``n/a`` (with a short note, e.g. "mixed regimes") where the figure is null. Never a
+    standard deviation: one run has none, and a spread is not an interval."""
     if cell.mean is None:
         return f"n/a ({cell.note})" if cell.note else "n/a"
     scale = _scale(cell.mean, unit)
+    tags = []
+    if cell.partial:
+        tags.append(f"{cell.n}/{cell.runs} seeds")
     if cell.ci is None:
-        return format_value(cell.mean, unit, scale)
-    divisor, suffix = scale
-    lo, hi = (v / divisor for v in cell.ci)
-    text = _interval_text(cell.mean / divisor, lo, hi, unit == "bytes" and suffix == "B")
-    return text + (f" {suffix}" if suffix else "")
+        if cell.no_interval:
+            tags.append("no interval: " + cell.no_interval)
+        text = format_value(cell.mean, unit, scale)
+    else:
+        divisor, suffix = scale
+        lo, hi = (v / divisor for v in cell.ci)
+        text = _interval_text(cell.mean / divisor, lo, hi, unit == "bytes" and suffix == "B")
+        text += f" {suffix}" if suffix else ""
+    return text + (f" ({'; '.join(tags)})" if tags else "")

@@ -14,7 +14,15 @@ from benchmark import store
 from benchmark.fileio import atomic_write_text
 from benchmark.measure.environment import describe_regime
 from benchmark.records import RunRecord
-from benchmark.report.leaderboard import Cell, Row, Table, build_leaderboard, format_cell
+from benchmark.report.leaderboard import (
+    Cell,
+    Row,
+    Table,
+    build_leaderboard,
+    format_cell,
+    grid_order,
+    regime_counts,
+)
 from benchmark.report.plots import PLOTS
 
 
@@ -56,10 +64,9 @@ def _code_line(records: list[RunRecord]) -> str:
 
 
 def _regime_line(records: list[RunRecord]) -> str:
-    counts: dict[str, int] = {}
-    for r in records:
-        desc = describe_regime(r.environment)
-        counts[desc] = counts.get(desc, 0) + 1
+    """The timing regime(s) of the records, each described without naming cores (runs
+    pinned to different cores share a regime; the line says how many cores each had)."""
+    counts = regime_counts(records)
     if len(counts) == 1:
         ((desc, n),) = counts.items()
         if desc == describe_regime({}):
@@ -74,7 +81,16 @@ def _regime_line(records: list[RunRecord]) -> str:
     )
 
 
-def _header_lines(records: list[RunRecord]) -> list[str]:
+def _superseded_line(superseded: int) -> str | None:
+    if not superseded:
+        return None
+    return (
+        f"{_plural(superseded, 'older record')} (superseded by newer code or a newer run "
+        "of the same configuration) left out."
+    )
+
+
+def _header_lines(records: list[RunRecord], superseded: int = 0) -> list[str]:
     suites = sorted({r.spec.suite for r in records})
     devices = sorted(
         {str(r.environment.get("device_name")) for r in records if r.environment.get("device_name")}
@@ -85,10 +101,16 @@ def _header_lines(records: list[RunRecord]) -> list[str]:
     by_status: dict[str, int] = {}
     for r in records:
         by_status[r.status] = by_status.get(r.status, 0) + 1
-    return [
+    lines = [
         f"Suite: {', '.join(suites) or '-'}. Runs: {len(records)} "
         f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}). "
         f"Written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
+    ]
+    left_out = _superseded_line(superseded)
+    if left_out:
+        lines.append(left_out)
+    return [
+        *lines,
         f"Devices: {', '.join(devices) or '-'}. torch: {', '.join(torch_versions) or '-'}.",
         _code_line(records),
         _regime_line(records),
@@ -131,6 +153,12 @@ def _chosen_on(table: Table, row: Row) -> str:
     return f"{variant.selected_on} (test: no validation figure)"
 
 
+def _seeds(row: Row) -> str:
+    """Seeds with an ok run, "2/3" where the configuration ran more (the others failed)."""
+    ok = len(row.seeds)
+    return f"{ok}/{row.seeds_run}" if row.seeds_run > ok else str(ok)
+
+
 def _row_cells(table: Table) -> list[list[str]]:
     out = []
     for row in table.rows:
@@ -143,7 +171,7 @@ def _row_cells(table: Table) -> list[list[str]]:
                 row.method,
                 row.hparams,
                 row.device,
-                str(len(row.seeds)),
+                _seeds(row),
                 *tuning,
                 *verdict,
                 *cells,
@@ -153,12 +181,24 @@ def _row_cells(table: Table) -> list[list[str]]:
 
 
 def _null_notes(table: Table) -> list[str]:
+    """Why a ranked row's figure is null, and which means cover only some seeds (the
+    others null): such a mean is not a mean over every seed, e.g. steps to target over the
+    seeds that reached it."""
     notes = []
     for row in table.rows:
-        for c in table.columns:
-            cell = row.cells[c]
+        cells = [(c, row.cells[c]) for c in table.columns]
+        if row.validation is not None:
+            cells.append((table.validation_metric, row.validation))
+        for c, cell in cells:
             if cell.mean is None and cell.note is None:  # withheld figures: _timing_line
-                notes.append(f"{row.method} [{row.hparams}] {c}: n/a because {cell.reason}")
+                if c in table.columns:
+                    notes.append(f"{row.method} [{row.hparams}] {c}: n/a because {cell.reason}")
+            elif cell.partial:
+                notes.append(
+                    f"{row.method} [{row.hparams}] {c}: mean over {cell.n} of {cell.runs} "
+                    f"seeds, the only ones with a value (null in the others: {cell.reason}); "
+                    "not comparable with a mean over every seed"
+                )
     return notes
 
 
@@ -220,33 +260,25 @@ def _points_cells(table: Table) -> list[list[str]]:
     for v in table.variants:
         if not v.collapsed:
             continue
-        for row in sorted(v.points, key=lambda r: _axis_order(r, v.axes)):
+        for row in sorted(v.points, key=lambda r: grid_order(r, v.axes)):
             val = format_cell(row.validation, vunit) if row.validation is not None else "n/a"
-            chosen = f"winner (rank {row.rank_label})" if row.winner else ""
+            chosen = [f"winner (rank {row.rank_label})"] if row.winner else []
+            if row.incomplete:
+                chosen.append(f"incomplete ({row.incomplete}), not preferred")
             out.append(
                 [
                     v.label,
                     row.hparams,
                     row.device,
-                    str(len(row.seeds)),
+                    _seeds(row),
                     format_cell(row.cells[table.primary], unit),
                     val,
-                    chosen,
+                    "; ".join(chosen),
                 ]
             )
         for hparams, statuses in sorted(v.failed.items()):
             out.append([v.label, hparams, "", "", f"not ok: {statuses}", "", ""])
     return out
-
-
-def _axis_order(row: Row, axes: tuple[str, ...]) -> tuple[tuple[int, float, str], ...]:
-    hp = row.records[0].spec.hparams if row.records else {}
-    out = []
-    for k in axes:
-        x = hp.get(k)
-        numeric = isinstance(x, int | float) and not isinstance(x, bool)
-        out.append((0, float(x), "") if numeric else (1, 0.0, str(x)))  # type: ignore[arg-type]
-    return tuple(out)
 
 
 POINTS_HEADING = (
@@ -255,8 +287,9 @@ POINTS_HEADING = (
 )
 
 
-def render_markdown(records: list[RunRecord], tables: list[Table]) -> str:
-    lines = ["# Leaderboard", "", *_header_lines(records), ""]
+def render_markdown(records: list[RunRecord], tables: list[Table], superseded: int = 0) -> str:
+    """``superseded``: how many older records (``store.current_records``) were left out."""
+    lines = ["# Leaderboard", "", *_header_lines(records, superseded), ""]
     for t in tables:
         lines += [f"## {t.title}", "", f"_{t.ranking_note}._", ""]
         timing = _timing_line(t)
@@ -291,6 +324,7 @@ def _cell_fields(prefix: str, cell: Cell | None, unit: str | None) -> dict[str, 
         f"{prefix}__ci_high": cell.ci[1] if cell.ci else None,
         f"{prefix}__ci_source": cell.ci_source if cell.ci else None,
         f"{prefix}__n": cell.n,
+        f"{prefix}__runs": cell.runs,
         f"{prefix}__std": cell.std,
         f"{prefix}__unit": unit,
         f"{prefix}__reason": cell.reason if cell.mean is None else None,
@@ -318,6 +352,8 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
                 "hparams": row.hparams,
                 "device": row.device,
                 "seeds": len(row.seeds),
+                "seeds_run": row.seeds_run,
+                "incomplete": row.incomplete,
                 "variant": row.variant,
                 "grid_points": row.grid_points,
                 "winner": row.winner,
@@ -347,7 +383,7 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_html(records: list[RunRecord], tables: list[Table]) -> str:
+def render_html(records: list[RunRecord], tables: list[Table], superseded: int = 0) -> str:
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>methodbench leaderboard</title>",
@@ -356,7 +392,7 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:nth-child(2),td:nth-child(3){text-align:left}.bad{color:#a00}"
         "img{max-width:100%}</style></head><body><h1>methodbench leaderboard</h1>",
-        *[f"<p>{esc(line)}</p>" for line in _header_lines(records)],
+        *[f"<p>{esc(line)}</p>" for line in _header_lines(records, superseded)],
     ]
     for t in tables:
         parts.append(f"<h2>{esc(t.title)}</h2><p><em>{esc(t.ranking_note)}</em></p>")
@@ -400,7 +436,7 @@ def render_html(records: list[RunRecord], tables: list[Table]) -> str:
 
 
 def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
-    records, _superseded = store.current_records(store.load_records(results_dir))
+    records, superseded = store.current_records(store.load_records(results_dir))
     tables = build_leaderboard(records)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -409,7 +445,7 @@ def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) ->
         "csv": out / "leaderboard.csv",
         "html": out / "report.html",
     }
-    atomic_write_text(paths["markdown"], render_markdown(records, tables))
+    atomic_write_text(paths["markdown"], render_markdown(records, tables, len(superseded)))
     atomic_write_text(paths["csv"], render_csv(tables).to_csv(index=False))
-    atomic_write_text(paths["html"], render_html(records, tables))
+    atomic_write_text(paths["html"], render_html(records, tables, len(superseded)))
     return paths

