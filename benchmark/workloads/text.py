@@ -291,11 +291,13 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
                 "batch_size": None,
                 "eval_batches": 8,
                 # What AdamW tuned on the optimizers-tiny grid (lr 0.003, batch 16) reaches
-                # on the validation split at 70% of its 150-step budget (median of 3 seeds:
-                # 5.03, 4.99, 4.99; benchmarks/derive_target.py), so steps-to-target
-                # separates faster and slower methods; 6.0 was met at the first evaluation
-                # by every run. Other presets or budgets: derive their own.
-                "target_loss": 5.0,
+                # on the validation split at 70% of its 150-step budget, on seeds the
+                # benchmark does not use (10-12: 4.753, 4.746, 4.726, median 4.746;
+                # suites/targets-tiny-llama.yaml, benchmarks/derive_target.py, records in
+                # results/targets-tiny-llama), so steps-to-target separates faster and
+                # slower methods; the old 6.0 was met at the first evaluation by every
+                # run. Other presets or budgets: derive their own.
+                "target_loss": 4.75,
             },
             description="LLaMA trained from scratch on the King James Bible (byte-level BPE "
             "trained locally); presets tiny and llama60m",
