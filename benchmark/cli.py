@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 # Nothing methodbench runs may download from a model or data hub; the workers inherit this.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -58,8 +60,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for p in registry.plugins.values():
         dist = f"{p.distribution or '?'} {p.version or ''}".strip()
-        status = "[green]ok[/]" if p.ok else "[red]" + "\n".join(p.errors) + "[/]"
-        table.add_row(p.name, p.source, dist, "\n".join(p.registered) or "-", status)
+        status = "[green]ok[/]" if p.ok else "[red]" + escape("\n".join(p.errors)) + "[/]"
+        table.add_row(
+            escape(p.name),
+            escape(p.source),
+            escape(dist),
+            escape("\n".join(p.registered)) or "-",
+            status,
+        )
     console.print(table)
     broken = [p for p in registry.plugins.values() if not p.ok]
     if broken:
@@ -80,7 +88,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         specs = expand(suite, device="cpu")  # validation must not depend on this machine
         kinds = sorted({s.kind for s in specs})
         console.print(
-            f"[green]{path}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
+            f"[green]{escape(str(path))}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
             f"({', '.join(kinds)})"
         )
         if suite.device == "cuda":
@@ -108,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     device = specs[0].device if specs else "-"
     resumed = f", {skipped} already finished (resume; --rerun to redo)" if skipped else ""
     console.print(
-        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {device}{resumed} -> {results_dir}"
+        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {device}{resumed} "
+        f"-> {escape(str(results_dir))}"
     )
     if args.inline and args.executor != "local":
         raise UsageError("--inline runs in this process; it cannot be combined with --executor")
@@ -135,7 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     with _ProgressEvents(len(todo)) as events:
         records = executor.run(todo, events)
     bad = [r for r in records if r.status != "ok"]
-    console.print(f"{len(records)} runs finished, {len(bad)} not ok; records in {results_dir}")
+    console.print(
+        f"{len(records)} runs finished, {len(bad)} not ok; records in {results_dir}", markup=False
+    )
     if not args.no_report:
         _write_and_print_reports(results_dir)
     return 0
@@ -182,7 +193,7 @@ def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> 
     paths = write_reports(results_dir, out_dir)
     md_path = paths.get("markdown") or next(iter(paths.values()))
     console.print(Path(md_path).read_text(), markup=False, highlight=False, soft_wrap=True)
-    console.print("reports: " + ", ".join(str(p) for p in paths.values()))
+    console.print("reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
 
 
 class _ProgressEvents:
@@ -208,12 +219,12 @@ class _ProgressEvents:
         self.bar.stop()
 
     def started(self, spec) -> None:  # type: ignore[no-untyped-def]
-        self.lines[spec.id] = self.bar.add_task(f"  {spec.label}: starting", total=None)
+        self.lines[spec.id] = self.bar.add_task(f"  {escape(spec.label)}: starting", total=None)
 
     def progress(self, spec, message: str) -> None:  # type: ignore[no-untyped-def]
         task = self.lines.get(spec.id)
         if task is not None:
-            self.bar.update(task, description=f"  {spec.label}: {message}")
+            self.bar.update(task, description=f"  {escape(spec.label)}: {escape(message)}")
 
     def finished(self, record) -> None:  # type: ignore[no-untyped-def]
         from benchmark.kinds import KIND_INFO
@@ -230,9 +241,12 @@ class _ProgressEvents:
             figure = f" {primary}={m.value:.4g}" if m.value is not None else f" {primary}=n/a"
         why = f" ({record.reason})" if record.reason else ""
         took = f" [{record.duration_s:.1f} s]" if record.duration_s is not None else ""
-        self.bar.console.print(
-            f"[{colour}]{record.status:>8}[/] {record.spec.label}{figure}{took}{why}"
+        # Labels, reasons and figures carry user and plugin text ("[lr=0.003]", a
+        # bracketed path in an exception): printed literally, never as rich markup.
+        line = Text.assemble(
+            (f"{record.status:>8}", colour), f" {record.spec.label}{figure}{took}{why}"
         )
+        self.bar.console.print(line)
 
 
 # --------------------------------------------------------------------------- parser
@@ -329,9 +343,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except SuiteError as exc:
         for problem in exc.problems:
-            err_console.print(f"[red]error[/]: {problem}", highlight=False)
+            err_console.print(Text.assemble(("error", "red"), f": {problem}"), highlight=False)
     except (UsageError, DeviceUnavailable, StoreError, UnknownName) as exc:
-        err_console.print(f"[red]error[/]: {exc}", highlight=False)
+        err_console.print(Text.assemble(("error", "red"), f": {exc}"), highlight=False)
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; run again to resume")
         return 130

@@ -149,3 +149,24 @@ def test_compare_exit_codes(
     assert code == 2
     code, text = run_cli(capsys, "compare", str(old), str(tmp_path / "nope"))
     assert code == 2 and "no such results directory" in text
+
+
+def test_labels_reasons_and_messages_print_literally_not_as_markup() -> None:
+    from rich.console import Console
+
+    from benchmark.cli import _ProgressEvents
+    from benchmark.records import RunRecord, RunSpec
+
+    spec = RunSpec(
+        suite="s", kind="optimizer", method="m", workload="w", hparams={"path": "[/opt/x]", "lr": 1}
+    )
+    events = _ProgressEvents(1)
+    events.bar.live.console = Console(record=True, width=300, force_terminal=False)
+    with events:
+        events.started(spec)
+        events.progress(spec, "loading [/opt/foo/lib] [bold]x")
+        events.finished(
+            RunRecord(id=spec.id, spec=spec, status="failed", reason="ImportError: [/opt/foo/lib]")
+        )
+    text = events.bar.console.export_text()
+    assert "[lr=1,path=[/opt/x]]" in text and "ImportError: [/opt/foo/lib]" in text

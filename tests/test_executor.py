@@ -100,3 +100,21 @@ def test_observer_errors_do_not_stop_runs(
     records = InlineExecutor(tmp_path, registry).run([spec("signsgd", steps=5)])
     assert records[0].status == "ok"
     assert store.load_records(tmp_path)[0].id == records[0].id
+
+
+def test_a_display_error_at_start_leaves_no_orphaned_worker(
+    tmp_path: Path, plugins_on_path: list[str]
+) -> None:
+    import psutil
+
+    from benchmark.executors.local import SilentEvents
+
+    class Boom(SilentEvents):
+        def started(self, spec: RunSpec) -> None:
+            raise RuntimeError("display failed")
+
+    executor = LocalExecutor(tmp_path, Registry(), plugins=plugins_on_path)
+    with pytest.raises(RuntimeError, match="display failed"):
+        executor.run([spec("signsgd")], Boom())
+    # The worker was started, then tracked before the display could fail, so it is killed.
+    assert not psutil.Process().children(recursive=True)

@@ -180,7 +180,9 @@ class LocalExecutor:
                 while pending or running:
                     while pending and len(running) < self.jobs:
                         spec = pending.pop(0)
-                        running.append(self._launch(spec, Path(handoff), events))
+                        run = self._launch(spec, Path(handoff), events)
+                        running.append(run)  # tracked before anything else can raise
+                        events.started(spec)
                     time.sleep(self.poll_s)
                     for run in list(running):
                         if run.proc.poll() is None:
@@ -239,7 +241,6 @@ class LocalExecutor:
         )
         run.reader = threading.Thread(target=_pump, args=(run, events), daemon=True)
         run.reader.start()
-        events.started(spec)
         return run
 
     def _collect(self, run: _Running) -> RunRecord:
