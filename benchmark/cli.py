@@ -132,7 +132,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             results_dir, registry
         )
     elif args.executor == "ray":
-        executor = RayExecutor(results_dir, registry, address=args.ray_address, plugins=args.plugin)
+        executor = RayExecutor(
+            results_dir, registry, address=args.ray_address, plugins=_plugins(args)
+        )
     else:
         jobs = args.jobs or suite.jobs or 1
         if args.jobs and suite.jobs and args.jobs != suite.jobs:
@@ -140,7 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"[yellow]--jobs {args.jobs} overrides the suite's jobs: {suite.jobs}; "
                 "timings are recorded under the regime they ran in[/]"
             )
-        executor = LocalExecutor(results_dir, registry, jobs=jobs, plugins=args.plugin)
+        executor = LocalExecutor(results_dir, registry, jobs=jobs, plugins=_plugins(args))
     with _ProgressEvents(len(todo)) as events:
         records = executor.run(todo, events)
     bad = [r for r in records if r.status != "ok"]
@@ -184,7 +186,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from benchmark.host import Registry
 
-    return Registry(extra_plugins=args.plugin)
+    return Registry(extra_plugins=_plugins(args))
+
+
+def _plugins(args: argparse.Namespace) -> list[str]:
+    """Modules named with --plugin before and after the subcommand, in order, once each."""
+    both = [*getattr(args, "plugin_before_command", []), *getattr(args, "plugin", [])]
+    return list(dict.fromkeys(both))
 
 
 def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> None:
@@ -265,7 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bench",
         description="methodbench: benchmark methods that make networks cheaper "
         "or safer to train and run.",
-        parents=[common],
+    )
+    # Before the subcommand (`bench --plugin m run ...`) the option lands in its own
+    # destination: a subcommand's parser writes its (empty) default over the parent's
+    # value, which silently dropped the module. Both lists are joined in _plugins().
+    parser.add_argument(
+        "--plugin",
+        dest="plugin_before_command",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="also load this module as a plugin (repeatable)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -170,3 +170,20 @@ def test_labels_reasons_and_messages_print_literally_not_as_markup() -> None:
         )
     text = events.bar.console.export_text()
     assert "[lr=1,path=[/opt/x]]" in text and "ImportError: [/opt/foo/lib]" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--plugin", "a.b", "plugins"], ["a.b"]),
+        (["plugins", "--plugin", "a.b"], ["a.b"]),
+        (["--plugin", "a", "plugins", "--plugin", "b", "--plugin", "a"], ["a", "b"]),
+        (["plugins"], []),
+    ],
+)
+def test_plugin_option_counts_before_and_after_the_subcommand(
+    argv: list[str], expected: list[str]
+) -> None:
+    from benchmark.cli import _plugins, build_parser
+
+    assert _plugins(build_parser().parse_args(argv)) == expected
