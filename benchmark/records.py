@@ -26,7 +26,7 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     steps: int | None = Field(default=None, ge=1)
-    time_s: float | None = Field(default=None, gt=0)
+    time_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 class RunSpec(BaseModel):

@@ -11,11 +11,19 @@ from __future__ import annotations
 import importlib
 import itertools
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from benchmark.host import Registry, UnknownName, suggest, unknown_hparams
 from benchmark.kinds import Kind
@@ -34,6 +42,20 @@ class SuiteError(ValueError):
 
 class DeviceUnavailable(RuntimeError):
     """The suite or the command line asks for a device this machine does not have."""
+
+
+def _distinct_seeds(seeds: list[int]) -> list[int]:
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"seeds {repeated} are listed more than once (a seed is one run)")
+    return seeds
+
+
+# Whole numbers only (``true`` is not seed 1, ``1.5`` not seed 1), each once, within what
+# every generator accepts.
+Seeds = Annotated[
+    list[Annotated[StrictInt, Field(ge=0, lt=2**63)]], AfterValidator(_distinct_seeds)
+]
 
 
 class MethodEntry(BaseModel):
@@ -75,9 +97,9 @@ class Experiment(BaseModel):
     kind: Kind
     workloads: list[WorkloadEntry] = Field(min_length=1)
     methods: list[MethodEntry] = Field(min_length=1)
-    seeds: list[int] | None = None
+    seeds: Seeds | None = None
     budget: Budget | None = None
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     attacks: list[str] = Field(default_factory=list)
     protocol: dict[str, Any] = Field(default_factory=dict)
 
@@ -95,9 +117,9 @@ class Suite(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     description: str = ""
     device: Device = "auto"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
     budget: Budget = Field(default_factory=Budget)
-    timeout_s: float = Field(default=1800.0, gt=0)
+    timeout_s: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
     # Runs at a time when the command line does not say (timing-sensitive suites declare
     # 1; the executor pins concurrent runs to their own cores either way).
     jobs: int | None = Field(default=None, ge=1)

@@ -213,3 +213,24 @@ def test_grid_axes_are_tuned_and_variants_are_not(tmp_path: Path, registry: Regi
     clash = write(tmp_path, path.read_text().replace("rank: [4, 8]", "lr: [4, 8]"))
     with pytest.raises(SuiteError, match="set both in grid and in variants"):
         check_names(load_suite(clash), registry, clash)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "message"),
+    [
+        ("seeds: [0, 0]", "listed more than once"),
+        ("seeds: [true]", "valid integer"),
+        ("seeds: [1.5]", "valid integer"),
+        ("seeds: [-1]", "greater than or equal to 0"),
+        ("timeout_s: .inf", "finite number"),
+        ("budget: {time_s: .nan}", "finite number"),
+    ],
+)
+def test_bad_seeds_timeouts_and_budgets_are_located_errors(
+    tmp_path: Path, fragment: str, message: str
+) -> None:
+    text = f"name: bad\n{fragment}\n" + GOOD.split("\n", 1)[1].replace("seeds: [0, 1]\n", "")
+    text = text.replace("budget: {steps: 5}\n", "") if fragment.startswith("budget") else text
+    with pytest.raises(SuiteError) as err:
+        load_suite(write(tmp_path, text))
+    assert message in str(err.value) and "suite.yaml:2" in str(err.value)
