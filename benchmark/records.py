@@ -57,12 +57,18 @@ class RunSpec(BaseModel):
     # fixed value named it.
     tuned: tuple[str, ...] | None = None
 
+    def content(self, *, with_code: bool = True) -> str:
+        """The run's content as canonical JSON: everything but the suite's name, the timeout
+        and which hyperparameters were tuned; without ``code``, the experiment whatever
+        code measured it."""
+        exclude = {"suite", "timeout_s", "tuned"} | (set() if with_code else {"code"})
+        content = self.model_dump(exclude=exclude)
+        return json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+
     @property
     def id(self) -> str:
         """Content hash: the same run (whatever suite file it came from) has the same id."""
-        content = self.model_dump(exclude={"suite", "timeout_s", "tuned"})
-        blob = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.content().encode()).hexdigest()[:16]
 
     @property
     def workload_label(self) -> str:

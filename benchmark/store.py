@@ -63,17 +63,6 @@ def finished_ids(results_dir: Path | str) -> set[str]:
     return {r.id for r in load_records(results_dir)}
 
 
-def _config_key(record: RunRecord) -> str:
-    """A run's content without its code fingerprint: two records with one key are the same
-    experiment (method, hparams, workload and options, seed, device, budget, protocol)
-    measured by different code."""
-    return json.dumps(
-        record.spec.model_dump(exclude={"suite", "timeout_s", "tuned", "code"}),
-        sort_keys=True,
-        default=str,
-    )
-
-
 def current_records(records: list[RunRecord]) -> tuple[list[RunRecord], list[RunRecord]]:
     """(current, superseded). A record is superseded when a later record measured the same
     experiment, or when a later record of the same method on the same workload ran newer
@@ -90,7 +79,7 @@ def current_records(records: list[RunRecord]) -> tuple[list[RunRecord], list[Run
         if r.spec.code != newest_code[(r.spec.kind, r.spec.method, r.spec.workload_label)]:
             superseded.append(r)
             continue
-        key = _config_key(r)
+        key = r.spec.content(with_code=False)
         if key in latest:
             superseded.append(latest[key])
         latest[key] = r

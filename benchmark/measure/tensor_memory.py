@@ -116,7 +116,7 @@ def _storages(t: torch.Tensor) -> list[torch.UntypedStorage]:
     try:
         return [t.untyped_storage()]
     except (RuntimeError, NotImplementedError, TypeError):
-        return []
+        return []  # sparse, nested: no single storage
 
 
 @dataclass(frozen=True)
@@ -211,17 +211,11 @@ class StepMemoryTracker(TorchDispatchMode):
     ) -> tuple[_Storage, ...]:
         """The records of ``t``'s storages, registering new ones, except those whose ids
         ``older`` gives (storages an aliasing op took as inputs)."""
-        cls = type(t)
-        if cls is not torch.Tensor and cls is not nn.Parameter and is_traceable_wrapper_subclass(t):
-            attrs, _ = t.__tensor_flatten__()  # type: ignore[attr-defined]
-            inner = [getattr(t, attr) for attr in attrs]
-            return tuple(
-                r for x in inner if isinstance(x, torch.Tensor) for r in self._see(x, older)
-            )
-        try:
-            storage = t.untyped_storage()
-        except (RuntimeError, NotImplementedError, TypeError):
-            return ()  # sparse, nested: no single storage
+        return tuple(r for storage in _storages(t) for r in self._see_storage(storage, older))
+
+    def _see_storage(
+        self, storage: torch.UntypedStorage, older: Callable[[], set[int]] | None
+    ) -> tuple[_Storage, ...]:
         key = id(storage)
         rec = self._live.get(key)
         if rec is None:
