@@ -11,9 +11,11 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -40,7 +42,7 @@ class UsageError(Exception):
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    registry = _registry(args)
+    registry = _registry(args, strict=False)
     if args.json:
         out = [
             {
@@ -85,7 +87,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.suites:
         suite = load_suite(path)
         check_names(suite, registry, path)
-        specs = expand(suite, device="cpu")  # validation must not depend on this machine
+        # Validation must not depend on this machine: expand as for the CPU.
+        specs = expand(suite, device="cpu", max_runs=_max_runs(args))
         kinds = sorted({s.kind for s in specs})
         console.print(
             f"[green]{escape(str(path))}[/]: suite {suite.name!r} is valid: {len(specs)} runs "
@@ -98,17 +101,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import store
-    from benchmark.executors.distributed import RayExecutor
-    from benchmark.executors.local import InlineExecutor, LocalExecutor
     from benchmark.provenance import with_code
     from benchmark.suite import check_names, expand, load_suite
 
     registry = _registry(args)
     suite = load_suite(args.suite)
     check_names(suite, registry, args.suite)
-    specs = with_code(expand(suite, device=args.device), registry)
+    specs = with_code(expand(suite, device=args.device, max_runs=_max_runs(args)), registry)
     results_dir = Path(args.results or Path("results") / suite.name)
     store.check_writable(results_dir)
+    with store.exclusive(results_dir):
+        return _run_holding(args, suite, specs, registry, results_dir)
+
+
+def _run_holding(  # type: ignore[no-untyped-def]
+    args: argparse.Namespace, suite, specs, registry, results_dir: Path
+) -> int:
+    """The rest of ``bench run``, while this process holds the results directory."""
+    from benchmark import store
+    from benchmark.executors.distributed import RayExecutor
+    from benchmark.executors.local import InlineExecutor, LocalExecutor
 
     done = set() if args.rerun else store.finished_ids(results_dir)
     todo = [s for s in specs if s.id not in done]
@@ -155,9 +167,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from benchmark import store
+
     results_dir = Path(args.results)
     if not results_dir.is_dir():
         raise UsageError(f"{results_dir}: no such results directory")
+    if not store.record_paths(results_dir):
+        raise UsageError(f"{results_dir}: no run records to report (nothing under runs/)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a directory")
     _write_and_print_reports(results_dir, Path(args.out) if args.out else None)
     return 0
 
@@ -175,6 +193,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     old, _ = store.current_records(store.load_records(Path(args.old)))
     new, _ = store.current_records(store.load_records(Path(args.new)))
+    for side, records, where in (("OLD", old, args.old), ("NEW", new, args.new)):
+        if not records:
+            # Nothing to compare is not "no regression": a CI job whose run produced no
+            # records must fail loudly, not pass.
+            raise UsageError(f"{side} {where}: no run records to compare")
+    measured = {name for r in old + new for name in r.metrics}
+    for rule in rules:
+        if rule.metric not in measured:
+            raise UsageError(
+                f"--fail-on {rule.text}: no record in OLD or NEW has a metric "
+                f"{rule.metric!r}{_did_you_mean(rule.metric, measured)}"
+            )
     result = compare(old, new, rules)
     print(render_compare(result))
     return EXIT_REGRESSION if result.failed else 0
@@ -183,10 +213,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def _registry(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _registry(args: argparse.Namespace, *, strict: bool = True):  # type: ignore[no-untyped-def]
+    """The registry; ``strict``: a module the user named with --plugin that failed to load
+    is an error now, not an "unknown method" later (``bench plugins`` lists it instead)."""
+    import contextlib
+
     from benchmark.host import Registry
 
-    return Registry(extra_plugins=_plugins(args))
+    # A plugin that prints while it is imported must not corrupt `bench plugins --json`
+    # (or any other output meant for a pipe): its chatter goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        registry = Registry(extra_plugins=_plugins(args))
+    if strict:
+        broken = [
+            f"--plugin {p.name}: {'; '.join(p.errors)}"
+            for p in registry.plugins.values()
+            if p.source == "command-line" and not p.ok
+        ]
+        if broken:
+            raise UsageError("; ".join(broken))
+    return registry
+
+
+def _did_you_mean(name: str, known: set[str]) -> str:
+    from benchmark.host import suggest
+
+    return suggest(name, sorted(known))
+
+
+def _max_runs(args: argparse.Namespace) -> int | None:
+    from benchmark.suite import MAX_RUNS
+
+    given = getattr(args, "max_runs", None)
+    if given is None:
+        return MAX_RUNS
+    return None if given == 0 else given
 
 
 def _plugins(args: argparse.Namespace) -> list[str]:
@@ -234,6 +295,10 @@ class _ProgressEvents:
         if task is not None:
             self.bar.update(task, description=f"  {escape(spec.label)}: {escape(message)}")
 
+    def warn(self, spec, message: str) -> None:  # type: ignore[no-untyped-def]
+        line = Text.assemble(("    warning", "yellow"), f" {spec.label}: {message}")
+        self.bar.console.print(line)
+
     def finished(self, record) -> None:  # type: ignore[no-untyped-def]
         from benchmark.kinds import KIND_INFO
 
@@ -260,8 +325,17 @@ class _ProgressEvents:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line (exit 2), like every other bad
+    input, instead of the usage block followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see: {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--plugin",
         action="append",
@@ -269,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="also load this module as a plugin (repeatable)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bench",
         description="methodbench: benchmark methods that make networks cheaper "
         "or safer to train and run.",
@@ -293,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", parents=[common], help="check suite files without running")
     p.add_argument("suites", nargs="+", metavar="SUITE")
+    _add_max_runs(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("run", parents=[common], help="run a suite, then write its leaderboard")
@@ -300,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", metavar="DIR", help="results directory (default results/<suite>)")
     p.add_argument(
         "--jobs",
-        type=int,
+        type=_positive,
         default=None,
         metavar="N",
         help="runs in parallel, each pinned to its own cores (default: the suite's jobs, or 1)",
@@ -324,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray cluster to join (e.g. ray://head:10001); default: a local Ray instance",
     )
     p.add_argument("--no-report", action="store_true", help="skip writing the leaderboard")
+    _add_max_runs(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -351,12 +427,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def _add_max_runs(p: argparse.ArgumentParser) -> None:
+    from benchmark.suite import MAX_RUNS
+
+    p.add_argument(
+        "--max-runs",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help=f"refuse a suite that expands to more runs (default {MAX_RUNS:,}; 0: no limit)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from benchmark.host import UnknownName
     from benchmark.store import StoreError
     from benchmark.suite import DeviceUnavailable, SuiteError
 
     args = build_parser().parse_args(argv)
+    # SIGTERM (what `timeout`, CI cancellation and `kill` send) stops a suite the way
+    # Ctrl-C does: workers killed, finished records kept, temporary files removed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args.func(args))
     except SuiteError as exc:
@@ -364,10 +472,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             err_console.print(Text.assemble(("error", "red"), f": {problem}"), highlight=False)
     except (UsageError, DeviceUnavailable, StoreError, UnknownName) as exc:
         err_console.print(Text.assemble(("error", "red"), f": {exc}"), highlight=False)
+    except OSError as exc:
+        # What the parent touches is the suite, the results directory and the reports: a
+        # path that is a file where a folder belongs (or the reverse), no permission, a
+        # full disk. Say which path and why; the worker's own errors become records.
+        where = f"{exc.filename}: " if exc.filename else ""
+        why = exc.strerror or type(exc).__name__
+        err_console.print(Text.assemble(("error", "red"), f": {where}{why}"), highlight=False)
+    except (MemoryError, RecursionError) as exc:
+        err_console.print(
+            Text.assemble(
+                ("error", "red"),
+                f": {type(exc).__name__} while handling the input; it is too large or too "
+                "deeply nested",
+            ),
+            highlight=False,
+        )
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; run again to resume")
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return EXIT_USAGE
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata as md
 import os
 import pkgutil
+import re
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,22 @@ class PluginInfo:
         return not self.errors
 
 
+_HOOK_NAMES = frozenset({*_REGISTER_HOOKS, "methodbench_run_finished"})
+
+
+def _name_set(raw: str) -> set[str]:
+    return {normalise_name(s.strip()) for s in raw.split(",") if s.strip()}
+
+
 class UnknownName(LookupError):
     """A suite names a method, workload or attack that no plugin registered."""
+
+
+def normalise_name(name: str) -> str:
+    """A distribution or plugin name as pip compares them (PEP 503): ``rel_ep_dist``,
+    ``REL-EP-DIST`` and ``rel.ep.dist`` are one name, so an allow- or deny-list entry
+    cannot be dodged by spelling."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def suggest(name: str, options: Iterable[str]) -> str:
@@ -104,17 +119,18 @@ class Registry:
 
     def _load_entry_points(self) -> None:
         allow_raw = os.environ.get(ALLOW_ENV)
-        allow = (
-            None if allow_raw is None else {s.strip() for s in allow_raw.split(",") if s.strip()}
-        )
-        deny = {s.strip() for s in os.environ.get(DENY_ENV, "").split(",") if s.strip()}
+        allow = None if allow_raw is None else _name_set(allow_raw)
+        deny = _name_set(os.environ.get(DENY_ENV, ""))
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
             dist_name = ep.dist.metadata["Name"] if ep.dist is not None else None
-            names = {ep.name, dist_name}
+            names = {normalise_name(n) for n in (ep.name, dist_name) if n}
             if (allow is not None and not (names & allow)) or (names & deny):
                 continue
+            # Two distributions may both name their entry point "plugin": each keeps its
+            # own row (and its own errors) instead of the second overwriting the first.
+            key = ep.name if ep.name not in self.plugins else f"{ep.name} ({dist_name})"
             info = PluginInfo(
-                name=ep.name,
+                name=key,
                 source="entry-point",
                 distribution=dist_name,
                 version=ep.dist.version if ep.dist is not None else None,
@@ -157,10 +173,38 @@ class Registry:
         self._register_module(module, info)
 
     def _register_module(self, module: ModuleType | Any, info: PluginInfo) -> None:
+        info.errors += self._hook_mistakes(module)
         try:
             self.pm.register(module, name=info.name)
         except Exception as exc:  # pluggy validates hook names and signatures
             info.errors.append(f"rejected by the plugin manager: {_describe(exc)}")
+            return
+        if not self.pm.get_hookcallers(module) and not info.errors:
+            info.errors.append(
+                "implements no methodbench hook: it registers nothing (hooks are "
+                f"functions named {', '.join(sorted(_HOOK_NAMES))} marked @hookimpl)"
+            )
+
+    def _hook_mistakes(self, module: ModuleType | Any) -> list[str]:
+        """A misspelt hook name or a hook without ``@hookimpl`` would otherwise leave the
+        plugin listed as ok with nothing registered."""
+        mistakes = []
+        for attr in dir(module):
+            if not attr.startswith(f"{PROJECT_NAME}_"):
+                continue
+            if not callable(getattr(module, attr, None)):
+                continue
+            if attr not in _HOOK_NAMES:
+                mistakes.append(
+                    f"{attr} is not a methodbench hook{suggest(attr, _HOOK_NAMES)}; "
+                    f"hooks: {', '.join(sorted(_HOOK_NAMES))}"
+                )
+            elif self.pm.parse_hookimpl_opts(module, attr) is None:
+                mistakes.append(
+                    f"{attr} lacks the @hookimpl marker (from benchmark import hookimpl), "
+                    "so it is never called"
+                )
+        return mistakes
 
     # ------------------------------------------------------------------ registration
 
@@ -262,6 +306,58 @@ def unknown_hparams(
         for k in given
         if k not in spec.defaults
     ]
+
+
+def _kind_of(value: object) -> str | None:
+    """The broad JSON type of a value, as a hyperparameter check sees it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return None
+
+
+def mistyped_hparams(
+    spec: MethodSpec | AttackSpec | WorkloadSpec, given: dict[str, Any], *, axes: bool = False
+) -> list[tuple[str, str]]:
+    """(key, message) for each value whose type differs from its default's: ``lr: fast``
+    or ``lr: [1, 2]`` is refused before anything runs instead of failing every run later.
+    ``axes``: the values are lists of candidates (a grid or variants axis). A default of
+    None accepts anything; numbers accept ints and floats alike; a string default also
+    accepts a list of strings (a name or several names, as FineGates' ``layers``)."""
+    what = "option" if isinstance(spec, WorkloadSpec) else "hyperparameter"
+    problems = []
+    for key, value in given.items():
+        if key not in spec.defaults:
+            continue
+        expected = _kind_of(spec.defaults[key])
+        if expected is None:
+            continue
+        for candidate in value if axes and isinstance(value, list) else [value]:
+            got = _kind_of(candidate)
+            names = (
+                expected == "a string"
+                and isinstance(candidate, list)
+                and all(isinstance(c, str) for c in candidate)
+            )
+            if got is not None and got != expected and not names:
+                problems.append(
+                    (
+                        key,
+                        f"{spec.name}'s {what} {key!r} is {expected} (default "
+                        f"{spec.defaults[key]!r}); got {candidate!r}, {got}",
+                    )
+                )
+                break
+    return problems
 
 
 def _label(spec: Spec) -> str:

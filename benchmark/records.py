@@ -20,6 +20,32 @@ Status = Literal["ok", "failed", "diverged", "oom", "timeout", "skipped"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "diverged", "oom", "timeout", "skipped")
 
 
+def non_finite_paths(value: Any, where: str = "") -> list[str]:
+    """Where a NaN or an infinity hides in a hyperparameter value (``a.b[2]``).
+
+    JSON has no spelling for them: the id hash would keep ``NaN`` while the worker's copy
+    of the spec reads ``null``, so such a run would execute something else than its record
+    says and collide with its siblings. They are refused wherever a spec is made."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{where or 'value'} = {value}"]
+    if isinstance(value, dict):
+        inner = ((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+        return [p for v, at in inner for p in non_finite_paths(v, at)]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in non_finite_paths(v, f"{where}[{i}]")]
+    return []
+
+
+def refuse_non_finite(value: dict[str, Any]) -> dict[str, Any]:
+    bad = non_finite_paths(value)
+    if bad:
+        raise ValueError(
+            f"not a finite number: {', '.join(bad)} (NaN and infinity cannot travel as "
+            "JSON; use a large finite value or a named option)"
+        )
+    return value
+
+
 class Budget(BaseModel):
     """Limits for one run: training/fine-tuning steps and wall-clock seconds."""
 
@@ -57,13 +83,20 @@ class RunSpec(BaseModel):
     # fixed value named it.
     tuned: tuple[str, ...] | None = None
 
+    @field_validator("hparams", "workload_options", "protocol")
+    @classmethod
+    def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return refuse_non_finite(values)
+
     def content(self, *, with_code: bool = True) -> str:
         """The run's content as canonical JSON: everything but the suite's name, the timeout
         and which hyperparameters were tuned; without ``code``, the experiment whatever
         code measured it."""
         exclude = {"suite", "timeout_s", "tuned"} | (set() if with_code else {"code"})
         content = self.model_dump(exclude=exclude)
-        return json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+        return json.dumps(
+            content, sort_keys=True, default=str, separators=(",", ":"), allow_nan=False
+        )
 
     @property
     def id(self) -> str:

@@ -8,11 +8,13 @@ resume, failed ones included: redoing a failure is a deliberate ``--rerun``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
+import filelock
 import pandas as pd
 from pydantic import ValidationError
 
@@ -42,21 +44,62 @@ def check_writable(results_dir: Path | str) -> None:
         ) from None
 
 
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def exclusive(results_dir: Path | str) -> Iterator[None]:
+    """Hold the results directory for one ``bench run`` at a time: two runs of a suite
+    into one directory would both do every run and overwrite each other's logs. The lock
+    is the kernel's (flock), so a killed holder releases it."""
+    lock = filelock.FileLock(str(Path(results_dir) / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        raise StoreError(
+            f"results directory {results_dir} is in use by another bench run (it holds "
+            f"{Path(results_dir) / LOCK}); wait for it to finish or pass another --results"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def write_record(results_dir: Path | str, record: RunRecord) -> Path:
     target = runs_dir(results_dir) / f"{record.id}.json"
     return atomic_write_text(target, record.model_dump_json(indent=2))
 
 
-def load_records(results_dir: Path | str) -> list[RunRecord]:
-    records = []
-    for path in sorted(runs_dir(results_dir).glob("*.json")):
-        if path.name.startswith("."):
-            continue
+def record_paths(results_dir: Path | str) -> list[Path]:
+    """Record files (hidden ones are a writer's temporaries)."""
+    folder = runs_dir(results_dir)
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+
+
+def read_records(results_dir: Path | str) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """(records, [(path, why) for each file that is not a readable record]).
+
+    A corrupt file (a hand edit, a disk error, a record from an incompatible version) must
+    neither crash a report nor vanish from it silently: reports say how many were left
+    out and why."""
+    records, unreadable = [], []
+    for path in record_paths(results_dir):
         try:
-            records.append(RunRecord.model_validate_json(path.read_text()))
-        except (OSError, ValidationError, ValueError) as exc:
-            warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
-    return records
+            records.append(RunRecord.model_validate_json(path.read_bytes()))
+        except ValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {"msg": str(exc), "loc": ()}
+            where = ".".join(str(p) for p in first.get("loc", ())) or "record"
+            unreadable.append((path, f"{where}: {first['msg']}"))
+        except (OSError, ValueError) as exc:
+            unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+    return records, unreadable
+
+
+def load_records(results_dir: Path | str) -> list[RunRecord]:
+    return read_records(results_dir)[0]
 
 
 def finished_ids(results_dir: Path | str) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,9 +26,10 @@ from pydantic import (
     field_validator,
 )
 
-from benchmark.host import Registry, UnknownName, suggest, unknown_hparams
+from benchmark.host import Registry, UnknownName, mistyped_hparams, suggest, unknown_hparams
 from benchmark.kinds import Kind
-from benchmark.records import Budget, RunSpec
+from benchmark.records import Budget, RunSpec, refuse_non_finite
+from benchmark.suite_yaml import SuiteDocumentError, read_suite_document
 
 Device = Literal["auto", "cpu", "cuda"]
 
@@ -81,12 +83,22 @@ class MethodEntry(BaseModel):
                 raise ValueError(f"grid axis {key!r} has no values")
         return grid
 
+    @field_validator("hparams", "grid", "variants")
+    @classmethod
+    def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return refuse_non_finite(values)
+
 
 class WorkloadEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return refuse_non_finite(values)
 
 
 class Experiment(BaseModel):
@@ -102,6 +114,11 @@ class Experiment(BaseModel):
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     attacks: list[str] = Field(default_factory=list)
     protocol: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("protocol")
+    @classmethod
+    def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return refuse_non_finite(values)
 
     @field_validator("workloads", "methods", mode="before")
     @classmethod
@@ -137,15 +154,12 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError([f"{path}: no such suite file"])
-    text = path.read_text()
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SuiteError([f"{where}: malformed YAML: {problem}"]) from None
+        data, root = read_suite_document(path)
+    except SuiteDocumentError as exc:
+        raise SuiteError([str(exc)]) from None
+    except OSError as exc:
+        raise SuiteError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     if not isinstance(data, dict):
         raise SuiteError([f"{path}:1: a suite is a mapping with 'name' and 'experiments'"])
     try:
@@ -194,7 +208,10 @@ def _where(path: Path, root: yaml.Node | None, loc: tuple[Any, ...]) -> str:
 def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") -> None:
     """Every method, workload, hyperparameter, option and attack must be registered."""
     path = Path(path)
-    root = yaml.compose(path.read_text()) if path.is_file() else None
+    try:
+        root = read_suite_document(path)[1] if path.is_file() else None
+    except (SuiteDocumentError, OSError):
+        root = None  # load_suite already refused it; messages then lack line numbers
     problems: list[str] = []
 
     def add(loc: tuple[Any, ...], message: str) -> None:
@@ -208,7 +225,7 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             except UnknownName as exc:
                 add((*base, "workloads", j, "name"), str(exc))
                 continue
-            for key, msg in unknown_hparams(spec, w.options):
+            for key, msg in unknown_hparams(spec, w.options) + mistyped_hparams(spec, w.options):
                 add((*base, "workloads", j, "options", key), msg)
         tuned_here = any(m.grid for m in exp.methods)  # experiments without a grid: exempt
         for j, m in enumerate(exp.methods):
@@ -226,7 +243,10 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                 continue
             for field in ("hparams", "grid", "variants"):
                 given = getattr(m, field)
-                for key, msg in unknown_hparams(mspec, given):
+                problems_here = unknown_hparams(mspec, given) + mistyped_hparams(
+                    mspec, given, axes=field != "hparams"
+                )
+                for key, msg in problems_here:
                     add((*base, "methods", j, field, key), msg)
             for a, b in (("hparams", "grid"), ("hparams", "variants"), ("grid", "variants")):
                 overlap = sorted(set(getattr(m, a)) & set(getattr(m, b)))
@@ -284,8 +304,37 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def expand(suite: Suite, device: str | None = None) -> list[RunSpec]:
-    """All runs of a suite, in file order; ids are content hashes of each run."""
+# More runs than any sane suite (the largest shipped one has 90): a typo such as a
+# ten-axis grid would otherwise be built in memory until the machine gives out.
+MAX_RUNS = 10_000
+
+
+def count_runs(suite: Suite) -> int:
+    """How many runs ``expand`` would make, counted without building any."""
+    total = 0
+    for exp in suite.experiments:
+        per_method = [
+            math.prod(len(v) for v in (*m.grid.values(), *m.variants.values())) for m in exp.methods
+        ]
+        total += len(exp.workloads) * sum(per_method) * len(exp.seeds or suite.seeds)
+    return total
+
+
+def expand(
+    suite: Suite, device: str | None = None, max_runs: int | None = MAX_RUNS
+) -> list[RunSpec]:
+    """All runs of a suite, in file order; ids are content hashes of each run.
+
+    Refuses (SuiteError) a suite of more than ``max_runs`` runs before building any;
+    None lifts the cap."""
+    planned = count_runs(suite)
+    if max_runs is not None and planned > max_runs:
+        raise SuiteError(
+            [
+                f"suite {suite.name!r} expands to {planned:,} runs, more than the limit of "
+                f"{max_runs:,} (grids multiply: check the axes); pass --max-runs to allow it"
+            ]
+        )
     resolved = resolve_device(device or suite.device)
     specs: list[RunSpec] = []
     for exp in suite.experiments:

@@ -8,6 +8,7 @@ import dataclasses
 import math
 from typing import Any
 
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -282,7 +283,7 @@ def test_the_winner_is_chosen_on_validation_not_on_the_ranked_test_metric() -> N
     assert "unequal tuning budgets: 3 grid points for adamw; 1 grid point for sgd" in md
     csv = render_csv([table])
     row = csv[(csv.method == "adamw") & (csv.hparams == "lr=0.01")].iloc[0]
-    assert not row["winner"] and not row["ranked"] and math.isnan(row["rank"])
+    assert not row["winner"] and not row["ranked"] and pd.isna(row["rank"])
     assert row["grid_points"] == 3 and row["val_eval_loss"] == pytest.approx(2.601)
     html = render_html(recs, [table])
     assert "All grid points" in html and "val_eval_loss" in html

@@ -57,11 +57,16 @@ def test_atomic_write_leaves_nothing_on_failure(
     assert [x.id for x in store.load_records(tmp_path)] == [r.id]
 
 
-def test_corrupt_record_is_warned_and_skipped(tmp_path: Path) -> None:
+def test_corrupt_record_is_skipped_and_the_report_says_so(tmp_path: Path) -> None:
     store.write_record(tmp_path, record("a", 0, eval_loss=1.0))
     (store.runs_dir(tmp_path) / "bad.json").write_text("{not json")
-    with pytest.warns(UserWarning, match="bad.json"):
-        assert len(store.load_records(tmp_path)) == 1
+    (store.runs_dir(tmp_path) / "odd.json").write_text('{"spec": 3}')
+    records, unreadable = store.read_records(tmp_path)
+    assert len(records) == 1
+    assert [p.name for p, _ in unreadable] == ["bad.json", "odd.json"]
+    paths = write_reports(tmp_path)
+    md = paths["markdown"].read_text()
+    assert "2 record files could not be read" in md and "bad.json" in md and "odd.json" in md
 
 
 def test_not_writable(tmp_path: Path) -> None:

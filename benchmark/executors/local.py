@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from benchmark import store
+from benchmark.executors.capped_log import CappedLog, pump, read_tail
 from benchmark.executors.worker import PROGRESS_PREFIX
 from benchmark.host import Registry
 from benchmark.records import RunRecord, RunSpec, Status
@@ -37,6 +38,8 @@ class RunEvents(Protocol):
 
     def finished(self, record: RunRecord) -> None: ...
 
+    def warn(self, spec: RunSpec, message: str) -> None: ...
+
 
 class SilentEvents:
     """Shows nothing: for library callers and tests."""
@@ -50,14 +53,19 @@ class SilentEvents:
     def finished(self, record: RunRecord) -> None:
         return None
 
+    def warn(self, spec: RunSpec, message: str) -> None:
+        return None
+
 
 def _finish(
     results_dir: Path, registry: Registry, record: RunRecord, events: RunEvents
 ) -> RunRecord:
     store.write_record(results_dir, record)
-    for problem in registry.notify_run_finished(record):
-        events.progress(record.spec, problem)
     events.finished(record)
+    # An observer that raises is reported where the user looks (never fatal: the record
+    # is already stored).
+    for problem in registry.notify_run_finished(record):
+        events.warn(record.spec, problem)
     return record
 
 
@@ -87,13 +95,13 @@ class InlineExecutor:
 @dataclass
 class _Running:
     spec: RunSpec
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     record_path: Path
     log_path: Path
-    log: IO[str]
+    log: CappedLog
     started: float
     started_at: str
-    reader: threading.Thread | None = None
+    readers: list[threading.Thread] = field(default_factory=list)
     timed_out: bool = False
     last: list[str] = field(default_factory=list)
     slot: int | None = None
@@ -175,7 +183,8 @@ class LocalExecutor:
         pending = list(specs)
         running: list[_Running] = []
         records: list[RunRecord] = []
-        with tempfile.TemporaryDirectory(prefix="methodbench-") as handoff:
+        remove_stale_handoffs()
+        with tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-") as handoff:
             try:
                 while pending or running:
                     while pending and len(running) < self.jobs:
@@ -198,6 +207,8 @@ class LocalExecutor:
             finally:
                 for run in running:  # interrupted: stop the children, keep what finished
                     _kill(run.proc)
+                    for reader in run.readers:
+                        reader.join(timeout=1)
                     run.log.close()
         return records
 
@@ -218,16 +229,22 @@ class LocalExecutor:
             str(self.threads),
             "--concurrent",
             str(self.concurrency),
+            "--parent",
+            str(os.getpid()),
         ]
         slot = self._free_slots.pop(0) if self.pin else None
         if slot is not None:
             cmd += ["--cpus", ",".join(map(str, self.slots[slot]))]
         for plugin in self.plugins:
             cmd += ["--plugin", plugin]
-        log = open(log_path, "w")  # noqa: SIM115 - closed when the run is collected
+        log = CappedLog(log_path)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
         )
         run = _Running(
             spec=spec,
@@ -239,18 +256,31 @@ class LocalExecutor:
             started_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             slot=slot,
         )
-        run.reader = threading.Thread(target=_pump, args=(run, events), daemon=True)
-        run.reader.start()
+
+        def progress(line: bytes, spec: RunSpec = spec) -> bool:
+            text = line.decode(errors="replace")
+            if not text.startswith(PROGRESS_PREFIX):
+                return False
+            events.progress(spec, text[len(PROGRESS_PREFIX) :].rstrip())
+            return True
+
+        assert proc.stdout is not None and proc.stderr is not None
+        run.readers = [
+            threading.Thread(target=pump, args=(proc.stdout, log, progress), daemon=True),
+            threading.Thread(target=pump, args=(proc.stderr, log), daemon=True),
+        ]
+        for reader in run.readers:
+            reader.start()
         return run
 
     def _collect(self, run: _Running) -> RunRecord:
-        if run.reader is not None:
-            run.reader.join(timeout=5)
+        for reader in run.readers:
+            reader.join(timeout=5)
         run.log.close()
         duration = time.monotonic() - run.started
         if not run.timed_out and run.record_path.exists():
             return RunRecord.model_validate_json(run.record_path.read_text())
-        tail = _tail(run.log_path)
+        tail = read_tail(run.log_path, LOG_TAIL)
         status: Status
         code = run.proc.returncode
         if run.timed_out:
@@ -276,17 +306,28 @@ class LocalExecutor:
         )
 
 
-def _pump(run: _Running, events: RunEvents) -> None:
-    """Forward progress lines; everything else the worker prints goes to its log."""
-    assert run.proc.stdout is not None
-    for line in run.proc.stdout:
-        if line.startswith(PROGRESS_PREFIX):
-            events.progress(run.spec, line[len(PROGRESS_PREFIX) :].rstrip())
-        else:
-            run.log.write(line)
+HANDOFF_PREFIX = "methodbench-"
 
 
-def _kill(proc: subprocess.Popen[str]) -> None:
+def remove_stale_handoffs() -> None:
+    """Delete handoff folders of bench processes that are gone (a killed parent cannot
+    clean its own): their names carry the owner's pid."""
+    import shutil
+
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{HANDOFF_PREFIX}*-*"):
+        pid_text = folder.name[len(HANDOFF_PREFIX) :].split("-", 1)[0]
+        if not pid_text.isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, someone else's
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         return
     try:
@@ -294,11 +335,3 @@ def _kill(proc: subprocess.Popen[str]) -> None:
     except (ProcessLookupError, PermissionError):
         proc.kill()
     proc.wait()
-
-
-def _tail(path: Path) -> str | None:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return None
-    return text[-LOG_TAIL:] or None

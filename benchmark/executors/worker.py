@@ -15,6 +15,26 @@ from pathlib import Path
 PROGRESS_PREFIX = "@@progress "
 
 
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies, however the parent dies
+    (kill -9, a CI cancellation): a worker runs in its own session, so nothing else ties
+    its lifetime to the parent's, and an orphan would go on writing into a log that the
+    resumed suite reopens. Elsewhere the parent's SIGINT/SIGTERM handling still stops it."""
+    if not sys.platform.startswith("linux") or parent <= 0:
+        return
+    import ctypes
+    import os
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmark.executors.worker")
     parser.add_argument("--spec", required=True, help="path to the RunSpec JSON")
@@ -25,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrent", type=int, default=1, help="runs that may share the machine; 0: unknown"
     )
     parser.add_argument("--cpus", default="", help="cores to pin this run to, e.g. 0,1")
+    parser.add_argument("--parent", type=int, default=0, help="die when this process dies")
     args = parser.parse_args(argv)
+    die_with_parent(args.parent)
 
     import os
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -90,7 +91,22 @@ def _superseded_line(superseded: int) -> str | None:
     )
 
 
-def _header_lines(records: list[RunRecord], superseded: int = 0) -> list[str]:
+def _unreadable_line(unreadable: Sequence[tuple[Path, str]]) -> str | None:
+    if not unreadable:
+        return None
+    shown = "; ".join(f"{p.name} ({why})" for p, why in unreadable[:3])
+    more = f"; and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    return (
+        f"{_plural(len(unreadable), 'record file')} could not be read and "
+        f"{'is' if len(unreadable) == 1 else 'are'} not in this report: {shown}{more}."
+    )
+
+
+def _header_lines(
+    records: list[RunRecord],
+    superseded: int = 0,
+    unreadable: Sequence[tuple[Path, str]] = (),
+) -> list[str]:
     suites = sorted({r.spec.suite for r in records})
     devices = sorted(
         {str(r.environment.get("device_name")) for r in records if r.environment.get("device_name")}
@@ -106,9 +122,9 @@ def _header_lines(records: list[RunRecord], superseded: int = 0) -> list[str]:
         f"({', '.join(f'{n} {s}' for s, n in sorted(by_status.items()))}). "
         f"Written {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}.",
     ]
-    left_out = _superseded_line(superseded)
-    if left_out:
-        lines.append(left_out)
+    for left_out in (_superseded_line(superseded), _unreadable_line(unreadable)):
+        if left_out:
+            lines.append(left_out)
     return [
         *lines,
         f"Devices: {', '.join(devices) or '-'}. torch: {', '.join(torch_versions) or '-'}.",
@@ -281,37 +297,83 @@ def _points_cells(table: Table) -> list[list[str]]:
     return out
 
 
+def md_cell(text: object) -> str:
+    """A Markdown table cell that stays one cell: hyperparameter values, failure reasons
+    and plugin-declared names are user text, and a ``|`` or a newline in them would split
+    the row or start a new one, raw HTML would render. Escaped, never interpreted."""
+    out = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    out = out.replace("<", "&lt;").replace(">", "&gt;")
+    return " ".join(out.splitlines())
+
+
+def md_row(cells: Sequence[object]) -> str:
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
+# Spreadsheet programs evaluate a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula get a leading ``'`` (OWASP's
+    advice); counts stay whole numbers (nullable) when failure rows leave gaps."""
+    out = frame.copy()
+
+    def neutral(v: object) -> object:
+        risky = isinstance(v, str) and v.startswith(_FORMULA_START) and v != "-"
+        return f"'{v}" if risky else v
+
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = out[col].map(neutral)
+        count = col in ("rank", "seeds", "seeds_run", "grid_points") or col.endswith(
+            ("__n", "__runs")
+        )
+        whole = pd.api.types.is_float_dtype(out[col]) and (out[col].dropna() % 1 == 0).all()
+        if count and whole:
+            out[col] = out[col].astype("Int64")
+    return out
+
+
 POINTS_HEADING = (
     "All grid points (unranked: every configuration tried, with its test and validation "
     "figures; the ranked table shows each variant's winner):"
 )
 
 
-def render_markdown(records: list[RunRecord], tables: list[Table], superseded: int = 0) -> str:
-    """``superseded``: how many older records (``store.current_records``) were left out."""
-    lines = ["# Leaderboard", "", *_header_lines(records, superseded), ""]
+def render_markdown(
+    records: list[RunRecord],
+    tables: list[Table],
+    superseded: int = 0,
+    unreadable: Sequence[tuple[Path, str]] = (),
+) -> str:
+    """``superseded``: how many older records (``store.current_records``) were left out;
+    ``unreadable``: record files that could not be read, with why."""
+    lines = ["# Leaderboard", "", *_header_lines(records, superseded, unreadable), ""]
     for t in tables:
-        lines += [f"## {t.title}", "", f"_{t.ranking_note}._", ""]
+        lines += [f"## {md_cell(t.title)}", "", f"_{md_cell(t.ranking_note)}._", ""]
         timing = _timing_line(t)
         if timing:
             lines += [timing, ""]
         head = ["#", "method", "hparams", "device", "seeds", *_columns(t)]
-        lines.append("| " + " | ".join(head) + " |")
+        lines.append(md_row(head))
         lines.append("|" + "---|" * len(head))
-        lines += ["| " + " | ".join(cells) + " |" for cells in _row_cells(t)]
+        lines += [md_row(cells) for cells in _row_cells(t)]
         for f in t.failures:
-            lines.append(f"| - | {f.label} | **{f.status}** | {f.reason or ''} |")
+            lines.append(
+                f"| - | {md_cell(f.label)} | **{md_cell(f.status)}** | {md_cell(f.reason or '')} |"
+            )
         for heading, tuning in _tuning_lines(t):
-            lines += ["", heading, *[f"- {x}" for x in tuning]]
+            lines += ["", heading, *[f"- {md_cell(x)}" for x in tuning]]
         points = _points_cells(t)
         if points:
             phead = _points_head(t)
-            lines += ["", POINTS_HEADING, "", "| " + " | ".join(phead) + " |"]
+            lines += ["", POINTS_HEADING, "", md_row(phead)]
             lines.append("|" + "---|" * len(phead))
-            lines += ["| " + " | ".join(cells) + " |" for cells in points]
+            lines += [md_row(cells) for cells in points]
         notes = _null_notes(t)
         if notes:
-            lines += ["", *[f"- {n}" for n in notes]]
+            lines += ["", *[f"- {md_cell(n)}" for n in notes]]
         lines.append("")
     return "\n".join(lines)
 
@@ -380,10 +442,15 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
                     "reason": f.reason,
                 }
             )
-    return pd.DataFrame(rows)
+    return csv_safe(pd.DataFrame(rows))
 
 
-def render_html(records: list[RunRecord], tables: list[Table], superseded: int = 0) -> str:
+def render_html(
+    records: list[RunRecord],
+    tables: list[Table],
+    superseded: int = 0,
+    unreadable: Sequence[tuple[Path, str]] = (),
+) -> str:
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>methodbench leaderboard</title>",
@@ -392,7 +459,7 @@ def render_html(records: list[RunRecord], tables: list[Table], superseded: int =
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
         "td:nth-child(2),td:nth-child(3){text-align:left}.bad{color:#a00}"
         "img{max-width:100%}</style></head><body><h1>methodbench leaderboard</h1>",
-        *[f"<p>{esc(line)}</p>" for line in _header_lines(records, superseded)],
+        *[f"<p>{esc(line)}</p>" for line in _header_lines(records, superseded, unreadable)],
     ]
     for t in tables:
         parts.append(f"<h2>{esc(t.title)}</h2><p><em>{esc(t.ranking_note)}</em></p>")
@@ -436,7 +503,8 @@ def render_html(records: list[RunRecord], tables: list[Table], superseded: int =
 
 
 def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
-    records, superseded = store.current_records(store.load_records(results_dir))
+    everything, unreadable = store.read_records(results_dir)
+    records, superseded = store.current_records(everything)
     tables = build_leaderboard(records)
     out = Path(out_dir or results_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -445,7 +513,8 @@ def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) ->
         "csv": out / "leaderboard.csv",
         "html": out / "report.html",
     }
-    atomic_write_text(paths["markdown"], render_markdown(records, tables, len(superseded)))
+    markdown = render_markdown(records, tables, len(superseded), unreadable)
+    atomic_write_text(paths["markdown"], markdown)
     atomic_write_text(paths["csv"], render_csv(tables).to_csv(index=False))
-    atomic_write_text(paths["html"], render_html(records, tables, len(superseded)))
+    atomic_write_text(paths["html"], render_html(records, tables, len(superseded), unreadable))
     return paths
