@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from benchmark.protocols import compressor
 from plugins.compressors.quantize import (
+    ARITHMETIC,
     PostTrainingQuantization,
     QuantizedLayer,
     _gaussian_kl,
@@ -140,3 +144,69 @@ def test_a_weight_tied_to_an_embedding_stays_float() -> None:
     PostTrainingQuantization().compress(model, ctx)
     assert isinstance(model.mid, QuantizedLayer)
     assert isinstance(model.head, nn.Linear) and model.head.weight is model.embed.weight
+
+
+# ------------------------------------------------- activations and convolutions, by reference
+
+
+def _reference_fake_quant(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    """Asymmetric uniform quantization written out from its definition (Jacob et al. eq. 1:
+    r = S (q - Z)), not through the module's helper: the range is widened to hold 0, the
+    scale spans it in 2**bits - 1 steps, the zero point is the integer that maps to 0."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    s = (hi - lo) / (2**bits - 1)
+    z = round(-lo / s)
+    q = (x / s).round() + z
+    return s * (q.clamp(0, 2**bits - 1) - z)
+
+
+def _reference_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    qmax = 2 ** (bits - 1) - 1
+    s = w.reshape(w.shape[0], -1).abs().amax(1) / qmax
+    s = s.view(-1, *([1] * (w.dim() - 1)))
+    return (w / s).round().clamp(-qmax, qmax) * s
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_the_quantized_model_quantizes_activations_with_the_calibrated_range(bits: int) -> None:
+    """Through the compressor: each layer's input goes through the grid calibrated on the
+    calibration batches (first layer: the raw input's range; second: the hidden ReLU's),
+    and that is visible in the output: weights-only quantization gives another answer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+    calib = torch.randn(64, 6) * 2
+    ctx = type("Ctx", (), {"calibration_batches": [(calib, None)]})
+    x = torch.randn(32, 6) * 2
+    w1, w2 = _reference_weight(model[0].weight, bits), _reference_weight(model[2].weight, bits)
+    with torch.no_grad():
+        h_cal = torch.relu(calib @ model[0].weight.T + model[0].bias)
+        lo1, hi1 = float(calib.min()), float(calib.max())
+        lo2, hi2 = float(h_cal.min()), float(h_cal.max())
+        h = torch.relu(F.linear(_reference_fake_quant(x, lo1, hi1, bits), w1, model[0].bias))
+        want = F.linear(_reference_fake_quant(h, lo2, hi2, bits), w2, model[2].bias)
+        weights_only = F.linear(torch.relu(F.linear(x, w1, model[0].bias)), w2, model[2].bias)
+        got = PostTrainingQuantization(bits=bits).compress(copy.deepcopy(model), ctx)(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert float((got - weights_only).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate", "zeros"])
+def test_a_quantized_conv_keeps_its_padding_mode(mode: str) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1, padding_mode=mode)
+    x = torch.randn(3, 2, 7, 7) + 1.0  # non-zero borders: zero padding would show
+    lo, hi = float(x.min()), float(x.max())
+    qconv = QuantizedLayer(conv, 8, (lo, hi))
+    reference = copy.deepcopy(conv)
+    with torch.no_grad():
+        reference.weight.copy_(_reference_weight(conv.weight, 8))
+        want = reference(_reference_fake_quant(x, lo, hi, 8))
+        got = qconv(x)
+        assert got.shape == conv(x).shape
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_compressor_says_its_integer_arithmetic_is_simulated() -> None:
+    method = PostTrainingQuantization()
+    assert method.info == {"arithmetic": ARITHMETIC}
+    assert "simulated" in ARITHMETIC and "no speed-up claimed" in ARITHMETIC

@@ -291,3 +291,56 @@ def test_compare_rules() -> None:
 def test_rule_syntax_errors(bad: str) -> None:
     with pytest.raises(ValueError, match="expected METRIC"):
         parse_rule(bad)
+
+
+def test_a_methods_own_note_is_printed_beside_its_row(tmp_path: Path) -> None:
+    """A quantizer says its integer arithmetic is simulated; the leaderboard must say so
+    where the row is read, in Markdown and in HTML."""
+    note = "simulated: int8 bytes real, no speed-up claimed"
+    for seed in (0, 1):
+        r = record("int8-ptq", seed, kind="compressor", quality_after=0.9)
+        r = r.model_copy(update={"info": {"method": {"arithmetic": note}}})
+        store.write_record(tmp_path, r)
+    store.write_record(tmp_path, record("other", 0, kind="compressor", quality_after=0.8))
+    paths = write_reports(tmp_path)
+    md = paths["markdown"].read_text()
+    assert md.count(note) == 1 and f"int8-ptq [defaults] arithmetic: {note}" in md
+    assert note in paths["html"].read_text()
+
+
+def test_markdown_cells_cannot_break_the_table(tmp_path: Path) -> None:
+    spec = RunSpec(
+        suite="s",
+        kind="optimizer",
+        method="m",
+        workload="w",
+        hparams={"tag": "a|b\n| injected | row |<script>x</script>"},
+    )
+    bad = RunRecord(
+        id=spec.id, spec=spec, status="failed", reason="boom | x\n| - | evil |", metrics={}
+    )
+    store.write_record(tmp_path, bad)
+    store.write_record(tmp_path, record("m", 0, eval_loss=1.0))
+    md = write_reports(tmp_path)["markdown"].read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("| - |")]
+    assert len(table_lines) == 1 and "\\|" in table_lines[0]
+    assert not any(
+        line.startswith("| injected") or line.startswith("| - | evil") for line in md.splitlines()
+    )
+
+
+def test_csv_cells_cannot_start_a_formula_and_counts_stay_whole(tmp_path: Path) -> None:
+    spec = RunSpec(suite="s", kind="optimizer", method="=cmd|'/c calc'!A1", workload="w")
+    store.write_record(
+        tmp_path, RunRecord(id=spec.id, spec=spec, status="failed", reason="@x", metrics={})
+    )
+    store.write_record(tmp_path, record("m", 0, eval_loss=1.0))
+    store.write_record(tmp_path, record("+SUM(A1)", 0, eval_loss=2.0))
+    path = write_reports(tmp_path)["csv"]
+    text = path.read_text()
+    frame = pd.read_csv(path, dtype=str)
+    assert not any(str(v).startswith(("=", "+", "@")) for v in frame.values.ravel())
+    assert "'@x" in text and "'+SUM(A1)" in text
+    assert frame.loc[frame["method"] == "m", "rank"].iloc[0] == "1"  # not "1.0"
+    assert frame.loc[frame["method"] == "m", "seeds"].iloc[0] == "1"

@@ -1,15 +1,22 @@
-"""Structured pruning's two neuron criteria: producer L1 (Li et al.) and weight x activation
-(Wanda-sp), on a model small enough to know which neuron each must keep."""
+"""Structured pruning's neuron criteria: producer L1 (Li et al.) and weight x activation
+(Wanda-sp), on a model small enough to know which neuron each must keep, and the random
+control they are read against."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import cast
 
 import pytest
 import torch
 from torch import nn
 
+from benchmark.host import Registry
+from benchmark.kinds import MethodSpec
+from benchmark.protocols.base import RunContext
+from benchmark.records import RunSpec
 from plugins.compressors.structured import StructuredPrune, activation_norms
+from plugins.compressors.structured import methodbench_register_methods as register_structured
 
 
 def _mlp() -> nn.Sequential:
@@ -48,3 +55,41 @@ def test_criteria_keep_different_neurons_and_activation_keeps_the_one_that_matte
 def test_unknown_criterion_is_refused() -> None:
     with pytest.raises(ValueError, match="criterion"):
         StructuredPrune(criterion="taylor")
+
+
+def _wide() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 40), nn.ReLU(), nn.Linear(40, 2))
+
+
+def _kept_rows(model: nn.Sequential, original: nn.Sequential) -> set[int]:
+    rows = original[0].weight.detach()
+    return {int((rows - r).abs().sum(1).argmin()) for r in model[0].weight.detach()}
+
+
+def test_random_criterion_removes_the_same_fraction_and_depends_only_on_its_seed() -> None:
+    x = torch.rand(8, 4)
+    kept = {}
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        pruned = StructuredPrune(amount=0.25, criterion="random", seed=seed)
+        kept[name] = _kept_rows(pruned.compress(_wide(), _ctx(x)), _wide())
+    l1 = _kept_rows(StructuredPrune(amount=0.25).compress(_wide(), _ctx(x)), _wide())
+    assert len(kept["a"]) == len(l1) == 30
+    assert kept["a"] == kept["b"] != kept["c"]
+    assert kept["a"] != l1
+
+
+def test_random_criterion_is_seeded_by_the_run_seed() -> None:
+    """The harness gives a method that declares ``seed`` the run's seed plus the suite's
+    offset: two seeds of a suite draw two different random neuron sets."""
+    specs: list[MethodSpec] = []
+    register_structured(specs.append)
+    (spec,) = specs
+    assert spec.defaults["seed"] == 0
+    run = cast(RunSpec, SimpleNamespace(seed=5, hparams={"criterion": "random", "seed": 2}))
+    none = cast(Registry, None)
+    ctx = RunContext(
+        spec=run, method=spec, workload=None, device=torch.device("cpu"), registry=none
+    )
+    assert ctx.hparams["seed"] == 7
+    assert ctx.build_method().seed == 7

@@ -1,16 +1,21 @@
-"""WGSEF: exactness of the linear-time value and prox, exact-k training, physical removal."""
+"""WGSEF: exactness of the linear-time value and prox, sparsity from the prox itself during
+training (not only from the final projection), the no-prox ablation, physical removal."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 from benchmark.protocols import compressor
 from benchmark.protocols.compressor import CompressionContext
 from benchmark.records import Budget
+from plugins.compressors import wgsef as wgsef_module
 from plugins.compressors import wgsef_prox as wp
 from plugins.compressors.wgsef import WGSEF, grouped_tensors, project_exact_k
 
@@ -153,7 +158,11 @@ def _ctx(w, steps_batches: int = 256) -> CompressionContext:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("groups", ["filters", "neurons"])
-def test_training_reaches_exact_k_and_removal_preserves_outputs(groups: str) -> None:
+def test_projection_to_k_and_removal_preserve_outputs(groups: str) -> None:
+    """After a few prox-gradient steps the hard projection leaves exactly k groups (that is
+    what ``project_exact_k`` guarantees, whatever the training did) and physical removal
+    computes what the projected dense model computes. The prox's own sparsity is tested
+    separately below."""
     w = workload("compressor", "digits-cnn", **DIGITS)
     cpu = torch.device("cpu")
     model = copy.deepcopy(w.model(cpu))
@@ -194,3 +203,112 @@ def test_protocol_end_to_end_is_physical() -> None:
     assert m["params_kept_ratio"].value < 0.7
     assert m["latency_speedup"].value is not None
     assert m["quality_after"].value > 0.3
+
+
+# --------------------------------------------------------------------------- the prox's own work
+
+
+def _toy_problem() -> tuple[nn.Sequential, SimpleNamespace]:
+    """A 8 -> 32 -> 3 ReLU MLP on a linearly separable 3-class problem."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 8, generator=g)
+    y = (x @ torch.randn(3, 8, generator=g).T).argmax(1)
+    batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 512, 64)]
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def loss(m: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(m(inputs), labels)
+
+    return model, SimpleNamespace(finetune_batches=batches, loss=loss, budget=Budget())
+
+
+def _zero_groups_after_training(method: WGSEF) -> tuple[int, int, int]:
+    """(groups, k, groups exactly zero) after ``method.train``, before any projection."""
+    model, ctx = _toy_problem()
+    (gt,) = grouped_tensors(model, "neurons", method.keep_fraction)
+    method.train(model, ctx, [gt])
+    return gt.count, gt.k, gt.count - gt.nonzero_groups()
+
+
+def test_the_envelope_prox_alone_zeroes_all_but_k_groups_before_projection() -> None:
+    """Proximal gradient with the envelope reaches the k-level support by itself: after 1,000
+    steps on a small problem at least G - k of the G neuron groups are exactly zero, with no
+    call to ``project_exact_k``. (Fewer steps stop at k + 1 or k + 2: the envelope's prox
+    keeps at least k groups and the last ones fade gradually.)"""
+    count, k, zero = _zero_groups_after_training(
+        WGSEF(keep_fraction=0.25, lam=1.0, steps=1000, lr=0.05)
+    )
+    assert (count, k) == (32, 8)
+    assert zero >= count - k
+
+
+def test_without_the_prox_no_group_reaches_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The assertion above is the prox's doing: with the prox replaced by the identity, or
+    switched off (the ablation), the same training zeroes no group at all."""
+    monkeypatch.setattr(wgsef_module, "apply_envelope_prox", lambda gt, step: None)
+    assert _zero_groups_after_training(WGSEF(keep_fraction=0.25, lam=1.0, steps=1000))[2] == 0
+    monkeypatch.undo()
+    off = WGSEF(keep_fraction=0.25, lam=1.0, steps=1000, prox=False)
+    assert _zero_groups_after_training(off)[2] == 0
+
+
+def test_the_no_prox_ablation_ends_at_the_same_size_with_hard_top_k() -> None:
+    """``prox: false`` trains the same steps without the envelope, then keeps the k groups of
+    largest norm: the compressed model has exactly the size the envelope's row gets."""
+    sizes = {}
+    for prox in (True, False):
+        model, ctx = _toy_problem()
+        method = WGSEF(keep_fraction=0.25, lam=1.0, steps=20, finetune_steps=5, prox=prox)
+        small = method.compress(model, ctx)
+        sizes[prox] = sum(p.numel() for p in small.parameters())
+        assert small[0].out_features == method.kept["0"] == 8
+        if not prox:
+            assert method.zeroed_by_prox == {"0": 0}
+    assert sizes[True] == sizes[False]
+
+
+# --------------------------------------------------------------------------- group identity
+
+
+class TwoHeads(nn.Module):
+    """Two MLP heads, each an ``nn.Sequential`` whose first Linear is named ``0``."""
+
+    def __init__(self, width_a: int, width_b: int) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Linear(4, width_a), nn.ReLU(), nn.Linear(width_a, 2))
+        self.b = nn.Sequential(nn.Linear(4, width_b), nn.ReLU(), nn.Linear(width_b, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(x)
+
+
+@pytest.mark.parametrize(("width_a", "width_b"), [(6, 6), (6, 10)])
+def test_neuron_groups_of_two_heads_are_kept_apart(width_a: int, width_b: int) -> None:
+    """Each head keeps its own largest neurons (head a: its first half, head b: its last
+    half, by construction), and the compressed model equals the projected dense one."""
+    torch.manual_seed(0)
+    model = TwoHeads(width_a, width_b)
+    want = {}
+    with torch.no_grad():
+        for name, head, width in (("a", model.a, width_a), ("b", model.b, width_b)):
+            big = torch.arange(width // 2) if name == "a" else torch.arange(width // 2, width)
+            scale = torch.full((width, 1), 0.1)
+            scale[big] = 10.0
+            head[0].weight.mul_(scale)
+            head[0].bias.mul_(scale.view(-1))
+            want[name] = big
+    original = copy.deepcopy(model)
+    grouped = grouped_tensors(model, "neurons", 0.5)
+    masks = {gt.name: project_exact_k(gt) for gt in grouped}
+    small = copy.deepcopy(model)
+    WGSEF(groups="neurons").remove(small, masks)
+    for name in ("a", "b"):
+        kept, before = small.get_submodule(name), original.get_submodule(name)
+        torch.testing.assert_close(kept[0].weight, before[0].weight[want[name]])
+        torch.testing.assert_close(kept[0].bias, before[0].bias[want[name]])
+        torch.testing.assert_close(kept[2].weight, before[2].weight[:, want[name]])
+    x = torch.randn(16, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), model(x), rtol=1e-6, atol=1e-6)
+    assert sorted(masks) == ["a.0", "b.0"]  # keyed by full dotted path

@@ -84,6 +84,17 @@ def quality_metric(wl: Any, value: float, split: str = "test") -> Metric:
     )
 
 
+def _json_safe(value: Any) -> Any:
+    """A method's ``info`` as plain JSON (tensors and other objects as strings)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def run(ctx: RunContext) -> ProtocolResult:
     wl, device, spec = ctx.workload, ctx.device, ctx.spec
     q = wl.quality
@@ -204,5 +215,9 @@ def run(ctx: RunContext) -> ProtocolResult:
         # What the validation split holds (None: the workload has none, so no val_ figures).
         "validation": getattr(wl, "validation", None) if validation else None,
         "quality_interval": ci.method if ci is not None else "none: the workload gives none",
+        # What the method says about its own run (e.g. a quantizer: integer arithmetic is
+        # simulated; WGSEF: how many groups its prox zeroed): reports print ``note`` and
+        # ``arithmetic`` beside the row.
+        "method": _json_safe(getattr(compressor, "info", None) or {}),
     }
     return ProtocolResult(metrics=metrics, info=info)

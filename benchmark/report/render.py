@@ -218,6 +218,25 @@ def _null_notes(table: Table) -> list[str]:
     return notes
 
 
+METHOD_NOTE_KEYS = ("note", "arithmetic")
+
+
+def _method_notes(table: Table) -> list[str]:
+    """What a method says about its own figures (``info.method.note`` / ``.arithmetic`` in
+    its records, e.g. "integer arithmetic simulated in float"), once per ranked row."""
+    notes = []
+    for row in table.rows:
+        said = {
+            f"{key}: {r.info['method'][key]}"
+            for r in row.records
+            if isinstance(r.info.get("method"), dict)
+            for key in METHOD_NOTE_KEYS
+            if r.info["method"].get(key)
+        }
+        notes += [f"{row.method} [{row.hparams}] {text}" for text in sorted(said)]
+    return notes
+
+
 def _tuning_lines(table: Table) -> list[tuple[str, list[str]]]:
     """For variants run on a grid: (heading, lines) naming each winner, the metric it was
     chosen on, its rank, the grid's size, and a warning when the winner sits on the edge of
@@ -324,7 +343,7 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
         return f"'{v}" if risky else v
 
     for col in out.columns:
-        if out[col].dtype == object:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
             out[col] = out[col].map(neutral)
         count = col in ("rank", "seeds", "seeds_run", "grid_points") or col.endswith(
             ("__n", "__runs")
@@ -371,7 +390,7 @@ def render_markdown(
             lines += ["", POINTS_HEADING, "", md_row(phead)]
             lines.append("|" + "---|" * len(phead))
             lines += [md_row(cells) for cells in points]
-        notes = _null_notes(t)
+        notes = _null_notes(t) + _method_notes(t)
         if notes:
             lines += ["", *[f"- {md_cell(n)}" for n in notes]]
         lines.append("")
@@ -490,7 +509,7 @@ def render_html(
             for cells in points:
                 parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
             parts.append("</table>")
-        notes = _null_notes(t)
+        notes = _null_notes(t) + _method_notes(t)
         if notes:
             parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
         plot = PLOTS.get(t.kind)
