@@ -312,6 +312,7 @@ KIND_INFO: dict[str, KindInfo] = {
             "aupr_in",
             "aupr_out",
             "fpr_at_95_tpr",
+            "fpr_at_95_tpr_id",
             "type1_error_at_alpha",
             "power_at_alpha",
             "target_f1",

@@ -1,19 +1,31 @@
 """The auditing test's defining properties on the social-media simulator: its Type-I error
 under a fair policy at the threshold is alpha, its power grows with the number of
-samples, and at the sample-complexity bound n*(ε, α, β) it reaches power 1 − β."""
+samples and matches the exact power of the uniformly most powerful binomial test, and
+at the sample-complexity bound n*(ε, α, β) it reaches power 1 − β while at n*/4 it
+does not. Through the protocol, a suite's seeds draw new audit datasets."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import binom
 
+from benchmark.metrics.intervals import wilson
+from benchmark.protocols import detector
+from benchmark.protocols.base import seed_everything
+from benchmark.records import Metric
 from benchmark.workloads.audit import AuditWorkload, SocialMediaSim
 from plugins.detectors.audit import AuditTest, sample_complexity
 
+from .helpers import context
+
 CPU = torch.device("cpu")
 ALPHA = 0.05
+Z999 = 3.2905  # two-sided 99.9% normal quantile
 
 
 def _rejection_rate(n: int, which: str, seed: int = 0, **options: float) -> float:
@@ -51,11 +63,81 @@ def test_power_grows_with_the_number_of_samples() -> None:
     assert powers[0] + 0.15 < powers[1] and powers[1] + 0.1 < powers[2], powers
 
 
-def test_power_reaches_one_minus_beta_at_the_sample_complexity_bound() -> None:
-    eps, beta = 0.1, 0.05
-    n_star = sample_complexity(eps, ALPHA, beta)
-    assert n_star == 600  # ceil((2·sqrt(ln 20 / 2))² / 0.01) = ceil(2 ln 20 / 0.01)
-    assert _rejection_rate(n_star, "out", shift=eps) >= 1 - beta
-    # And well below n*, the same test is far from that power: the bound is not vacuous
-    # in the direction that matters (more samples are needed at small n).
-    assert _rejection_rate(n_star // 20, "out", shift=eps) < 1 - beta
+def _exact_power(n: int, p_null: float, p_alt: float, alpha: float) -> float:
+    """Power of the randomised UMP level-alpha test of "rate <= p_null" against p_alt,
+    from the binomial pmf written out here (not the plugin's scipy calls): reject when
+    k > c, and with probability g when k = c, where P0(X > c) <= alpha < P0(X >= c) and
+    g = (alpha - P0(X > c)) / P0(X = c)."""
+
+    def pmf(p: float) -> list[float]:
+        log_c = [
+            math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in range(n + 1)
+        ]
+        return [
+            math.exp(lc + k * math.log(p) + (n - k) * math.log1p(-p)) for k, lc in enumerate(log_c)
+        ]
+
+    f0, f1 = pmf(p_null), pmf(p_alt)
+    above = [math.fsum(f0[k + 1 :]) for k in range(n + 1)]  # P0(X > k)
+    c = min(k for k in range(n + 1) if above[k] <= alpha)
+    g = (alpha - above[c]) / f0[c]
+    return math.fsum(f1[c + 1 :]) + g * f1[c]
+
+
+def test_sample_complexity_is_the_least_n_hoeffding_guarantees() -> None:
+    # Hoeffding, written out: the test "k/n - p_null >= t", t = sqrt(ln(1/alpha)/(2n)),
+    # has size <= alpha, and against a rate p_null + eps its miss probability is at most
+    # exp(-2n(eps - t)^2). n* must be the least n for which that is <= beta.
+    def guaranteed(n: int, eps: float, alpha: float, beta: float) -> bool:
+        t = math.sqrt(math.log(1 / alpha) / (2 * n))
+        return eps > t and math.exp(-2 * n * (eps - t) ** 2) <= beta
+
+    for eps, alpha, beta in [(0.1, 0.05, 0.05), (0.05, 0.01, 0.2), (0.2, 0.1, 0.01)]:
+        n_star = sample_complexity(eps, alpha, beta)
+        assert guaranteed(n_star, eps, alpha, beta), (eps, alpha, beta, n_star)
+        assert not guaranteed(n_star - 1, eps, alpha, beta), (eps, alpha, beta, n_star)
+    assert sample_complexity(0.1, ALPHA, 0.05) == 600  # 2 ln 20 / 0.01, rounded up
+
+
+@pytest.mark.parametrize("fraction", [1, 4])
+def test_power_at_n_star_and_at_a_quarter_of_it(fraction: int) -> None:
+    """At n* the audit's power over many simulated datasets reaches 1 - beta; at n*/4 it
+    is significantly below it; at both it matches the exact binomial power."""
+    eps, beta, datasets = 0.1, 0.05, 2000
+    n = sample_complexity(eps, ALPHA, beta) // fraction
+    # The simulator's natural decision rate: E[b_T] = (1-λ)^T E[b0] + (1-(1-λ)^T) f with
+    # E[b0] = 1/2 (Beta(2, 2)) and f = 1/2, so 1/2 whatever λ and T.
+    p_null = 0.5 + 0.05  # + threshold (the workload's default)
+    reference = _exact_power(n, p_null, p_null + eps, ALPHA)
+    assert _exact_power(n, p_null, p_null, ALPHA) == pytest.approx(ALPHA, abs=1e-9)
+    wl = AuditWorkload(n_samples=n, n_datasets=datasets, shift=eps, seed=3)
+    torch.manual_seed(3)
+    test = AuditTest(alpha=ALPHA)
+    rejected = int(test.reject(wl.model(CPU), wl.datasets("out")).sum())
+    lo, hi = binom.ppf([0.0005, 0.9995], datasets, reference)  # 99.9% band around the exact
+    assert lo <= rejected <= hi, (n, rejected / datasets, reference)
+    upper = wilson(rejected, datasets, Z999)[1]
+    if fraction == 1:
+        assert reference >= 1 - beta and upper >= 1 - beta, (rejected / datasets, reference)
+    else:
+        assert reference < 1 - beta and upper < 1 - beta, (rejected / datasets, reference)
+
+
+def _run(run_seed: int, options: dict[str, object]) -> dict[str, Metric]:
+    ctx = context("detector", "audit-test", "audit-sim", options=options)
+    ctx = dataclasses.replace(ctx, spec=ctx.spec.model_copy(update={"seed": run_seed}))
+    seed_everything(run_seed)  # as the runner does before a run
+    return detector.run(ctx).metrics
+
+
+def test_datasets_follow_the_run_seed_unless_the_seed_option_fixes_them() -> None:
+    options = {"n_samples": 100, "n_datasets": 300, "val_datasets": 0}
+    first, second = _run(0, options), _run(1, options)
+    # New users and decisions per seed: the AUROC of the (deterministic) statistic moves.
+    assert first["auroc"].value != second["auroc"].value
+    fixed = [_run(s, {**options, "seed": 5})["auroc"].value for s in (0, 1)]
+    assert fixed[0] == fixed[1]  # the option overrides: one draw, re-scored
+    for name in ("type1_error_at_alpha", "power_at_alpha"):
+        m = first[name]
+        assert m.n == 300  # one test per audit dataset
+        assert (m.ci_low, m.ci_high) == pytest.approx(wilson(round(m.value * 300), 300))

@@ -1,6 +1,9 @@
-"""ODIN, Mahalanobis, kNN and ReAct against independent references on known inputs."""
+"""MSP, energy, ODIN, Mahalanobis, kNN and ReAct against independent references on known
+inputs."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
 from benchmark.protocols import detector
-from plugins.detectors.baselines import Energy
+from plugins.detectors.baselines import Energy, MaxSoftmax
 from plugins.detectors.knn import KNN
 from plugins.detectors.mahalanobis import Mahalanobis
 from plugins.detectors.odin import ODIN
@@ -50,6 +53,53 @@ def _data(n: int = 300, d_in: int = 6, classes: int = 3, seed: int = 0):  # type
 
 def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 64) -> list:
     return [(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+# Fixed logits (the model is the identity, so a batch is its own logits): a uniform row, a
+# two-class row with softmax (1/4, 3/4), a confident row and a row whose naive exp
+# overflows float32.
+LOGITS = [
+    [0.0, 0.0, 0.0],
+    [0.0, math.log(3.0), -math.inf],
+    [4.0, -1.0, 2.5],
+    [1000.0, 999.0, -20.0],
+]
+
+
+def _lse(row: list[float]) -> float:
+    top = max(row)
+    return top + math.log(math.fsum(math.exp(v - top) for v in row))
+
+
+def _softmax_max(row: list[float], t: float = 1.0) -> float:
+    scaled = [v / t for v in row]
+    return math.exp(max(scaled) - _lse(scaled))
+
+
+def test_msp_is_the_negated_max_softmax_on_fixed_logits() -> None:
+    x = torch.tensor(LOGITS, dtype=torch.float64)
+    got = MaxSoftmax().score(nn.Identity(), x).double().numpy()
+    np.testing.assert_allclose(got, [-_softmax_max(r) for r in LOGITS], rtol=1e-6, atol=1e-7)
+    assert got[0] == pytest.approx(-1 / 3) and got[1] == pytest.approx(-0.75)
+
+
+@pytest.mark.parametrize("t", [1.0, 0.5, 2.0, 10.0])
+def test_energy_is_the_free_energy_at_its_temperature(t: float) -> None:
+    # Liu et al. 2020: E(x; T) = -T log sum_c exp(f_c(x) / T); higher = more OOD.
+    x = torch.tensor(LOGITS, dtype=torch.float64)
+    got = Energy(temperature=t).score(nn.Identity(), x).double().numpy()
+    expected = [-t * _lse([v / t for v in r]) for r in LOGITS]
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    assert got[0] == pytest.approx(-t * math.log(3.0))  # uniform row: -T log C
+
+
+def test_odin_temperature_scaling_on_fixed_logits() -> None:
+    x = torch.tensor(LOGITS, dtype=torch.float64)
+    for t in (1.0, 1000.0, 7.0):
+        got = ODIN(temperature=t, epsilon=0.0).score(nn.Identity(), x).double().numpy()
+        expected = [-_softmax_max(r, t) for r in LOGITS]
+        # ODIN scales in float32: 1000/7 carries ~1e-5 of absolute error in the exponent.
+        np.testing.assert_allclose(got, expected, rtol=5e-5, atol=1e-7)
 
 
 def test_mahalanobis_matches_numpy() -> None:
@@ -151,5 +201,7 @@ def test_detectors_through_the_protocol(method: str) -> None:
     r = detector.run(context("detector", method, "digits-cnn", options={"ood": "noise"}))
     m = r.metrics
     assert {"auroc", "aupr_in", "aupr_out", "fpr_at_95_tpr", "fit_time"} <= set(m)
+    assert {"aupr_in_trapezoid", "aupr_out_trapezoid", "fpr_at_95_tpr_id"} <= set(m)
+    assert m["fpr_at_95_tpr_id"].n == r.info["n_out"]  # Wilson over the OOD items
     assert "type1_error_at_alpha" not in m  # none of these defines a p-value
     assert m["auroc"].value > 0.9, m["auroc"].value

@@ -1,6 +1,6 @@
 """The statistical OOD framework: its pieces against hand computations, and its defining
-property: on in-distribution inputs the final p-values are uniform, so flagging p < α
-raises false alarms at rate α."""
+property: on in-distribution inputs exchangeable with the calibration inputs the final
+p-values are uniform, so flagging p ≤ α raises false alarms at rate α (at most)."""
 
 from __future__ import annotations
 
@@ -68,6 +68,11 @@ def test_tracked_layers_and_reductions() -> None:
     assert both.shape == (2, 6)
     tokens = torch.randn(2, 5, 3)  # [B, T, features] into a Linear: channels last
     torch.testing.assert_close(reduce_channels(tokens, False, "max"), tokens.amax(1))
+    # Padding (mask False) is left out of both summaries; an input of no tokens gets zeros.
+    mask = torch.tensor([[True, True, False, False, False], [False] * 5])
+    masked = reduce_channels(tokens, False, "mean_max", mask)
+    torch.testing.assert_close(masked[0], torch.cat([tokens[0, :2].mean(0), tokens[0, :2].amax(0)]))
+    torch.testing.assert_close(masked[1], torch.zeros(6))
     flat = torch.randn(4, 7)
     assert reduce_channels(flat, False, "mean_max") is not None
     assert reduce_channels(flat, False, "mean_max").shape == (4, 7)  # no positions to reduce
@@ -102,7 +107,8 @@ def test_final_pvalues_are_uniform_in_distribution(model: BNConvNet, layer_combi
     # calibration set, and their CDF given it is uniform only up to O(1/sqrt(n_cal)).
     fit = _synthetic(12000, seed=2)
     det.fit(model, [(fit[i : i + 2000], torch.zeros(2000)) for i in range(0, 12000, 2000)])
-    assert len(det.groups) >= 3, "several predicted classes have their own null"
+    assert len(det.nulls) >= 3, "several predicted classes have their own null"
+    assert len(det.calibration) >= 3, "and their own calibration"
     n = 1500
     x = _synthetic(n, seed=3)
     p = torch.cat([det.pvalue(model, x[i : i + 500]) for i in range(0, n, 500)]).numpy()
@@ -117,7 +123,7 @@ def test_final_pvalues_are_uniform_in_distribution(model: BNConvNet, layer_combi
     lo, hi = stats.binom.interval(0.999, n, 0.05)
     assert lo / n <= np.mean(p < 0.05) <= hi / n
     flags = det.flag(model, x[:500])
-    assert torch.equal(flags, torch.from_numpy(p[:500] < det.alpha))
+    assert torch.equal(flags, torch.from_numpy(p[:500] <= det.alpha))
     # The same test rejects shifted inputs: it has power, so its passing above means something.
     q = det.pvalue(model, _synthetic(1000, seed=4, shift=0.15)).numpy()
     assert stats.kstest(q, "uniform").pvalue < 1e-6 and np.mean(q < 0.05) > 0.2
@@ -131,13 +137,7 @@ def test_uncalibrated_fisher_would_not_control_type1_error(model: BNConvNet) -> 
     fit = _synthetic(12000, seed=2)
     det.fit(model, [(fit, torch.zeros(12000))])
     x = _synthetic(1500, seed=3)
-    acts, predicted = det._record(model, x)
-    gids = det._group_of(predicted)
-    chi2_p = np.empty(len(x))
-    for gid in torch.unique(gids).tolist():
-        rows = gids == gid
-        s = det._fisher(det.groups[gid], [a[rows] for a in acts]).numpy()
-        chi2_p[rows.numpy()] = stats.chi2.sf(s, df=2 * len(acts))
+    chi2_p = stats.chi2.sf(det.statistic(model, x).numpy(), df=2 * len(det.layer_names))
     assert stats.kstest(chi2_p, "uniform").pvalue < 1e-6
     assert stats.kstest(det.pvalue(model, x).numpy(), "uniform").pvalue > 1e-3
 
@@ -145,10 +145,17 @@ def test_uncalibrated_fisher_would_not_control_type1_error(model: BNConvNet) -> 
 def test_end_to_end_reports_type1_error() -> None:
     torch.manual_seed(0)
     r = detector.run(context("detector", "statistical-ood", "digits-cnn", options={"ood": "noise"}))
+    # Calibrated on the even rows of the 89 validation digits (never trained on); the
+    # validation AUROC is read off the other 44 and the 89 OOD validation images.
+    assert r.info["calibration"].startswith("45 in-distribution inputs disjoint")
+    assert r.metrics["val_auroc"].n == 44 + 89
     t1e = r.metrics["type1_error_at_alpha"]
     assert r.info["alpha"] == 0.05 and t1e.n == 270  # the digits' test split
-    lo, hi = stats.binom.interval(0.999, t1e.n, 0.05)
-    assert lo / t1e.n <= t1e.value <= hi / t1e.n
+    for name, level in (("type1_error_at_5pct", 0.05), ("type1_error_at_1pct", 0.01)):
+        m = r.metrics[name]
+        assert m.n == 270 and m.ci_low is not None and m.ci_low <= level
+    # 45 calibration inputs: no p-value is below 1/46 > 0.01, so nothing is flagged there.
+    assert r.metrics["type1_error_at_1pct"].value == 0.0
     assert r.metrics["auroc"].value > 0.9
     # Noise images are far from digits: the test flags nearly all of them at alpha.
     power = r.metrics["power_at_alpha"]
@@ -160,3 +167,5 @@ def test_rejects_bad_hyperparameters() -> None:
         StatisticalOOD(reduction="median")
     with pytest.raises(ValueError, match="calibration_fraction"):
         StatisticalOOD(calibration_fraction=1.0)
+    with pytest.raises(ValueError, match="layer_null_fraction"):
+        StatisticalOOD(layer_null_fraction=0.0)

@@ -4,20 +4,32 @@ labels train a better filter than uniformly drawn ones.
 
 Uses ``fewshot-pair`` on scikit-learn's digits (the same 4-vs-9 merged pair as the MNIST
 default, trained in a fraction of the time) so that the file stays within a minute.
+
+The band's default is tuned on other digit pairs (``benchmarks/tune_flame_band.py``), and
+the suite reports the no-density ablation (band 1.0) next to every FLAME row.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 import torch
+import yaml
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 
+from benchmark.host import Registry
 from benchmark.workloads.fewshot import BudgetExceeded, FewShotPair, LabelOracle
 from plugins.detectors.flame import Flame, marginal_band
 
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +102,42 @@ def test_flame_beats_random_sampling_at_equal_budget(pair: FewShotPair) -> None:
     flame = [_auroc(pair, "flame", 10, s) for s in range(5)]
     random = [_auroc(pair, "random", 10, s) for s in range(5)]
     assert np.mean(flame) > np.mean(random), (flame, random)
+
+
+def _tuner() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "tune_flame_band", ROOT / "benchmarks" / "tune_flame_band.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_band_tuning_never_uses_the_benchmarked_pair(tmp_path: Path) -> None:
+    tuner = _tuner()
+    assert tuner.main(["--dataset", "digits", "--pairs", "4,1"]) == 2  # shares the 4
+    out = tmp_path / "tune.json"
+    args = ["--dataset", "digits", "--pairs", "3,5", "--seeds", "0", "--budgets", "6"]
+    assert tuner.main([*args, "--bands", "0.5", "1.0", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {r["pair"] for r in result["rows"]} == {"3,5"}
+    assert result["best_with_density"] == 0.5  # the only band below 1 offered
+    assert all(0.0 <= a <= 1.0 for r in result["rows"] for a in r["heldout_auroc"])
+
+
+def test_default_band_keeps_the_density_step_and_the_suite_reports_its_ablation() -> None:
+    registered = Registry().method("detector", "flame").defaults["band"]
+    signature = inspect.signature(Flame).parameters["band"].default
+    assert registered == signature < 1.0  # a band of 1.0 would drop the density step
+    suite = yaml.safe_load((ROOT / "suites" / "detectors-fewshot.yaml").read_text())
+    rows = [
+        m.get("hparams", {})
+        for e in suite["experiments"]
+        for m in e["methods"]
+        if isinstance(m, dict) and m.get("name") == "flame"
+    ]
+    for budget in {r["budget"] for r in rows if r.get("selection", "flame") == "flame"}:
+        flame = [r for r in rows if r["budget"] == budget and r.get("selection") == "flame"]
+        bands = {r.get("band", registered) for r in flame}
+        assert bands == {registered, 1.0}, (budget, bands)

@@ -1,8 +1,24 @@
-"""Out-of-distribution metrics with OOD as the positive class (scores: higher = more OOD).
+"""Out-of-distribution metrics (scores: higher = more OOD).
 
-Own implementations in numpy, checked against scikit-learn in the tests: AUROC as the
-Mann-Whitney statistic (ties count one half), average precision as scikit-learn's
-step-wise sum, and FPR at 95% TPR as OpenOOD reports it.
+Own implementations in numpy, checked against scikit-learn in the tests. Two conventions
+meet here, and published figures use both, so each metric says which it follows:
+
+- AUROC: the Mann-Whitney statistic (ties count one half); the same under either choice
+  of positive class.
+- AUPR: ``aupr_in`` / ``aupr_out`` (positive class ID / OOD, OpenOOD's names) are AVERAGE
+  PRECISION, Σ (R_k − R_{k−1}) P_k, scikit-learn's ``average_precision_score``: a step
+  function, no interpolation. OpenOOD computes its AUPR as the TRAPEZOID area under the
+  precision-recall points (``sklearn.metrics.auc(recall, precision)``), which interpolates
+  precision linearly between recall levels; the two differ, in either direction, by up to
+  a few points on the same scores. ``aupr_in_trapezoid`` / ``aupr_out_trapezoid`` give
+  OpenOOD's figure for comparing with its tables.
+- FPR at 95% TPR: ``fpr_at_95_tpr`` takes OOD as positive, as OpenOOD does: the fraction of
+  ID inputs flagged at the threshold that flags 95% of the OOD inputs.
+  ``fpr_at_95_tpr_id`` takes ID as positive, as the MSP (Hendrycks & Gimpel 2017), ODIN
+  (Liang et al. 2018) and energy (Liu et al. 2020) papers do: the fraction of OOD inputs
+  accepted at the threshold that accepts 95% of the ID inputs. The two differ whenever the
+  score distributions are not mirror images, so only the second compares with those
+  papers' FPR95 columns.
 """
 
 from __future__ import annotations
@@ -61,14 +77,28 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def average_precision(scores_neg: Any, scores_pos: Any) -> float:
-    """Σ (R_k − R_{k−1}) P_k over thresholds: scikit-learn's definition of AUPR."""
+def _precision_recall(scores_neg: Any, scores_pos: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall) at each distinct threshold, from the highest score down."""
     fpr, tpr, _ = roc_curve(scores_neg, scores_pos)
     n_pos, n_neg = len(_as_1d(scores_pos)), len(_as_1d(scores_neg))
     tp, fp = tpr[1:] * n_pos, fpr[1:] * n_neg
-    precision = tp / np.maximum(tp + fp, 1e-300)
-    recall = tpr[1:]
+    return tp / np.maximum(tp + fp, 1e-300), tpr[1:]
+
+
+def average_precision(scores_neg: Any, scores_pos: Any) -> float:
+    """Σ (R_k − R_{k−1}) P_k over thresholds: scikit-learn's average precision (a step
+    sum; not the trapezoid area OpenOOD reports as AUPR, see ``aupr_trapezoid``)."""
+    precision, recall = _precision_recall(scores_neg, scores_pos)
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def aupr_trapezoid(scores_neg: Any, scores_pos: Any) -> float:
+    """The trapezoid area under the precision-recall points, starting from (recall 0,
+    precision 1): OpenOOD's AUPR. Kept beside average precision because the two differ
+    on the same scores, and a table that reports one cannot be compared with the other."""
+    precision, recall = _precision_recall(scores_neg, scores_pos)
+    r, p = np.r_[0.0, recall], np.r_[1.0, precision]
+    return float(np.sum(np.diff(r) * (p[1:] + p[:-1]) / 2))
 
 
 def fpr_at_tpr(scores_neg: Any, scores_pos: Any, tpr_level: float = 0.95) -> float:
@@ -78,8 +108,16 @@ def fpr_at_tpr(scores_neg: Any, scores_pos: Any, tpr_level: float = 0.95) -> flo
     return float(fpr[min(idx, len(fpr) - 1)])
 
 
+def fpr_at_tpr_id(scores_in: Any, scores_out: Any, tpr_level: float = 0.95) -> float:
+    """ID positive: the fraction of OOD inputs accepted as ID at the first threshold that
+    accepts ``tpr_level`` of the ID inputs (an input is accepted when its score is at or
+    below the threshold). The convention of the MSP, ODIN and energy papers' FPR95."""
+    return fpr_at_tpr(-_as_1d(scores_out), -_as_1d(scores_in), tpr_level)
+
+
 def ood_metrics(scores_in: Any, scores_out: Any) -> dict[str, Any]:
-    """AUROC, AUPR-in (ID positive, scores negated), AUPR-out, FPR@95%TPR, ROC points."""
+    """AUROC; AUPR-in / AUPR-out as average precision and as OpenOOD's trapezoid;
+    FPR@95%TPR with OOD positive and with ID positive; ROC points (OOD positive)."""
     s_in, s_out = _as_1d(scores_in), _as_1d(scores_out)
     fpr, tpr, _ = roc_curve(s_in, s_out)
     if len(fpr) > MAX_ROC_POINTS:
@@ -89,7 +127,10 @@ def ood_metrics(scores_in: Any, scores_out: Any) -> dict[str, Any]:
         "auroc": auroc(s_in, s_out),
         "aupr_in": average_precision(-s_out, -s_in),
         "aupr_out": average_precision(s_in, s_out),
+        "aupr_in_trapezoid": aupr_trapezoid(-s_out, -s_in),
+        "aupr_out_trapezoid": aupr_trapezoid(s_in, s_out),
         "fpr_at_95_tpr": fpr_at_tpr(s_in, s_out, 0.95),
+        "fpr_at_95_tpr_id": fpr_at_tpr_id(s_in, s_out, 0.95),
         "roc_fpr": fpr.tolist(),
         "roc_tpr": tpr.tolist(),
     }

@@ -1,4 +1,5 @@
-"""How one detector run is executed and scored (OpenOOD's metrics, OOD positive).
+"""How one detector run is executed and scored (OpenOOD's metrics, OOD positive, plus the
+ID-positive FPR95 and OpenOOD's trapezoid AUPR for comparing with published tables).
 
 The detector is fitted on in-distribution training batches, then scores the held-out
 in-distribution test set and the out-of-distribution set. A detector that also offers
@@ -6,23 +7,46 @@ in-distribution test set and the out-of-distribution set. A detector that also o
 it would flag, which a calibrated test keeps at alpha, and the power at alpha: the fraction
 of out-of-distribution inputs it flags at that level. A detector that filters (``predict``,
 True = OOD) also gets precision, recall and F1 of the in-distribution targets it keeps,
-and a workload that hands out labels through an ``oracle`` gets ``labels_used``.
+and a workload that hands out labels through an ``oracle`` gets ``labels_used``. A
+workload whose test data are drawn per run (``bind_run_seed``, e.g. audit-sim) is handed
+the run's seed before anything is drawn, so a suite's seeds replicate the data too.
+
+Conventions (``benchmark.metrics.ood``): ``aupr_in``/``aupr_out`` are average precision
+(scikit-learn's step sum), ``aupr_in_trapezoid``/``aupr_out_trapezoid`` the trapezoid
+area OpenOOD reports as AUPR; ``fpr_at_95_tpr`` is OOD-positive (OpenOOD: ID inputs
+flagged when 95% of OOD inputs are), ``fpr_at_95_tpr_id`` ID-positive (the MSP, ODIN and
+energy papers: OOD inputs accepted when 95% of ID inputs are).
 
 Intervals (95%, over the test items; ``n`` is the number of items behind each figure):
 ``auroc`` DeLong's (in = negative, OOD = positive; n = n_in + n_out); the proportions
-Wilson's: ``fpr_at_95_tpr`` over the n_in in-distribution items (at the threshold the OOD
-scores fix; that threshold's own sampling variation is not included),
-``type1_error_at_alpha`` over n_in, ``power_at_alpha`` over n_out, ``target_precision``
-over the kept items and ``target_recall`` over the targets. ``aupr_*`` and ``target_f1``
-carry none. A workload with a validation split (``validation``) also gets ``val_auroc``
-(with its DeLong interval), from the same fitted detector on validation in/out sets
-disjoint from the test sets and from the fit data: a leaderboard chooses grid winners on
-it and ranks on the test ``auroc``.
+Wilson's: ``fpr_at_95_tpr`` over the n_in in-distribution items and ``fpr_at_95_tpr_id``
+over the n_out OOD items (at the threshold the other side's scores fix; that threshold's
+own sampling variation is not included), ``type1_error_at_alpha`` over n_in,
+``power_at_alpha`` over n_out (for audit-sim: over the audit datasets, one test each),
+``target_precision`` over the kept items and ``target_recall`` over the targets.
+``aupr_*`` and ``target_f1`` carry none. A workload with a validation split (``validation``)
+also gets ``val_auroc`` (with its DeLong interval), from the same fitted detector on
+validation in/out sets disjoint from the test sets and from the fit data: a leaderboard
+chooses grid winners on it and ranks on the test ``auroc``.
+
+Calibration. The fit data are the model's training inputs, on which a model is more
+typical than on new inputs, so a p-value calibrated on them promises nothing about the
+held-out test inputs. A detector whose ``fit`` takes ``calibration_batches`` gets the
+even rows of the in-distribution validation split there (bare inputs); its ``val_auroc``
+is then computed on the odd rows only, so no validation figure is read off the data it
+calibrated on. Without a validation split it gets none and calibrates as it can (the
+detector's ``calibration_source`` goes to ``info["calibration"]``). Every detector with
+``pvalue`` also gets ``type1_error_at_5pct`` and ``type1_error_at_1pct``: the share of
+in-distribution test inputs with p <= 0.05 (0.01), Wilson interval over n_in, which a
+valid test keeps at or below the level.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +59,29 @@ from benchmark.records import Curve, Metric
 from benchmark.workloads.contracts import has_validation
 
 DEFAULT_ALPHA = 0.05
+TYPE1_LEVELS = {"type1_error_at_5pct": 0.05, "type1_error_at_1pct": 0.01}
+
+
+def _alternate(batches: Iterable[Any]) -> tuple[list[Any], list[Any]]:
+    """The even and the odd rows of a stream of batches (tensors or mappings of tensors),
+    counted across batches: two disjoint halves that both follow the split's order."""
+
+    def take(batch: Any, rows: torch.Tensor) -> Any:
+        if isinstance(batch, Mapping):
+            return {k: v[rows] for k, v in batch.items()}
+        return batch[rows]
+
+    even, odd, seen = [], [], 0
+    for batch in batches:
+        n = len(next(iter(batch.values()))) if isinstance(batch, Mapping) else len(batch)
+        index = torch.arange(n)
+        first = (index + seen) % 2 == 0
+        if first.any():
+            even.append(take(batch, index[first]))
+        if (~first).any():
+            odd.append(take(batch, index[~first]))
+        seen += n
+    return even, odd
 
 
 def _scores(fn, model, batches, device):  # type: ignore[no-untyped-def]
@@ -112,12 +159,21 @@ def _target_metrics(detector, model, wl, device) -> dict[str, Metric]:  # type: 
 
 def run(ctx: RunContext) -> ProtocolResult:
     wl, device = ctx.workload, ctx.device
+    bind = getattr(wl, "bind_run_seed", None)
+    if bind is not None:
+        bind(ctx.spec.seed)
     model = wl.model(device)
     detector = ctx.build_method()
     ctx.progress("fitting")
     synchronize(device)
     t0 = time.perf_counter()
-    detector.fit(model, wl.fit_batches(device))
+    validation = has_validation(wl)
+    val_in: list[Any] | None = None
+    if validation and "calibration_batches" in inspect.signature(detector.fit).parameters:
+        calibration, val_in = _alternate(wl.test_batches("in", device, "val"))
+        detector.fit(model, wl.fit_batches(device), calibration_batches=calibration)
+    else:
+        detector.fit(model, wl.fit_batches(device))
     synchronize(device)
     fit_time = time.perf_counter() - t0
     ctx.progress("scoring")
@@ -128,23 +184,39 @@ def run(ctx: RunContext) -> ProtocolResult:
     # The first batch carries warm-up (lazy initialisation, caches); it is not timed.
     latencies = (lat_in[1:] + lat_out[1:]) or lat_in + lat_out
     metrics = {"auroc": auroc_metric(s_in, s_out, "benchmark.metrics.ood, DeLong interval")}
+    aupr_meter = {
+        "": "benchmark.metrics.ood, average precision (step sum, not OpenOOD's trapezoid)",
+        "_trapezoid": "benchmark.metrics.ood, trapezoid area under the PR points (OpenOOD's)",
+    }
     for name in ("aupr_in", "aupr_out"):
-        metrics[name] = Metric(
-            value=m[name], unit="fraction", meter="benchmark.metrics.ood", higher_is_better=True
-        )
+        for suffix, meter in aupr_meter.items():
+            metrics[name + suffix] = Metric(
+                value=m[name + suffix], unit="fraction", meter=meter, higher_is_better=True
+            )
     metrics["fpr_at_95_tpr"] = proportion(
         round(m["fpr_at_95_tpr"] * len(s_in)),
         len(s_in),
-        "benchmark.metrics.ood, Wilson interval over the in-distribution items",
+        "benchmark.metrics.ood, OOD positive (ID flagged at 95% of OOD flagged), Wilson "
+        "interval over the in-distribution items",
         higher_is_better=False,
     )
-    validation = has_validation(wl)
+    metrics["fpr_at_95_tpr_id"] = proportion(
+        round(m["fpr_at_95_tpr_id"] * len(s_out)),
+        len(s_out),
+        "benchmark.metrics.ood, ID positive (OOD accepted at 95% of ID accepted), Wilson "
+        "interval over the OOD items",
+        higher_is_better=False,
+    )
     if validation:
         ctx.progress("scoring the validation split")
-        v_in, _ = _scores(detector.score, model, wl.test_batches("in", device, "val"), device)
+        held = wl.test_batches("in", device, "val") if val_in is None else val_in
+        v_in, _ = _scores(detector.score, model, held, device)
         v_out, _ = _scores(detector.score, model, wl.test_batches("out", device, "val"), device)
         metrics["val_auroc"] = auroc_metric(
-            v_in, v_out, "benchmark.metrics.ood on the validation split, DeLong interval"
+            v_in,
+            v_out,
+            "benchmark.metrics.ood on the validation split, DeLong interval"
+            + ("" if val_in is None else " (in: the odd rows; the even ones calibrated)"),
         )
     metrics["fit_time"] = Metric(value=fit_time, unit="s", meter=timer, higher_is_better=False)
     metrics["latency_per_sample"] = Stats.of(latencies).metric(
@@ -164,12 +236,23 @@ def run(ctx: RunContext) -> ProtocolResult:
         p_in, _ = _scores(detector.pvalue, model, wl.test_batches("in", device), device)
         p_out, _ = _scores(detector.pvalue, model, wl.test_batches("out", device), device)
         metrics["type1_error_at_alpha"] = proportion(
-            int(np.sum(p_in < alpha)), len(p_in), f"ID p-values < {alpha:g}", False
+            int(np.sum(p_in < alpha)), len(p_in), f"ID p-values < {alpha:g}, Wilson", False
         )
         metrics["power_at_alpha"] = proportion(
-            int(np.sum(p_out < alpha)), len(p_out), f"OOD p-values < {alpha:g}", True
+            int(np.sum(p_out < alpha)), len(p_out), f"OOD p-values < {alpha:g}, Wilson", True
         )
+        for name, level in TYPE1_LEVELS.items():
+            # float32 like the p-values, so that a p = k/(n+1) equal to the level counts.
+            metrics[name] = proportion(
+                int(np.sum(p_in <= np.float32(level))),
+                len(p_in),
+                f"ID test p-values <= {level:g}, Wilson interval over the ID test items",
+                False,
+            )
         info["alpha"] = alpha
+    source = getattr(detector, "calibration_source", None)
+    if source is not None:
+        info["calibration"] = source
     if hasattr(detector, "predict"):
         metrics.update(_target_metrics(detector, model, wl, device))
         info["target_class"] = f"{wl.in_name} (kept = predict False)"

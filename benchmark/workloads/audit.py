@@ -24,6 +24,15 @@ is one dataset: a row of ``n_samples`` 0/1 decisions.
 The model handed to detectors is ``AuditModel``: what the auditor is assumed to know —
 the natural-feed decision rate p0 and the threshold, whose sum is the null rate.
 
+Which datasets: by default (``seed: null``) they are drawn from the run's seed, which the
+detector protocol hands over through ``bind_run_seed`` before it asks for data, so a
+suite's seeds are independent replications of the whole audit (new users, new decisions,
+new randomisation) and the spread over seeds is the test's own sampling noise. With the
+datasets fixed and only the p-value randomisation U varying, three seeds gave a Type-I
+error of 0.0717 ± 0.0014 at n = 600: the noise of one draw of 400 datasets, not of the
+test. An integer ``seed`` option fixes the datasets whatever the run's seed (to re-score
+one draw); outside a run, with neither, the streams are those of seed 0.
+
 Validation: ``val_datasets`` more audit datasets per policy, simulated from random streams
 of their own (the test's streams are unchanged), so they are fresh draws of the same
 policies. The auditor fits nothing, so a validation AUROC measures the same test on new
@@ -127,7 +136,7 @@ class AuditWorkload:
         feed_size: int = 10,
         learning_rate: float = 0.3,
         natural_rate: float = 0.5,
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if shift <= 0 or threshold < 0:
             raise ValueError("need shift > 0 and threshold >= 0")
@@ -141,6 +150,7 @@ class AuditWorkload:
         if fair > threshold:
             raise ValueError("fair_deflection must be within the threshold")
         self.n_samples, self.n_datasets, self.seed = n_samples, n_datasets, seed
+        self.run_seed: int | None = None
         self.val_datasets = val_datasets
         self.validation = (
             f"{val_datasets} audit datasets per policy from random streams of their own, "
@@ -164,9 +174,22 @@ class AuditWorkload:
         """Nothing to fit: the auditor calibrates from the known model (``AuditModel``)."""
         return []
 
+    def bind_run_seed(self, seed: int) -> None:
+        """Called by the detector protocol with the run's seed before any data is drawn;
+        without it the datasets could not change from one seed of a suite to the next."""
+        self.run_seed = int(seed)
+
+    @property
+    def data_seed(self) -> int:
+        """The seed the datasets are drawn from: the ``seed`` option when given (an
+        override), else the run's, else 0 (standalone use)."""
+        if self.seed is not None:
+            return int(self.seed)
+        return 0 if self.run_seed is None else self.run_seed
+
     def stream(self, which: str, split: str = "test") -> list[int]:
         """The seed of a split's random stream for one policy (validation: one more word)."""
-        words = [self.seed, 0 if which == "in" else 1, self.n_samples]
+        words = [self.data_seed, 0 if which == "in" else 1, self.n_samples]
         return words if split == "test" else [*words, 1]
 
     def datasets(self, which: str, split: str = "test") -> torch.Tensor:
@@ -204,7 +227,7 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
                 "feed_size": 10,
                 "learning_rate": 0.3,
                 "natural_rate": 0.5,
-                "seed": 0,
+                "seed": None,  # None: the datasets follow the run's seed
             },
             description="simulated users under a fair vs a belief-shifting filtering "
             "policy; one input = one audit dataset of n_samples decisions",

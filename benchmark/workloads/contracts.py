@@ -226,5 +226,7 @@ class DetectorWorkload(Protocol):
         ...
 
 
-# Optional on a DetectorWorkload: ``validation: str | None`` (as for classifiers), and
-# ``oracle`` (a label oracle whose ``used`` count the protocol reports).
+# Optional on a DetectorWorkload: ``validation: str | None`` (as for classifiers),
+# ``oracle`` (a label oracle whose ``used`` count the protocol reports), and
+# ``bind_run_seed(seed: int) -> None`` for workloads whose test data are drawn per run (the
+# protocol calls it with the run's seed before anything is drawn, so seeds replicate data).

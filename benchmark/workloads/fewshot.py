@@ -14,6 +14,9 @@ labels. This workload builds that situation from real data, offline:
   recall for 4s, with the 9s (and the rare other digit) as false positives.
 - Embeddings are that model's penultimate features (``model.penultimate``), which is
   what feature-space detectors read.
+- Other pairs (``target``, ``lookalike``) build the same situation with a CNN of their
+  own; ``benchmarks/tune_flame_band.py`` tunes FLAME's band on pairs that share no digit
+  with the ranked one (3/5 and 2/7), so no hyperparameter is chosen on the ranked data.
 
 Detector view (OOD = false positive = positive class; a high score means "likely a false
 positive"): ``fit_batches`` are the unlabelled training-split proposals as

@@ -5,6 +5,11 @@ exposes ``penultimate(inputs) -> [B, D]`` (the features the last layer reads) an
 property ``last_layer -> nn.Linear`` mapping those features to logits. Fit batches are
 ``(inputs, labels)`` pairs; score batches are bare inputs. Inputs are passed to the model
 unchanged, so a text model may take a mapping of token tensors.
+
+Token batches are padded to their longest input, so a detector that summarises positions
+must skip the padding or its statistic depends on what else is in the batch. Where the
+real tokens are comes from an ``attention_mask`` in a mapping of token tensors, or, for a
+model that takes bare token ids, from the model's ``pad_id`` (``token_mask``).
 """
 
 from __future__ import annotations
@@ -67,6 +72,22 @@ def collect(
     if not outs:
         raise ValueError("no in-distribution batches to fit on")
     return torch.cat(outs), torch.cat(labels)
+
+
+def token_mask(model: nn.Module, inputs: Any) -> torch.Tensor | None:
+    """[B, T] True at real tokens, or None where the inputs carry no padding to skip."""
+    if isinstance(inputs, Mapping):
+        mask = inputs.get("attention_mask")
+        return None if mask is None else torch.as_tensor(mask).bool()
+    pad_id = getattr(model, "pad_id", None)
+    if (
+        isinstance(inputs, torch.Tensor)
+        and inputs.dim() == 2
+        and not inputs.is_floating_point()
+        and isinstance(pad_id, int)
+    ):
+        return inputs != pad_id
+    return None
 
 
 def batch_len(inputs: Any) -> int:

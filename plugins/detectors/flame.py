@@ -34,17 +34,22 @@ Where this departs from the paper (the paper's exact band rule and constants cou
 read in full; the sketch above is what its abstract and summaries state):
 - the density estimate is a 2-component GMM in PCA space and the band is a quantile of
   its log-posterior ratio, our reading of "density estimation, then the uncertain band";
-- the default band keeps 75% of the pool (only the proposals the mixture assigns most
-  confidently are left out). Measured on ``fewshot-pair`` (5 seeds, test AUROC): the
-  mixture's components agree with the 4/9 labels on only 59-93% of proposals (by PCA
-  size), so a narrow band concentrates the labels away from the true class boundary:
-  band 0.25 gives 0.68 (budget 10) / 0.86 (30), band 0.5 gives 0.89 / 0.96, band 0.75
-  0.96 / 0.97, band 1.0 (k-means diversity alone) 0.98 / 0.98, against random sampling's
-  0.94 / 0.98. The paper's narrow band presumes a density whose modes are the classes.
-  Those figures were taken on what was then the test split, so 0.75 was chosen on test;
-  with test and validation now apart (153 test proposals, 3 seeds), every selection at
-  either budget lies within the others' 95% intervals: FLAME does not measurably beat
-  random sampling here;
+- the band's width is not given in what could be read of the paper, so the default is
+  tuned, on digit pairs the benchmark does not rank (``benchmarks/tune_flame_band.py``:
+  MNIST-5k 3 vs 5 and 2 vs 7, each with its own merged-pair CNN; budgets 10 and 30, 5
+  seeds; AUROC on each pair's held-out proposals). Mean over pairs and budgets: band 0.25
+  0.849, 0.5 0.931, 0.6 0.923, 0.75 0.962, 0.85 0.969, 0.9 0.977, 0.95 0.976, 1.0 0.976
+  (random sampling 0.974). The default is the best band, 0.9. From 0.9 to 1.0 the
+  figures are within 0.001 of one another, well inside the seeds' spread: on these pairs
+  the density step adds nothing measurable over k-means diversity alone (band 1.0), and
+  narrow bands hurt, because the mixture's two modes are not the two classes (on the
+  benchmarked 4/9 pair they agree with the labels on only 59-93% of proposals, by PCA
+  size), so a narrow band puts the labels away from the class boundary. The suite
+  therefore also runs ``band: 1.0`` (no density step) as an ablation. The earlier
+  default, 0.75, had been chosen on the benchmarked pair's test AUROC, where band 1.0
+  also scored higher. On the benchmarked pair's leaderboard (153 test proposals, 3
+  seeds) every selection at either budget lay within the others' 95% intervals: FLAME
+  did not measurably beat random sampling there;
 - the paper's candidates carry the text-query similarity as an extra feature; this
   workload has no text query, so only visual features are used;
 - SMOTE is our own small implementation (k nearest same-class neighbours, uniform
@@ -135,7 +140,7 @@ class Flame:
         budget: int = 30,
         selection: str = "flame",
         pca_dims: int = 4,
-        band: float = 0.75,
+        band: float = 0.9,
         classifier: str = "svm",
         smote: bool = True,
         uncertainty_seed: int = 4,
@@ -261,7 +266,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
                 "budget": 30,
                 "selection": "flame",
                 "pca_dims": 4,
-                "band": 0.75,
+                "band": 0.9,
                 "classifier": "svm",
                 "smote": True,
                 "uncertainty_seed": 4,
