@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from functools import cache
 
 import pytest
 import torch
@@ -12,16 +14,13 @@ from benchmark.protocols.optimizer import optimizer_state_bytes
 from plugins.optimizers.adafactor import build_adafactor
 from plugins.optimizers.adamw import build_adamw
 from plugins.optimizers.adarankgrad import adaptive_rank, build_adarankgrad, range_finder_projector
-from plugins.optimizers.flora import build_flora, compressible, gaussian_projection, up
+from plugins.optimizers.flora import build_flora, compressible
 from plugins.optimizers.galore import build_galore
-from plugins.optimizers.lorenza import build_lorenza, randomized_svd
-from plugins.optimizers.lowrank import project, svd_projector, transport
+from plugins.optimizers.lorenza import build_lorenza
+from plugins.optimizers.lowrank import svd_projector, transport
 from plugins.optimizers.muon import build_muon, newton_schulz
 from plugins.optimizers.plumage import (
     build_plumage,
-    inclusion_probabilities,
-    sample_projector,
-    unbiased_estimate,
 )
 from plugins.optimizers.sumo import build_sumo, orthogonalise
 
@@ -169,15 +168,108 @@ BUILDERS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(BUILDERS))
-def test_drives_the_loss_down(name: str) -> None:
+# The learning rate each method needs on this 150-step problem where BUILDERS' (chosen
+# for the other tests) is far from its best: found by a sweep over 1e-3..1e-1.
+LOSS_LR = {"adafactor": 3e-2, "flora": 3e-2, "sumo": 1e-2}
+# How far above AdamW's final loss a method may end. The sweep's worst is FLORA at about
+# 19x (momentum only, through a rank-4 random projection); a no-op step ends near 75x.
+LOSS_FACTOR = 25.0
+
+
+def _tuned(name: str) -> Callable[[nn.Module], torch.optim.Optimizer]:
+    def build(model: nn.Module) -> torch.optim.Optimizer:
+        opt = BUILDERS[name](model)
+        if name in LOSS_LR:
+            for group in opt.param_groups:
+                group["lr"] = LOSS_LR[name]
+        return opt
+
+    return build
+
+
+def final_loss(build: Callable[[nn.Module], torch.optim.Optimizer]) -> tuple[float, float]:
+    """(first, final) mean loss over the four batches, 150 steps of cycling through them."""
     torch.manual_seed(0)
     model = Block()
-    opt = BUILDERS[name](model)
-    first = backward(model)
+    opt = build(model)
+    first = sum(backward(model, s) for s in range(4)) / 4
     for step in range(150):
         train_step(opt, model, step % 4)
-    assert backward(model) < 0.6 * first
+    return first, sum(backward(model, s) for s in range(4)) / 4
+
+
+def first_step_alignment(
+    build: Callable[[nn.Module], torch.optim.Optimizer],
+) -> dict[str, tuple[float, float]]:
+    """Per parameter: (<delta, G> / (|delta| |G|), |delta|) for the first step, with G the
+    gradient at the starting point."""
+    torch.manual_seed(0)
+    model = Block()
+    opt = build(model)
+    backward(model)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_step(opt, model, 0)
+    out = {}
+    for n, p in model.named_parameters():
+        delta = p.detach() - before[n]
+        norm = float(delta.norm())
+        cosine = float((delta * grads[n]).sum()) / (norm * float(grads[n].norm()) + 1e-30)
+        out[n] = (cosine, norm)
+    return out
+
+
+@cache
+def adamw_final_loss() -> float:
+    return final_loss(BUILDERS["adamw"])[1]
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_first_step_moves_every_parameter_downhill(name: str) -> None:
+    """A sign error anywhere (the low-rank part, the orthogonal part, the AdamW
+    fallback) turns some parameter's first step uphill; a dropped update leaves it."""
+    for param, (cosine, norm) in first_step_alignment(BUILDERS[name]).items():
+        assert norm > 0, f"{name}: {param} did not move"
+        assert cosine < -0.05, f"{name}: {param} moved at cosine {cosine:.3f} to the gradient"
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_reaches_a_loss_near_adamws(name: str) -> None:
+    first, final = final_loss(_tuned(name))
+    assert final < 0.5 * first, (first, final)
+    assert final < LOSS_FACTOR * adamw_final_loss(), (final, adamw_final_loss())
+
+
+class _Flipped(torch.optim.Optimizer):
+    """AdamW with a sign error: it climbs."""
+
+    def __init__(self, params) -> None:  # type: ignore[no-untyped-def]
+        self.inner = torch.optim.AdamW(params, lr=1e-2, weight_decay=0)
+        super().__init__(self.inner.param_groups, {})
+
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.neg_()
+        return self.inner.step()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        lambda m: _Flipped(m.parameters()),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.0),  # a step that does nothing
+        lambda m: torch.optim.SGD(m.parameters(), lr=1e-5),  # lr ignored, a tiny fixed step
+    ],
+    ids=["sign-error", "no-op", "tiny-step"],
+)
+def test_the_checks_reject_broken_optimizers(broken) -> None:  # type: ignore[no-untyped-def]
+    alignment = first_step_alignment(broken)
+    first, final = final_loss(broken)
+    descends = all(norm > 0 and cosine < -0.05 for cosine, norm in alignment.values())
+    near_adamw = final < 0.5 * first and final < LOSS_FACTOR * adamw_final_loss()
+    assert not (descends and near_adamw)
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))
@@ -223,45 +315,6 @@ def test_galore_step_lies_in_the_gradient_subspace(target: str) -> None:
     assert torch.linalg.matrix_rank(delta) <= 4
 
 
-@pytest.mark.parametrize("orthogonalizer", ["svd", "newton-schulz"])
-def test_sumo_step_is_out_of_subspace_gradient_plus_orthogonal_moment(
-    orthogonalizer: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    torch.manual_seed(2)
-    model = Block()
-    monkeypatch.setitem(
-        BUILDERS,
-        "sumo",
-        lambda m: build_sumo(
-            m,
-            lr=2e-3,
-            rank=4,
-            update_gap=5,
-            alpha=4.0,
-            gamma=1.1,
-            momentum=0.95,
-            nesterov=True,
-            weight_decay=0.0,
-            perp_scale=1.0,
-            orthogonalizer=orthogonalizer,
-        ),
-    )
-    delta, grad, _ = _weight_step("sumo", model, "mlp.0.weight")  # 40 x 24: right projector
-    q = svd_projector(grad, 4)
-    lr, alpha = 2e-3, 4.0
-    out_of_subspace = grad - (grad @ q.T) @ q
-    in_subspace = -delta / (alpha * lr) - out_of_subspace
-    # What is left is 0.2·sqrt(max(m, n))·O·Q with O = U V^T of the first moment.
-    assert (in_subspace - (in_subspace @ q.T) @ q).abs().max() < 1e-4
-    o = (in_subspace @ q.T) / (0.2 * max(grad.shape) ** 0.5)
-    singular = torch.linalg.svdvals(o)
-    if orthogonalizer == "svd":  # exact: every singular value is 1
-        torch.testing.assert_close(singular, torch.ones(4), atol=1e-4, rtol=0)
-    else:  # Newton-Schulz: near 1, not on it
-        assert float(singular.min()) > 0.6 and float(singular.max()) < 1.25, singular
-        assert float((singular - 1).abs().max()) > 1e-3, singular
-
-
 def test_orthogonalisers_push_singular_values_to_one() -> None:
     g = torch.Generator().manual_seed(3)
     for shape in [(32, 32), (64, 16), (16, 48)]:
@@ -289,23 +342,6 @@ def test_sumo_moment_transport_keeps_the_moment_in_full_space() -> None:
     moment = torch.randn(40, 6, generator=g)
     moved = transport(moment, old, new, grad.shape)
     torch.testing.assert_close(moved @ new, moment @ old, atol=1e-5, rtol=0)
-
-
-def test_flora_momentum_lives_in_the_random_subspace() -> None:
-    torch.manual_seed(5)
-    model = Block()
-    opt = BUILDERS["flora"](model)
-    for step in range(3):
-        backward(model, step)
-        opt.step()
-    w = model.mlp[0].weight  # 40 x 24, aspect 1.7: compressed
-    state = opt.state[w]
-    assert compressible(w.shape, 4) and state["momentum"].shape == (40, 4)
-    a = gaussian_projection(w.shape, 4, state["seed"], w.device, w.dtype)
-    full = up(state["momentum"], a, w.shape)
-    assert torch.linalg.matrix_rank(full) <= 4
-    assert (full - (full @ torch.linalg.pinv(a.T)) @ a.T).abs().max() < 1e-5
-    assert not compressible(torch.Size([2048, 64]), 4), "embeddings keep a full momentum"
 
 
 def _shapes(model: nn.Module, names: list[str]) -> list[tuple[int, int]]:
@@ -359,50 +395,6 @@ def test_flora_state_bytes() -> None:
     assert optimizer_state_bytes(opt) == expected
 
 
-def test_galore_refreshes_every_gap_and_keeps_moments() -> None:
-    torch.manual_seed(6)
-    model = Block()
-    opt = BUILDERS["galore"](model)
-    w = model.attn.weight
-    seen = []
-    for step in range(11):
-        backward(model, step)
-        opt.step()
-        seen.append(opt.state[w]["projector"].clone())
-    changed = [i for i in range(1, 11) if not torch.equal(seen[i], seen[i - 1])]
-    assert changed == [5, 10]  # steps 6 and 11 (1-based) start a new gap
-    assert project(w.grad, seen[-1]).shape == opt.state[w]["exp_avg"].shape
-
-
-def test_plumage_estimator_is_unbiased() -> None:
-    """The mean of many sampled estimates converges to G within its standard error."""
-    g = torch.Generator().manual_seed(7)
-    grad = torch.randn(12, 30, generator=g, dtype=torch.float64) @ torch.diag(
-        torch.linspace(0.1, 2.0, 30, dtype=torch.float64)
-    )
-    rank, draws = 3, 4000
-    total = torch.zeros_like(grad)
-    for _ in range(draws):
-        proj, weights = sample_projector(grad, rank, g)
-        total += unbiased_estimate(grad, proj, weights)
-    mean = total / draws
-    sigma = torch.linalg.svdvals(grad)
-    p = inclusion_probabilities(sigma, rank)
-    variance = float((sigma.square() * (1 / p - 1)).sum())  # E||Q - G||_F^2
-    error = float((mean - grad).norm())
-    assert error < 4 * (variance / draws) ** 0.5, (error, (variance / draws) ** 0.5)
-    assert variance > 0, "the tail is sampled, so a single draw is not exact"
-    # A single draw is a rank-r matrix.
-    proj, weights = sample_projector(grad, rank, g)
-    assert torch.linalg.matrix_rank(unbiased_estimate(grad, proj, weights)) == rank
-
-
-def test_plumage_probabilities_keep_the_top_and_sum_to_r() -> None:
-    p = inclusion_probabilities(torch.tensor([5.0, 3.0, 1.0, 0.5, 0.25, 0.1]), 3)
-    assert float(p.sum()) == pytest.approx(3.0)
-    assert p[0] == 1.0 and p[1] == 1.0 and 0 < p[5] < p[2] < 1
-
-
 def test_adarankgrad_rank_meets_the_energy_threshold() -> None:
     g = torch.Generator().manual_seed(8)
     u = torch.linalg.qr(torch.randn(48, 20, generator=g))[0]
@@ -421,88 +413,3 @@ def test_adarankgrad_rank_meets_the_energy_threshold() -> None:
         captured = float((grad @ proj.T).square().sum())
         assert captured >= eta * energy * 0.999
     assert adaptive_rank(sigma, energy, 0.9999, max_rank=3) == 3
-
-
-def test_adarankgrad_refreshes_and_rotates_moments() -> None:
-    torch.manual_seed(9)
-    model = Block()
-    opt = BUILDERS["adarankgrad"](model)
-    w = model.mlp[0].weight
-    refreshed = set()
-    for step in range(12):
-        backward(model, step)
-        opt.step()
-        refreshed.add(opt.state[w]["refreshed_at"])
-        r = opt.state[w]["projector"].shape[0]
-        assert opt.state[w]["exp_avg"].shape == (40, r)
-    assert len(refreshed) >= 2, "max_gap forces refreshes"
-
-
-def test_lorenza_zeroth_order_estimate_is_the_truncated_gradient() -> None:
-    """With Q, R from G's SVD, E[g_zo] is the rank-r truncation of G (to first order)."""
-    torch.manual_seed(10)
-    model = Block()
-    opt = build_lorenza(
-        model,
-        lr=1e-2,
-        rank=4,
-        update_gap=5,
-        rho=0.05,
-        mu=1e-4,
-        probes=3000,
-        plus=False,
-        beta1=0.9,
-        beta2=0.999,
-        eps=1e-8,
-        weight_decay=0.0,
-        seed=0,
-    )
-    closure = closure_for(model, 0)
-    opt._refresh_subspaces(closure)
-    w = model.mlp[0].weight
-    grad = w.grad.detach().clone()
-    estimate = opt.zeroth_order_ascent(closure)[w]
-    u, s, vh = torch.linalg.svd(grad)
-    truncated = u[:, :4] @ torch.diag(s[:4]) @ vh[:4]
-    cosine = float((estimate * truncated).sum() / (estimate.norm() * truncated.norm()))
-    assert cosine > 0.95, cosine
-    q, r = opt.state[w]["left"], opt.state[w]["right"]
-    assert torch.allclose(q.T @ q, torch.eye(4), atol=1e-4) and r.shape == (4, 24)
-
-
-def test_lorenza_step_lies_in_span_q_and_costs_one_gradient() -> None:
-    torch.manual_seed(11)
-    model = Block()
-    opt = BUILDERS["lorenza"](model)
-    train_step(opt, model, 0)  # first step: refresh (one extra gradient)
-    w = model.attn.weight
-    before = w.detach().clone()
-    calls: list[str] = []
-    opt.step(closure_for(model, 1, calls))
-    assert calls.count("grad") == 1 and calls.count("forward") == 1 + 2 * 2
-    delta = w.detach() - before
-    q = opt.state[w]["left"]
-    assert (delta - q @ (q.T @ delta)).abs().max() < 1e-5 * delta.abs().max() + 1e-12
-    assert torch.linalg.matrix_rank(delta) <= 4
-
-
-def test_lorenza_state_bytes() -> None:
-    torch.manual_seed(0)
-    model = Block()
-    opt = BUILDERS["lorenza"](model)
-    train_step(opt, model, 0)
-    r, expected = 4, 0
-    for m, n in _shapes(model, LOWRANK):
-        expected += 4 * (m * r + r * n + 2 * r * n)  # Q, R and the r x n moments
-    expected += sum(8 * k for k in _rest_numel(model))
-    assert optimizer_state_bytes(opt) == expected
-
-
-def test_lorenza_randomized_svd_matches_the_top_subspace() -> None:
-    g = torch.Generator().manual_seed(12)
-    u = torch.linalg.qr(torch.randn(30, 6, generator=g))[0]
-    v = torch.linalg.qr(torch.randn(20, 6, generator=g))[0]
-    grad = u @ torch.diag(torch.tensor([9.0, 7.0, 5.0, 3.0, 0.01, 0.01])) @ v.T
-    q, r = randomized_svd(grad, 4)
-    torch.testing.assert_close(q @ q.T @ u[:, :4], u[:, :4], atol=1e-4, rtol=0)
-    torch.testing.assert_close(r.T @ r @ v[:, :4], v[:, :4], atol=1e-4, rtol=0)

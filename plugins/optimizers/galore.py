@@ -12,7 +12,14 @@ moments are kept when P changes (not re-projected). State per weight:
 r·min(m, n) (projector) + 2·r·max(m, n) (moments). Other parameters: AdamW.
 
 Defaults: rank 128, gap 200, scale 0.25, lr 0.01 (the paper's C4 pre-training settings);
-the rank is capped at min(m, n).
+the rank is capped at min(m, n). eps is 1e-6, galore-torch's default, which its C4
+pre-training script does not override (torch's AdamW, the ``adamw`` baseline, uses
+1e-8). As in galore-torch, the subspace Adam adds eps to sqrt(v) before the bias
+correction (step lr·sqrt(1 - b2^t)/(1 - b1^t)). The other parameters get torch's AdamW
+with the same lr, betas, eps and weight decay (galore-torch runs them through its own
+AdamW, whose eps placement is the one above: the two differ only while sqrt(v) is
+comparable to eps); decay is decoupled in both, applied before the step here and after
+it in galore-torch.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ class GaLoreAdamW(HybridOptimizer):
         params,
         lr: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),  # type: ignore[no-untyped-def]
-        eps: float = 1e-8,
+        eps: float = 1e-6,
         weight_decay: float = 0.0,
         rank: int = 128,
         update_gap: int = 200,
@@ -108,7 +115,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
                 "scale": 0.25,
                 "beta1": 0.9,
                 "beta2": 0.999,
-                "eps": 1e-8,
+                "eps": 1e-6,
                 "weight_decay": 0.0,
             },
             paper="arXiv:2403.03507",

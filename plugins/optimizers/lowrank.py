@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.adamw import adamw as torch_adamw
 
 DEFAULT_TARGETS: tuple[str, ...] = ("attn", "mlp")
 
@@ -126,29 +127,54 @@ def adam_subspace_step(
 # --------------------------------------------------------------------------- AdamW fallback
 
 
-def adamw_step(
-    p: torch.Tensor,
-    grad: torch.Tensor,
-    state: dict[str, Any],
+def fallback_adamw(
+    params: list[torch.Tensor],
+    states: list[dict[str, Any]],
     *,
     lr: float,
     betas: tuple[float, float],
     eps: float,
     weight_decay: float,
 ) -> None:
-    """Decoupled-weight-decay Adam (Loshchilov & Hutter) on one tensor."""
-    if "exp_avg" not in state:
-        state["step"] = 0
-        state["exp_avg"] = torch.zeros_like(p)
-        state["exp_avg_sq"] = torch.zeros_like(p)
-    state["step"] += 1
-    b1, b2 = betas
-    state["exp_avg"].lerp_(grad, 1 - b1)
-    state["exp_avg_sq"].mul_(b2).addcmul_(grad, grad, value=1 - b2)
-    step_size = lr * math.sqrt(1 - b2 ** state["step"]) / (1 - b1 ** state["step"])
-    if weight_decay:
-        p.mul_(1 - lr * weight_decay)
-    p.addcdiv_(state["exp_avg"], state["exp_avg_sq"].sqrt().add_(eps), value=-step_size)
+    """One AdamW step on every tensor of ``params`` through torch's own kernels.
+
+    The ``adamw`` baseline is ``torch.optim.AdamW``, which runs foreach (multi-tensor)
+    kernels on CUDA; a per-tensor Python loop here would charge the low-rank methods for
+    launch overhead on parameters they treat exactly like the baseline does. So this calls
+    the functional ``torch.optim.adamw.adamw`` with ``foreach=None``, which lets torch make
+    the same kernel choice the baseline makes.
+
+    The step count stays a Python int in ``state`` (the functional wants tensors, so they
+    are made per call on the CPU, where reading them costs no device sync): the state
+    layout, and so the analytic optimizer-state size, is two moments per element.
+    """
+    grads, exp_avgs, exp_avg_sqs, steps = [], [], [], []
+    for p, state in zip(params, states, strict=True):
+        if "exp_avg" not in state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        grads.append(p.grad)
+        exp_avgs.append(state["exp_avg"])
+        exp_avg_sqs.append(state["exp_avg_sq"])
+        steps.append(torch.tensor(float(state["step"]), dtype=torch.float32))
+        state["step"] += 1
+    torch_adamw(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        foreach=None,
+        amsgrad=False,
+        beta1=betas[0],
+        beta2=betas[1],
+        lr=lr,
+        weight_decay=weight_decay,
+        eps=eps,
+        maximize=False,
+    )
 
 
 # --------------------------------------------------------------------------- shared skeleton
@@ -156,7 +182,8 @@ def adamw_step(
 
 class HybridOptimizer(torch.optim.Optimizer):
     """Parameters in groups flagged ``lowrank`` take the method's own step
-    (``lowrank_step``); every other parameter takes AdamW with ``fallback_options``."""
+    (``lowrank_step``); every other parameter takes torch's AdamW with
+    ``fallback_options``."""
 
     def lowrank_step(self, p: torch.Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise TypeError(f"{type(self).__name__} must define lowrank_step")
@@ -181,13 +208,15 @@ class HybridOptimizer(torch.optim.Optimizer):
     def apply_updates(self) -> None:
         """One update of every parameter from its current ``.grad``."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if group["lowrank"]:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if group["lowrank"]:
+                for p in params:
                     self.lowrank_step(p, self.state[p], group)
-                else:
-                    adamw_step(p, p.grad, self.state[p], **self.fallback_options(group))
+            else:
+                states = [self.state[p] for p in params]
+                fallback_adamw(params, states, **self.fallback_options(group))
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[no-untyped-def]

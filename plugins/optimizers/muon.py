@@ -11,6 +11,12 @@ sqrt(max(1, m/n)); W <- (1 - lr·wd)·W - lr·update. Everything else (embedding
 norms, biases) gets AdamW with lr 3e-4, betas (0.9, 0.95), eps 1e-10. State: m·n per
 hidden weight. Defaults: lr 0.02, momentum 0.95, Nesterov, wd 0.
 
+Checked against the official muon.py: the same buffer update, look-ahead, coefficients,
+normalisation and scale. Two small differences: the reference multiplies the bf16 result
+by the scale before it meets the fp32 weights, here the result is cast back first (a
+rounding difference only); and the auxiliary AdamW here never decays, where the
+reference's takes its group's weight_decay (0 by default, so the defaults agree).
+
 Departure: the iteration runs in bf16 on CUDA, as the reference does, but in fp32 on
 other devices (``ns_dtype: auto``): CPUs without bf16 matrix units emulate it many times
 slower, which would charge Muon for the hardware rather than the method. ``ns_dtype:

@@ -1,28 +1,48 @@
 """PLUMAGE: probabilistic low-rank unbiased minimum-variance gradient estimation.
 
-Haroush & Soudry, arXiv:2505.18313. No official code was found; this follows the paper's
-description: GaLore's loop with two changes.
+Haroush & Soudry, arXiv:2505.18313. No official code was found, and of the paper only the
+abstract and introduction could be read here, so what follows is this project's reading,
+stated so that it can be checked: GaLore's loop with two changes.
 
-1. The subspace is *sampled*, not truncated. At each refresh (every ``update_gap``
-   steps) the SVD of the gradient G = Σ σ_i u_i v_i^T gives inclusion probabilities
-   p_i = min(1, c·σ_i) with Σ p_i = r (the minimum-variance choice for an unbiased
-   r-sparse estimator: the largest components are kept with certainty, the tail is
-   sampled, as in the unbiased minimum-distortion low-rank sampling of Barnes, Cameron &
-   Howard, arXiv:2505.09647); exactly r components are drawn with those marginals by
-   systematic sampling, and each kept direction is re-weighted by 1/p_i. Because the
-   basis on the smaller side is complete, E[P diag(1/p) P^T] = I, so the back-projected
-   estimate of *any* gradient in the interval is unbiased: E[P diag(1/p) P^T G] = G.
-2. Moment realignment: when the projection changes, Adam's first moment is rotated into
-   the new basis (M <- Q_new^T Q_old M) and the second by the squared rotation (the
-   diagonal of R diag(v) R^T), instead of GaLore's keeping stale moments.
+1. The subspace is *sampled*, not truncated. At each refresh (every ``update_gap`` steps)
+   the SVD G = Σ σ_i u_i v_i^T of the gradient gives inclusion probabilities
+   p_i = min(1, c·σ_i) with Σ p_i = r, the minimum-variance choice for an unbiased rank-r
+   estimator (the largest components are kept with certainty, the tail is sampled; Barnes,
+   Cameron & Howard, arXiv:2505.09647). Exactly r components are drawn with those
+   marginals by systematic sampling and each kept direction carries the weight 1/p_i.
+   The basis of the smaller side is complete, so E[P diag(1/p) P^T] = I and the estimate
+   Ĝ = P diag(1/p) P^T G of *any* gradient of the interval is unbiased.
+2. Moment realignment: when the projection changes, the moments are carried into the new
+   coordinates instead of being read in the new basis as if nothing had changed (GaLore).
 
-Adam runs on the plain projection P^T G; the re-weighting is applied to the step when it
-is projected back (Adam's per-coordinate normalisation would otherwise cancel it). The
-exact realignment formula of the paper could not be checked against a source; the one
-here is stated above. Hyperparameters: rank and interval (plus GaLore's lr and scale).
+Where the weights enter. The abstract presents PLUMAGE as a drop-in replacement for the
+gradient estimator, so the estimate is what Adam consumes: the moments accumulate the
+weighted coordinates c = diag(1/p) P^T G, and the back-projected first moment is an
+unbiased estimate of full-rank Adam's (one step from a fresh state it is (1 - b1)·Ĝ, of
+mean (1 - b1)·G). The normalised step m̂/(√v̂ + ε) is projected back *without* weights:
+inside an interval the weights cancel in Adam's per-coordinate normalisation, so steps
+have GaLore's size. Re-weighting after the normalisation instead would multiply sampled
+tail directions by up to 1/p_min and make GaLore's learning rates unstable.
+
+The realignment applies the new estimator to the full-space first moment,
+m <- diag(1/p') P'^T (P m), whose mean over the new draw is the old full-space moment,
+and the diagonal of the same map to the second, v <- diag(1/p')² (R∘R) v with R = P'^T P:
+non-negative, and exact when the bases agree up to signs and order. Both keep the carried
+moments on the same scale as the weighted gradients that follow.
+
+Devices. The SVD and every tensor of the update live on the parameter's device. The draw
+(water-filling over min(m, n) singular values and one uniform number) runs on the host in
+float64 from a CPU generator whose state travels with state_dict, so the same singular
+values give the same draw on any device; only the picked indices and their weights are
+moved to the device, once per refresh, next to an SVD that dominates the cost.
+
+State per m x n weight: projector r·min(m, n), moments 2r·max(m, n), weights r.
+Hyperparameters: rank and interval (plus GaLore's lr and scale).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,66 +60,104 @@ from plugins.optimizers.lowrank import (
     rotate_moments,
 )
 
+HOST = torch.device("cpu")
+
 
 def inclusion_probabilities(sigma: torch.Tensor, k: int) -> torch.Tensor:
-    """p_i = min(1, c·σ_i) with Σ p_i = k (water-filling); σ sorted or not."""
-    sigma = sigma.double().clamp(min=0)
-    n = sigma.numel()
-    if k >= n or sigma.sum() == 0:
-        return torch.ones(n, dtype=torch.float64) if k >= n else torch.full((n,), k / n).double()
-    order = torch.argsort(sigma, descending=True)
-    s = sigma[order]
-    p = torch.empty(n, dtype=torch.float64)
-    for certain in range(k):
-        tail = s[certain:]
-        scaled = (k - certain) * tail / tail.sum()
-        if scaled[0] <= 1.0:
-            p[:certain] = 1.0
-            p[certain:] = scaled
-            break
-    else:
-        p[:k], p[k:] = 1.0, 0.0
+    """p_i = min(1, c·σ_i) with Σ p_i = k, on the host in float64.
+
+    With σ sorted in decreasing order and j components kept with certainty, the rest get
+    (k - j)·σ_i / (their sum); the answer is the smallest j for which that stays <= 1.
+    A tail of zeros (a rank-deficient gradient) is filled uniformly: those directions
+    contribute nothing to the estimate, whatever their weight.
+    """
+    s_in = sigma.detach().to(device=HOST, dtype=torch.float64).clamp(min=0)
+    n = s_in.numel()
+    if k >= n:
+        return torch.ones(n, dtype=torch.float64, device=HOST)
+    order = torch.argsort(s_in, descending=True)
+    s = s_in[order]
+    tail_sums = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])  # Σ_{i>=j} s_i
+    certain = torch.arange(k, dtype=torch.float64, device=HOST)
+    head = (k - certain) * s[:k]
+    fits = (tail_sums[:k] > 0) & (head <= tail_sums[:k] * (1 + 1e-12))
+    p = torch.zeros(n, dtype=torch.float64, device=HOST)
+    if bool(fits.any()):
+        j = int(torch.nonzero(fits)[0])
+        p[:j] = 1.0
+        p[j:] = ((k - j) * s[j:] / tail_sums[j]).clamp(max=1.0)
+    else:  # at most k non-zero singular values: keep them all
+        nonzero = int((s > 0).sum())
+        p[:nonzero] = 1.0
+        p[nonzero:] = (k - nonzero) / (n - nonzero)
     out = torch.empty_like(p)
     out[order] = p
     return out
 
 
 def systematic_sample(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Exactly round(Σp) distinct indices, index i with probability p_i (each p_i <= 1)."""
+    """round(Σp) distinct host indices, index i with probability p_i (each p_i <= 1).
+
+    One uniform offset, then one point per unit along the cumulative sum: a point lands in
+    item i with probability p_i, and no item of length <= 1 can hold two points.
+    """
     k = round(float(p.sum()))
     edges = torch.cumsum(p, 0)
-    u = float(torch.rand((), generator=generator, dtype=torch.float64))
-    points = u + torch.arange(k, dtype=torch.float64)
-    return torch.searchsorted(edges, points, right=True).clamp(max=p.numel() - 1)
+    u = torch.rand((), generator=generator, dtype=torch.float64, device=HOST)
+    points = u + torch.arange(k, dtype=torch.float64, device=HOST)
+    # Rounding can leave the last point past the final edge; give it to the last item that
+    # can be drawn at all rather than to a zero-probability one.
+    last = int(torch.nonzero(p > 0).max())
+    return torch.searchsorted(edges, points, right=True).clamp(max=last)
 
 
 def sample_projector(
     grad: torch.Tensor, rank: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(projector, weights 1/p) over sampled singular directions of the smaller side."""
+    """(projector, weights 1/p) over sampled singular directions of the smaller side, both
+    on ``grad``'s device; the projector in ``grad``'s dtype, the weights too."""
     u, sigma, vh = torch.linalg.svd(grad.float(), full_matrices=False)
     p = inclusion_probabilities(sigma, rank)
-    picked = systematic_sample(p, generator)
-    weights = (1.0 / p[picked]).to(grad.dtype)
+    picked_host = systematic_sample(p, generator)
+    weights = (1.0 / p[picked_host]).to(device=grad.device, dtype=grad.dtype)
+    picked = picked_host.to(grad.device)
     proj = vh[picked] if projects_right(grad.shape) else u[:, picked]
     return proj.to(grad.dtype).contiguous(), weights
+
+
+def weigh(low: torch.Tensor, weights: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """diag(w) applied on the subspace side of a projected tensor (columns of an m x r
+    moment for right projectors, rows of an r x n one otherwise)."""
+    return low * weights if projects_right(shape) else low * weights[:, None]
 
 
 def unbiased_estimate(
     grad: torch.Tensor, proj: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
     """P diag(1/p) P^T G (left) or G P^T diag(1/p) P (right)."""
-    low = project(grad, proj)
-    scaled = low * weights if projects_right(grad.shape) else low * weights[:, None]
-    return project_back(scaled, proj, grad.shape)
+    return project_back(weigh(project(grad, proj), weights, grad.shape), proj, grad.shape)
+
+
+def realign(
+    state: dict[str, Any],
+    proj: torch.Tensor,
+    weights: torch.Tensor,
+    shape: torch.Size,
+) -> None:
+    """Carry the moments from the stored basis into (proj, weights): rotate (shared with
+    the other realigning optimizers), then weigh the first moment by 1/p' and the second
+    by 1/p'², as the new estimator weighs the gradients that follow."""
+    rotate_moments(state, state["projector"], proj, shape)
+    state["exp_avg"] = weigh(state["exp_avg"], weights, shape)
+    state["exp_avg_sq"] = weigh(state["exp_avg_sq"], weights.square(), shape)
 
 
 class Plumage(SeededSampling, HybridOptimizer):
     def __init__(
         self,
-        params,
+        params: Any,
         lr: float = 0.01,
-        betas: tuple[float, float] = (0.9, 0.999),  # type: ignore[no-untyped-def]
+        betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         rank: int = 128,
@@ -120,7 +178,8 @@ class Plumage(SeededSampling, HybridOptimizer):
                 "lowrank": False,
             },
         )
-        self.generator = torch.Generator().manual_seed(seed)
+        # A host generator on purpose: see the module docstring (Devices).
+        self.generator = torch.Generator(device=HOST).manual_seed(seed)
 
     def lowrank_step(self, p: torch.Tensor, state: dict, group: dict) -> None:
         grad = p.grad
@@ -128,17 +187,16 @@ class Plumage(SeededSampling, HybridOptimizer):
         state["step"] = state.get("step", 0) + 1
         if "projector" not in state or (state["step"] - 1) % group["update_gap"] == 0:
             proj, weights = sample_projector(grad, rank, self.generator)
-            if "projector" in state:
-                rotate_moments(state, state["projector"], proj, grad.shape)
+            if "exp_avg" in state:
+                realign(state, proj, weights, grad.shape)
             state["projector"], state["weights"] = proj, weights
         proj, weights = state["projector"], state["weights"]
-        right = projects_right(grad.shape)
 
         def back(x: torch.Tensor) -> torch.Tensor:
-            scaled = x * weights if right else x * weights[:, None]
-            return project_back(scaled, proj, grad.shape)
+            return project_back(x, proj, grad.shape)
 
-        adam_subspace_step(p, project(grad, proj), state, group, back)
+        low = weigh(project(grad, proj), weights, grad.shape)
+        adam_subspace_step(p, low, state, group, back)
 
 
 def build_plumage(

@@ -3,19 +3,26 @@
 Refael, Smorodinsky, Tirer & Lindenbaum, NeurIPS 2025, arXiv:2505.24749. Official code:
 RandalW7/SUMO_optimizer (optimizers_torch/sumo_optimizer.py).
 
-Per targeted weight G (m x n): the GaLore SVD projector Q, refreshed every
-``update_gap`` steps; a first moment in the subspace, M <- mu·M + Q^T G (no (1 - mu)
-factor), with Nesterov's look-ahead Q^T G + mu·M; the moment orthogonalised *exactly*
-by an SVD of the small r x max(m, n) matrix, O = U V^T (norm-induced steepest descent,
-instead of Muon's Newton-Schulz approximation); a norm-growth limiter (if ||O|| grows by
-more than gamma over the previous step, it is rescaled to gamma·||O_prev||); and the
-weight update W <- W - alpha·lr·[G - Q(s_perp·Q^T G - 0.2·sqrt(max(m, n))·O)], the
-gradient's component outside the subspace plus the orthogonalised moment, then decoupled
-weight decay. State per weight: r·(m + n) (moment and projector) plus one scalar.
+Per targeted weight G (m x n): the GaLore SVD projector Q, computed at the first step
+and refreshed at steps K, 2K, 3K, ... (1-based, K = ``update_gap``), the official
+cadence; a first moment in the subspace, M <- mu·M + Q^T G (no (1 - mu) factor), with
+Nesterov's look-ahead Q^T G + mu·M; the moment orthogonalised *exactly* by an SVD of
+the small r x max(m, n) matrix, O = U V^T (norm-induced steepest descent, instead of
+Muon's Newton-Schulz approximation); a norm-growth limiter (if ||O||_F grows by more
+than gamma over the previous step, it is rescaled to gamma·||O_prev||_F); and the weight
+update W <- W - alpha·lr·[G - Q(s_perp·Q^T G - 0.2·sqrt(max(m, n))·O)], the gradient's
+component outside the subspace plus the orthogonalised moment, then decoupled weight
+decay. State per weight: r·(m + n) (moment and projector) plus one scalar.
 
 ``orthogonalizer: newton-schulz`` swaps the exact SVD for Muon's five quintic
 Newton-Schulz iterations (fp32), everything else equal: the comparison the paper makes to
-argue that in a rank-r subspace the exact SVD is both affordable and better.
+argue that in a rank-r subspace the exact SVD is both affordable and better. The
+norm-growth limiter only matters for that variant: with the exact SVD every singular
+value of O is 1, so ||O||_F = sqrt(rank of the moment), which is sqrt(r) at every step
+once the moment has full rank r; the ratio is then 1 <= gamma and the limiter never
+acts (as in the official code, which applies it after the exact SVD too). Newton-Schulz
+leaves the singular values near 1 but not on it, so ||O||_F moves and the limiter can
+clip it.
 
 Where the paper and the official code differ, this follows the paper and says so:
 - On a subspace refresh the moment is transported into the new basis,
@@ -23,8 +30,15 @@ Where the paper and the official code differ, this follows the paper and says so
   unused flag for it).
 - Nesterov keeps the momentum buffer and uses the look-ahead only for the update (the
   official file overwrites the buffer with the look-ahead).
-Non-matrix and non-targeted parameters get AdamW (the official default lr_adam is 1e-5;
-here it defaults to the method's lr, which is what a suite tuning lr expects).
+
+Non-matrix and non-targeted parameters get AdamW, torch's implementation (the same
+kernels as the ``adamw`` baseline), with betas (0.9, 0.999), eps 1e-6 and no weight decay
+(the official class defaults) and lr = the method's lr (as the official FineWeb script
+sets it; the class default lr_adam is 1e-5, which the official GLUE script leaves fixed).
+The official file's AdamW adds eps to sqrt(v) before the bias correction (the Hugging
+Face form) where torch adds it after: the two differ only while sqrt(v) is comparable
+to eps. The official FineWeb script also gives that AdamW betas (0.9, 0.95), eps 1e-8 and
+the method's weight decay; the class defaults are kept here.
 """
 
 from __future__ import annotations
@@ -108,7 +122,7 @@ class SUMO(HybridOptimizer):
         state["step"] = step
         if "projector" not in state:
             state["projector"] = svd_projector(grad, rank)
-        elif (step - 1) % group["update_gap"] == 0:
+        elif step % group["update_gap"] == 0:
             new = svd_projector(grad, rank)
             state["moment"] = transport(state["moment"], state["projector"], new, grad.shape)
             state["projector"] = new
@@ -122,9 +136,11 @@ class SUMO(HybridOptimizer):
         o = _orthogonalise_with(group["orthogonalizer"], direction)
         norm = o.norm()
         prev = state.get("o_norm")
-        if prev is not None and norm / (prev + 1e-8) > group["gamma"]:
-            o = o * (group["gamma"] * prev / (norm + 1e-8))
-            norm = o.norm()
+        if prev is not None:  # a tensor select, not a branch: no host sync
+            limited = group["gamma"] * prev / (norm + 1e-8)
+            factor = torch.where(norm / (prev + 1e-8) > group["gamma"], limited, 1.0)
+            o = o * factor
+            norm = norm * factor
         state["o_norm"] = norm.detach().clone()
         shape_scale = 0.2 * max(grad.shape) ** 0.5
         update = grad - project_back(group["perp_scale"] * low - shape_scale * o, q, grad.shape)
