@@ -343,7 +343,9 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
         return f"'{v}" if risky else v
 
     for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+        # rank_label is ours ("=1": tied with row 1), never user text: left as written.
+        text = out[col].dtype == object or pd.api.types.is_string_dtype(out[col])
+        if text and col != "rank_label":
             out[col] = out[col].map(neutral)
         count = col in ("rank", "seeds", "seeds_run", "grid_points") or col.endswith(
             ("__n", "__runs")
