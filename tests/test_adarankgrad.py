@@ -39,17 +39,37 @@ def _signal(shape: tuple[int, int], g: torch.Generator) -> torch.Tensor:
     return u @ torch.diag(torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64)) @ v.T
 
 
-def test_refresh_fires_when_the_projected_gradient_has_converged() -> None:
-    """The gradient inside the subspace decays (the sub-problem converges): the second
-    window's RMS is 0.4^3 of the first's, below tol, so the refresh comes at the first
-    check, 2·min_gap + 1 = 7 steps after the previous one. (The old rule, on the
-    relative change between consecutive projected gradients, 0.6 here, never fired.)"""
+def _two_signals(shape: tuple[int, int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two rank-3 signals whose row and column spaces are orthogonal to each other's."""
+    u = torch.linalg.qr(torch.randn(shape[0], 6, generator=g, dtype=torch.float64))[0]
+    v = torch.linalg.qr(torch.randn(shape[1], 6, generator=g, dtype=torch.float64))[0]
+    d = torch.diag(torch.tensor([4.0, 2.0, 1.0], dtype=torch.float64))
+    return u[:, :3] @ d @ v[:, :3].T, u[:, 3:] @ d @ v[:, 3:].T
+
+
+def test_refresh_fires_when_the_gradient_leaves_the_subspace() -> None:
+    """The gradient moves to directions the subspace does not hold (its captured share
+    falls from ~1 to ~0): the refresh comes at the first check, 2·min_gap + 1 = 7 steps
+    after the previous one; the new subspace holds the gradient, so the next refresh is
+    max_gap later. (The first version of this rule, on the norm of Q^T G, refreshed a
+    fixed, still-right subspace whenever training shrank the gradient.)"""
+    g = torch.Generator().manual_seed(0)
+    shape = (30, 20)
+    weight = nn.Parameter(torch.zeros(*shape, dtype=torch.float64))
+    first, second = _two_signals(shape, g)
+    grads = [first] * 4 + [second] * 26
+    assert _refresh_steps(_optimizer(weight), weight, grads) == [1, 8, 28]
+
+
+def test_no_refresh_while_the_gradient_shrinks_inside_the_subspace() -> None:
+    """Training progress shrinks the gradient (here 0.4^t) in a fixed subspace: the subspace
+    is as right as ever, so only max_gap refreshes it."""
     g = torch.Generator().manual_seed(0)
     shape = (30, 20)
     weight = nn.Parameter(torch.zeros(*shape, dtype=torch.float64))
     base = _signal(shape, g)
-    grads = [0.4**t * base for t in range(15)]
-    assert _refresh_steps(_optimizer(weight), weight, grads) == [1, 8, 15]
+    grads = [0.7**t * base for t in range(45)]
+    assert _refresh_steps(_optimizer(weight), weight, grads) == [1, 21, 41]
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.5])

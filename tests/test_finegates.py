@@ -259,3 +259,29 @@ def test_removing_llama_mlp_neurons_equals_zeroing_them() -> None:
     with torch.no_grad():
         assert torch.allclose(pruned(ids).logits, masked(ids).logits, atol=1e-5)
     assert pruned.model.layers[0].mlp.up_proj.weight.shape == (8, 16)
+
+
+@pytest.mark.parametrize("act", [nn.Sigmoid, nn.Tanh, nn.GELU, nn.ReLU], ids=lambda a: a.__name__)
+def test_export_of_a_chain_with_closed_producer_rows_equals_the_gated_model(
+    act: type[nn.Module],
+) -> None:
+    """A closed producer-row gate makes that neuron's pre-activation 0, so it still hands
+    the consumer act(0) (0.5 for Sigmoid): the export must keep that constant (in the
+    consumer's bias) when it deletes the neuron."""
+    from plugins.compressors.finegates import export
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), act(), nn.Linear(8, 3))
+    g = torch.Generator().manual_seed(0)
+    model[0] = GatedLinear(model[0], 0, g)
+    model[2] = GatedLinear(model[2], 0, g)
+    with torch.no_grad():
+        model[0].rows.logits[[1, 4]] = -5.0  # two producer rows closed
+    model.eval()
+    x = torch.randn(16, 5)
+    with torch.no_grad():
+        gated = model(x)
+        export(model)
+        exported = model(x)
+    assert model[0].out_features == 6 and model[2].in_features == 6
+    torch.testing.assert_close(exported, gated, rtol=0, atol=1e-6)

@@ -87,12 +87,13 @@ def test_estimate_matches_the_papers_equation() -> None:
     opt._refresh_subspaces(closure)
     names = {p: n for n, p in model.named_parameters()}
     weights = opt._perturbed()
-    # The draws the optimizer is about to make: q rounds of one r-vector per weight.
+    # The draws the optimizer is about to make: one host draw of q rounds of an r-vector
+    # per weight (q x sum of ranks), split by weight.
     replica = torch.Generator()
     replica.set_state(opt.generator.get_state())
+    block = torch.randn(probes, 4 * len(weights), generator=replica).double()
     draws = [
-        {names[p]: torch.randn(4, generator=replica).double() for p in weights}
-        for _ in range(probes)
+        {names[p]: part for p, part in zip(weights, row.split(4), strict=True)} for row in block
     ]
     subspaces = {names[p]: (opt.state[p]["left"], opt.state[p]["right"]) for p in weights}
     saved = {p: p.detach().clone() for p in weights}

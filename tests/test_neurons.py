@@ -76,3 +76,31 @@ def test_structured_pruning_of_sigmoid_neurons_equals_zeroing_their_weights() ->
     x = torch.randn(16, 5)
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), zeroed(x), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        (nn.Sigmoid, nn.Tanh),
+        (nn.Identity, nn.Sigmoid),
+        (nn.Sigmoid, nn.Dropout),
+        (nn.Dropout, nn.Sigmoid),
+    ],
+    ids=lambda b: "-".join(m.__name__ for m in b),
+)
+def test_the_fold_runs_every_module_in_order_and_in_evaluation_mode(
+    between: tuple[type[nn.Module], ...],
+) -> None:
+    """act(0) is the whole chain between producer and consumer evaluated at 0 with Dropout
+    off, whatever mode the model is in when neurons are removed (a fold taken in training
+    mode would scale by Dropout's 1/(1-p) or zero at random)."""
+    model = _chain(*(m(0.5) if m is nn.Dropout else m() for m in between))
+    x = torch.randn(32, 5)
+    with torch.no_grad():
+        before = model(x)
+    model.train()
+    _remove_dropped(model)
+    model.eval()
+    with torch.no_grad():
+        after = model(x)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-6)

@@ -162,7 +162,8 @@ def reference_run(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(weight, first moment, second moment) after each step, from the equations:
     c = w ⊙ P^T G (left; G P^T w on the right), Adam on c, W -= step·scale·P·m̂/(√v̂+ε),
-    and at a refresh m <- w' ⊙ P'^T (P m), v <- w'² ⊙ diag(R diag(v) R^T), R = P'^T P."""
+    and at a refresh the old weights come off, m <- w' ⊙ R (m / w), v <- w'² ⊙ (R∘R)(v / w²),
+    R = P'^T P."""
     left = w0.shape[0] < w0.shape[1]
     b1, b2 = BETAS
     w = w0.clone()
@@ -173,12 +174,12 @@ def reference_run(
             if m is not None:
                 if left:  # coordinates are rows: r x n moments
                     rot = new.T @ proj
-                    m = new_weights[:, None] * (rot @ m)
-                    v = new_weights[:, None] ** 2 * ((rot * rot) @ v)
+                    m = new_weights[:, None] * (rot @ (m / weights[:, None]))
+                    v = new_weights[:, None] ** 2 * ((rot * rot) @ (v / weights[:, None] ** 2))
                 else:  # coordinates are columns: m x r moments
                     rot = proj @ new.T
-                    m = (m @ rot) * new_weights
-                    v = (v @ (rot * rot)) * new_weights**2
+                    m = ((m / weights) @ rot) * new_weights
+                    v = ((v / weights**2) @ (rot * rot)) * new_weights**2
             proj, weights = new, new_weights
         c = weights[:, None] * (proj.T @ g) if left else (g @ proj.T) * weights
         m = (1 - b1) * c if m is None else b1 * m + (1 - b1) * c

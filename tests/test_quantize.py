@@ -190,6 +190,22 @@ def test_the_quantized_model_quantizes_activations_with_the_calibrated_range(bit
     assert float((got - weights_only).abs().max()) > 1e-3
 
 
+def test_a_range_that_excludes_zero_is_widened_so_zero_stays_exact() -> None:
+    """Jacob et al. (sec. 2.1) require real 0 to be representable exactly (zero padding and
+    ReLU outputs must not drift): a layer calibrated on inputs in [0.5, 1.5] quantizes on a
+    grid over [0, 1.5], and 0 maps to 0."""
+    torch.manual_seed(0)
+    layer = nn.Linear(4, 3)
+    calib = torch.rand(64, 4) + 0.5  # strictly positive
+    lo, hi = float(calib.min()), float(calib.max())
+    q = QuantizedLayer(layer, 8, (lo, hi))
+    x = torch.cat([torch.zeros(1, 4), torch.rand(8, 4) + 0.5])
+    want = F.linear(_reference_fake_quant(x, lo, hi, 8), _reference_weight(layer.weight, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(q(x), want + layer.bias, rtol=1e-5, atol=1e-5)
+    assert float(fake_quantize(torch.zeros(1), lo, hi, 8)) == 0.0
+
+
 @pytest.mark.parametrize("mode", ["reflect", "circular", "replicate", "zeros"])
 def test_a_quantized_conv_keeps_its_padding_mode(mode: str) -> None:
     torch.manual_seed(0)

@@ -240,7 +240,25 @@ def test_the_envelope_prox_alone_zeroes_all_but_k_groups_before_projection() -> 
         WGSEF(keep_fraction=0.25, lam=1.0, steps=1000, lr=0.05)
     )
     assert (count, k) == (32, 8)
-    assert zero >= count - k
+    # Exactly G - k: the envelope keeps at least k groups (a group lasso, which zeroes as
+    # many as its strength dictates, would pass ">=" and fail this).
+    assert zero == count - k
+
+
+def test_the_envelope_prox_never_cuts_below_k_groups() -> None:
+    """The defining property of the envelope's prox (what separates it from a group-lasso
+    shrink): one prox step never leaves fewer than min(k, groups non-zero before) non-zero
+    groups, at any step size."""
+    g = torch.Generator().manual_seed(3)
+    for step in (1e-3, 0.1, 1.0, 10.0, 1e3):
+        w = nn.Linear(6, 20)
+        with torch.no_grad():
+            w.weight.copy_(torch.randn(20, 6, generator=g) * torch.rand(20, 1, generator=g))
+            w.bias.zero_()
+        gt = wgsef_module.GroupedTensors("w", [w.weight, w.bias], 5)
+        before = gt.nonzero_groups()
+        wgsef_module.apply_envelope_prox(gt, step)
+        assert gt.nonzero_groups() >= min(5, before), step
 
 
 def test_without_the_prox_no_group_reaches_zero(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,7 +57,12 @@ from torch.nn import functional as F
 
 from benchmark import hookimpl
 from benchmark.kinds import MethodSpec
-from plugins.compressors.neurons import neuron_groups, set_module, sliced_linear
+from plugins.compressors.neurons import (
+    NeuronGroup,
+    neuron_groups,
+    remove_neurons,
+    set_module,
+)
 from plugins.compressors.training import deadline_of, finetune_all, train_steps
 from plugins.layers import select_layers
 
@@ -207,7 +212,7 @@ def export(model: nn.Module) -> nn.Module:
     rows_open = {n: f[2].clone() for n, f in folded.items()}
     cols_open = {n: f[3].clone() for n, f in folded.items()}
     weights = {n: (f[0], f[1]) for n, f in folded.items()}
-    fused: list[tuple[tuple[str, ...], str, torch.Tensor]] = []
+    fused: list[tuple[NeuronGroup, torch.Tensor]] = []
     for group in neuron_groups(model, lambda m: isinstance(m, nn.Linear | GatedLinear)):
         names = (*group.producers, group.consumer)
         if not all(n in gated for n in names):
@@ -217,16 +222,16 @@ def export(model: nn.Module) -> nn.Module:
             keep &= rows_open[p]
         if not bool(keep.any()):
             keep[0] = True  # keep one neuron so shapes stay valid; its output is zero anyway
-        fused.append((group.producers, group.consumer, torch.nonzero(keep).flatten()))
+        fused.append((group, torch.nonzero(keep).flatten()))
         for p in group.producers:
             rows_open[p] = torch.ones_like(rows_open[p])  # handled by the neuron slice
         cols_open[group.consumer] = torch.ones_like(cols_open[group.consumer])
     for name, (w, b) in weights.items():
         set_module(model, name, _folded_linear(w, b))
-    for producers, consumer, keep in fused:
-        for p in producers:
-            set_module(model, p, sliced_linear(model.get_submodule(p), rows=keep))
-        set_module(model, consumer, sliced_linear(model.get_submodule(consumer), cols=keep))
+    for group, keep in fused:
+        # A neuron whose producer row gate closed still hands the consumer act(0) (0.5 for
+        # Sigmoid): remove_neurons folds that constant into the consumer's bias.
+        remove_neurons(model, group, keep)
     for name in weights:
         layer = model.get_submodule(name)
         assert isinstance(layer, nn.Linear)

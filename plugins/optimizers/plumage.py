@@ -19,16 +19,19 @@ Where the weights enter. The abstract presents PLUMAGE as a drop-in replacement 
 gradient estimator, so the estimate is what Adam consumes: the moments accumulate the
 weighted coordinates c = diag(1/p) P^T G, and the back-projected first moment is an
 unbiased estimate of full-rank Adam's (one step from a fresh state it is (1 - b1)·Ĝ, of
-mean (1 - b1)·G). The normalised step m̂/(√v̂ + ε) is projected back *without* weights:
-inside an interval the weights cancel in Adam's per-coordinate normalisation, so steps
-have GaLore's size. Re-weighting after the normalisation instead would multiply sampled
-tail directions by up to 1/p_min and make GaLore's learning rates unstable.
+mean (1 - b1)·G). The normalised step m̂/(√v̂ + ε) is projected back *without* weights.
+Said plainly: Adam normalises each coordinate, so inside an interval the weights cancel
+(up to ε) and the *update* is Adam's on the sampled subspace, GaLore-sized, not an
+unbiased estimate of the full-rank update; the unbiasedness is the gradient estimate's
+and the first moment's. Re-weighting after the normalisation instead (the first version
+here) would make the update unbiased but multiply sampled tail directions by up to 1/p_min
+and make GaLore's learning rates unstable.
 
-The realignment applies the new estimator to the full-space first moment,
-m <- diag(1/p') P'^T (P m), whose mean over the new draw is the old full-space moment,
-and the diagonal of the same map to the second, v <- diag(1/p')² (R∘R) v with R = P'^T P:
-non-negative, and exact when the bases agree up to signs and order. Both keep the carried
-moments on the same scale as the weighted gradients that follow.
+The realignment takes the old draw's weights off the moments, rotates them into the new
+basis as GaLore-style realignment does (m <- R m, v <- (R∘R) v with R = P'^T P:
+non-negative, exact when the bases agree up to signs and order) and puts the new draw's
+weights on, so the carried moments and the weighted gradients that follow share one scale
+and a re-picked direction's step stays Adam's size across the refresh.
 
 Devices. The SVD and every tensor of the update live on the parameter's device. The draw
 (water-filling over min(m, n) singular values and one uniform number) runs on the host in
@@ -37,7 +40,7 @@ values give the same draw on any device; only the picked indices and their weigh
 moved to the device, once per refresh, next to an SVD that dominates the cost.
 
 State per m x n weight: projector r·min(m, n), moments 2r·max(m, n), weights r.
-Hyperparameters: rank and interval (plus GaLore's lr and scale).
+Hyperparameters: rank and interval (plus GaLore's lr, scale and eps 1e-6, galore-torch's).
 """
 
 from __future__ import annotations
@@ -115,11 +118,13 @@ def sample_projector(
     grad: torch.Tensor, rank: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(projector, weights 1/p) over sampled singular directions of the smaller side, both
-    on ``grad``'s device; the projector in ``grad``'s dtype, the weights too."""
+    on ``grad``'s device; the projector in ``grad``'s dtype, the weights in at least fp32 (in bf16
+    1/p would be rounded to ~3 digits and the first moment's unbiasedness with it)."""
     u, sigma, vh = torch.linalg.svd(grad.float(), full_matrices=False)
     p = inclusion_probabilities(sigma, rank)
     picked_host = systematic_sample(p, generator)
-    weights = (1.0 / p[picked_host]).to(device=grad.device, dtype=grad.dtype)
+    wide = torch.promote_types(grad.dtype, torch.float32)
+    weights = (1.0 / p[picked_host]).to(device=grad.device, dtype=wide)
     picked = picked_host.to(grad.device)
     proj = vh[picked] if projects_right(grad.shape) else u[:, picked]
     return proj.to(grad.dtype).contiguous(), weights
@@ -128,7 +133,8 @@ def sample_projector(
 def weigh(low: torch.Tensor, weights: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """diag(w) applied on the subspace side of a projected tensor (columns of an m x r
     moment for right projectors, rows of an r x n one otherwise)."""
-    return low * weights if projects_right(shape) else low * weights[:, None]
+    out = low * weights if projects_right(shape) else low * weights[:, None]
+    return out.to(low.dtype)
 
 
 def unbiased_estimate(
@@ -144,9 +150,15 @@ def realign(
     weights: torch.Tensor,
     shape: torch.Size,
 ) -> None:
-    """Carry the moments from the stored basis into (proj, weights): rotate (shared with
-    the other realigning optimizers), then weigh the first moment by 1/p' and the second
-    by 1/p'², as the new estimator weighs the gradients that follow."""
+    """Carry the moments from the stored basis into (proj, weights): take the old weights
+    off (1/p and 1/p² of the old draw), rotate in plain coordinates (shared with the other
+    realigning optimizers), then weigh by 1/p' and 1/p'² as the new estimator weighs the
+    gradients that follow. Carrying the weighted moments instead would leave a re-picked
+    direction's second moment inflated by the old 1/p² for ~1/(1-b2) steps and its steps
+    too small by that factor (0.47x of Adam's after a refresh, measured)."""
+    old = state["weights"]
+    state["exp_avg"] = weigh(state["exp_avg"], old.reciprocal(), shape)
+    state["exp_avg_sq"] = weigh(state["exp_avg_sq"], old.square().reciprocal(), shape)
     rotate_moments(state, state["projector"], proj, shape)
     state["exp_avg"] = weigh(state["exp_avg"], weights, shape)
     state["exp_avg_sq"] = weigh(state["exp_avg_sq"], weights.square(), shape)
@@ -158,7 +170,7 @@ class Plumage(SeededSampling, HybridOptimizer):
         params: Any,
         lr: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
+        eps: float = 1e-6,
         weight_decay: float = 0.0,
         rank: int = 128,
         update_gap: int = 200,
@@ -239,7 +251,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
                 "scale": 0.25,
                 "beta1": 0.9,
                 "beta2": 0.999,
-                "eps": 1e-8,
+                "eps": 1e-6,
                 "weight_decay": 0.0,
                 "seed": 0,
             },
