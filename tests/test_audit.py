@@ -141,3 +141,22 @@ def test_datasets_follow_the_run_seed_unless_the_seed_option_fixes_them() -> Non
         m = first[name]
         assert m.n == 300  # one test per audit dataset
         assert (m.ci_low, m.ci_high) == pytest.approx(wilson(round(m.value * 300), 300))
+
+
+def test_every_split_of_both_policies_is_redrawn_per_run_seed() -> None:
+    """Both policies' datasets (fair: Type-I error; shifting: power), test and validation,
+    change with the bound run seed, and none changes when the ``seed`` option fixes them:
+    a stream left on seed 0 for one policy would freeze that rate's spread over seeds."""
+    from benchmark.workloads.audit import AuditWorkload
+
+    def draws(run_seed: int, **options: object) -> dict[tuple[str, str], torch.Tensor]:
+        wl = AuditWorkload(n_samples=40, n_datasets=20, val_datasets=10, **options)  # type: ignore[arg-type]
+        wl.bind_run_seed(run_seed)
+        return {(w, s): wl.datasets(w, s) for w in ("in", "out") for s in ("test", "val")}
+
+    a, b = draws(0), draws(1)
+    for key in a:
+        assert not torch.equal(a[key], b[key]), key
+    fixed_a, fixed_b = draws(0, seed=5), draws(1, seed=5)
+    for key in fixed_a:
+        assert torch.equal(fixed_a[key], fixed_b[key]), key

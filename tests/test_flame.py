@@ -126,6 +126,25 @@ def test_band_tuning_never_uses_the_benchmarked_pair(tmp_path: Path) -> None:
     assert all(0.0 <= a <= 1.0 for r in result["rows"] for a in r["heldout_auroc"])
 
 
+def test_band_tuning_drops_every_held_out_image_the_benchmark_scores() -> None:
+    """Tuning pairs draw their held-out proposals from the same held-out digits as the
+    benchmarked pair: any image both share is dropped before tuning."""
+    from benchmark.workloads.fewshot import FewShotPair
+
+    tuner = _tuner()
+    benchmarked = FewShotPair(dataset="digits")
+    pair = FewShotPair(dataset="digits", target=3, lookalike=5)
+    # Plant the overlap the real datasets can have: one of the benchmarked pair's
+    # held-out images among the tuning pair's test proposals.
+    pair.test_x = torch.cat([pair.test_x, benchmarked.test_x[:1]])
+    pair.test_fp = np.concatenate([pair.test_fp, benchmarked.test_fp[:1]])
+    assert tuner.drop_benchmarked_images(pair, benchmarked) >= 1
+    taken = set(tuner._image_keys(torch.cat([benchmarked.test_x, benchmarked.val_x])))
+    held = tuner._image_keys(torch.cat([pair.test_x, pair.val_x]))
+    assert not taken.intersection(held)
+    assert len(pair.test_x) == len(pair.test_fp) and len(pair.val_x) == len(pair.val_fp)
+
+
 def test_default_band_keeps_the_density_step_and_the_suite_reports_its_ablation() -> None:
     registered = Registry().method("detector", "flame").defaults["band"]
     signature = inspect.signature(Flame).parameters["band"].default
@@ -141,3 +160,14 @@ def test_default_band_keeps_the_density_step_and_the_suite_reports_its_ablation(
         flame = [r for r in rows if r["budget"] == budget and r.get("selection") == "flame"]
         bands = {r.get("band", registered) for r in flame}
         assert bands == {registered, 1.0}, (budget, bands)
+
+
+def test_band_one_is_no_density_step() -> None:
+    """The ablation row ``band: 1.0`` must be k-means on the whole pool: no mixture fitted,
+    no reordering of the candidates by its margin."""
+    from plugins.detectors.flame import diverse_picks, marginal_band
+
+    z = np.random.default_rng(0).normal(size=(60, 3))
+    assert np.array_equal(marginal_band(z, 1.0, seed=0), np.arange(60))
+    picks = diverse_picks(z, marginal_band(z, 1.0, seed=0), 5, seed=0)
+    assert np.array_equal(picks, diverse_picks(z, np.arange(60), 5, seed=0))

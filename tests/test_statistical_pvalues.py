@@ -104,14 +104,14 @@ class MemorizerWorkload:
         return [x[i : i + 256] for i in range(0, len(x), 256)]
 
 
-def _run(wl: MemorizerWorkload) -> Any:
+def _run(wl: MemorizerWorkload, seed: int = 0) -> Any:
     spec = RunSpec(
         suite="test",
         kind="detector",
         method="statistical-ood",
         hparams={},
         workload="memorizer",
-        seed=0,
+        seed=seed,
         device="cpu",
         budget=Budget(),
     )
@@ -126,8 +126,11 @@ def _run(wl: MemorizerWorkload) -> Any:
 def test_protocol_calibrates_on_half_the_validation_split_and_reports_type1_errors() -> None:
     r = _run(MemorizerWorkload())
     m = r.metrics
-    assert "2001 in-distribution inputs" in r.info["calibration"]  # the even rows of 4,001
-    assert m["val_auroc"].n == 2000 + 300  # the odd rows and every OOD validation input
+    assert "2001 in-distribution inputs" in r.info["calibration"]  # one half of 4,001
+    assert m["val_auroc"].n == 2000 + 300  # the other half and every OOD validation input
+    # One rejection rule everywhere: at alpha = 0.05 the alpha column and the 5% column count
+    # the same p-values (p <= level, as the detector's flag does).
+    assert m["type1_error_at_alpha"].value == m["type1_error_at_5pct"].value
     for name, level in (("type1_error_at_5pct", 0.05), ("type1_error_at_1pct", 0.01)):
         t1e = m[name]
         assert t1e.n == 1500 and t1e.ci_low is not None and t1e.ci_high is not None
@@ -186,6 +189,46 @@ def test_token_pvalue_does_not_depend_on_the_batch(reduction: str) -> None:
         torch.testing.assert_close(
             det.pvalue(model, short[i : i + 1]), det.pvalue(model, short)[i : i + 1]
         )
+
+
+class _TextCNN(nn.Module):
+    """A token model whose convolution has no padding: its BatchNorm sees T - 2 positions,
+    not the T tokens, so the token mask cannot be laid over that layer's input."""
+
+    pad_id = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(40, 8, padding_idx=0)
+        self.conv = nn.Conv1d(8, 8, 3)
+        self.bn = nn.BatchNorm1d(8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(self.emb(ids).transpose(1, 2)))
+        keep = (ids != 0)[:, 2:].unsqueeze(1)  # the model masks its own pooling
+        return self.head(h.masked_fill(~keep, -1e4).amax(-1))
+
+
+def test_a_layer_whose_positions_are_not_the_tokens_is_left_out_not_unmasked() -> None:
+    """Padding cannot be masked out of a layer that does not see the tokens one to one:
+    that layer is left out (and named), so the p-value still does not depend on the batch
+    (with it summarised unmasked, p moved from 0.19 to 0.98 for one input)."""
+    model = _TextCNN().eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.randint(4, 12, (1000,), generator=g).tolist()
+    fit = [(_token_batch(lengths[i : i + 200], g), torch.zeros(200)) for i in range(0, 1000, 200)]
+    torch.manual_seed(0)
+    det = StatisticalOOD(reduction="mean_max")
+    det.fit(model, fit)
+    assert det.unmasked_layers == {"bn"} and "bn" not in det.layer_names and det.layer_names
+    short = _token_batch([6, 7, 5], g)
+    alongside = torch.zeros(4, 100, dtype=torch.long)
+    alongside[:3, : short.shape[1]] = short
+    alongside[3] = torch.randint(1, 40, (100,), generator=g)
+    assert torch.allclose(model(short), model(alongside)[:3], atol=1e-5)
+    torch.testing.assert_close(det.pvalue(model, short), det.pvalue(model, alongside)[:3])
 
 
 # ---------------------------------------------------------------- item: groups and the layer null
@@ -281,3 +324,20 @@ def test_scores_rank_far_ood_inputs_by_the_statistic() -> None:
     p, score = det.pvalue(model, x), det.score(model, x)
     order = score.argsort()
     assert (p[order].diff() <= 0).all(), "a higher score never has a higher p-value"
+
+
+def test_the_calibration_half_follows_the_run_seed() -> None:
+    """Which validation inputs calibrate is drawn from the run's seed, so a suite's seeds
+    replicate the calibration draw (with fixed halves every seed gave identical results)."""
+    from benchmark.protocols.detector import _seeded_halves
+
+    rows = [torch.arange(10) + 10 * i for i in range(4)]
+    a, rest_a = _seeded_halves(rows, 0)
+    b, _ = _seeded_halves(rows, 1)
+    a_rows, b_rows = torch.cat(a), torch.cat(b)
+    assert len(a_rows) == 20 and len(torch.cat(rest_a)) == 20
+    assert set(a_rows.tolist()).isdisjoint(torch.cat(rest_a).tolist())
+    assert set(a_rows.tolist()) != set(b_rows.tolist())
+    assert torch.equal(torch.cat(_seeded_halves(rows, 0)[0]), a_rows)  # same seed, same half
+    r0, r1 = _run(MemorizerWorkload(), 0), _run(MemorizerWorkload(), 1)
+    assert r0.metrics["type1_error_at_5pct"].value != r1.metrics["type1_error_at_5pct"].value

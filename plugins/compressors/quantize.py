@@ -6,7 +6,12 @@ Linear/Conv2d weight stored as signed integers of ``bits`` bits with one symmetr
 per output channel, and every such layer's input quantized per tensor (asymmetric, scale
 and zero point from the min and max seen on calibration data: static post-training
 quantization). Calibration uses the workload's real labelled
-samples (labels unused).
+samples (labels unused). Departures from the paper's scheme, each a common PTQ choice:
+weights use one symmetric scale per output channel (the paper: one asymmetric scale and
+zero point per array, sec. 2.1); biases stay float (the paper: int32 with scale S1·S2 and
+zero point 0, sec. 2.4); BatchNorm is not folded into the preceding weights (sec. 3.2), so
+BN layers run in float. As in the paper, real 0 is exactly representable (every
+activation range is widened to hold it).
 
 ``knowledge-within`` (Haroush, Hubara, Hoffer & Soudry, "The Knowledge Within: Methods for
 Data-Free Model Compression", CVPR 2020, arXiv:1912.01274): the same quantizer calibrated

@@ -101,6 +101,11 @@ def tracked_layers(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
     return out
 
 
+class UnmaskablePositions(ValueError):
+    """A token model's layer whose positions are not the input's tokens (a convolution
+    without padding, a prepended token, truncation): padding cannot be masked out of it."""
+
+
 def reduce_channels(
     x: torch.Tensor, channel_first: bool, reduction: str, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -113,7 +118,11 @@ def reduce_channels(
     if x.dim() == 2:
         return x
     x = x.flatten(2) if channel_first else x.flatten(1, -2).transpose(1, 2)  # B, C, positions
-    if mask is not None and tuple(mask.shape) == (x.shape[0], x.shape[2]):
+    if mask is not None and tuple(mask.shape) != (x.shape[0], x.shape[2]):
+        raise UnmaskablePositions(
+            f"{x.shape[2]} positions per input, not the batch's {mask.shape[-1]} tokens"
+        )
+    if mask is not None:
         keep = mask.to(device=x.device, dtype=torch.bool)[:, None, :]
         mean = torch.where(keep, x, 0.0).sum(-1) / keep.sum(-1).clamp_min(1)
         peak = x.masked_fill(~keep, float("-inf")).amax(-1)
@@ -178,6 +187,7 @@ class StatisticalOOD:
         self.calibration_of: dict[int, int] = {}  # predicted class -> calibration group
         self.calibration_source: str | None = None
         self.layer_names: list[str] = []
+        self.unmasked_layers: set[str] = set()  # token layers left out: padding is unmaskable
 
     # ------------------------------------------------------------------ activations
 
@@ -191,7 +201,14 @@ class StatisticalOOD:
 
         def hook_for(name: str, channel_first: bool) -> Callable[..., None]:
             def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
-                seen[name] = reduce_channels(args[0], channel_first, self.reduction, mask).cpu()
+                try:
+                    summary = reduce_channels(args[0], channel_first, self.reduction, mask)
+                except UnmaskablePositions:
+                    # Its summary would depend on how much padding the batch gave the input:
+                    # the layer is left out (and named in ``unmasked_layers``).
+                    self.unmasked_layers.add(name)
+                    return
+                seen[name] = summary.cpu()
 
             return hook
 
