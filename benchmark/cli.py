@@ -8,12 +8,13 @@ code 2, never a traceback. ``bench compare`` exits 1 when something regressed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -172,8 +173,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results_dir = Path(args.results)
     if not results_dir.is_dir():
         raise UsageError(f"{results_dir}: no such results directory")
-    if not store.record_paths(results_dir):
+    paths = store.record_paths(results_dir)
+    if not paths:
         raise UsageError(f"{results_dir}: no run records to report (nothing under runs/)")
+    if not store.read_records(results_dir)[0]:
+        raise UsageError(f"{results_dir}: none of its {len(paths)} record files can be read")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a directory")
     _write_and_print_reports(results_dir, Path(args.out) if args.out else None)
@@ -191,21 +195,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rules = [parse_rule(r) for r in args.fail_on]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    old, _ = store.current_records(store.load_records(Path(args.old)))
-    new, _ = store.current_records(store.load_records(Path(args.new)))
-    for side, records, where in (("OLD", old, args.old), ("NEW", new, args.new)):
+    sides = {}
+    for side, where in (("OLD", args.old), ("NEW", args.new)):
+        records, unreadable = store.read_records(Path(where))
+        if unreadable:
+            # A truncated record is a lost configuration: comparing without it could pass.
+            names = ", ".join(p.name for p, _ in unreadable[:3])
+            raise UsageError(
+                f"{side} {where}: {len(unreadable)} record file(s) cannot be read ({names}"
+                f"{', ...' if len(unreadable) > 3 else ''}); fix or remove them"
+            )
         if not records:
             # Nothing to compare is not "no regression": a CI job whose run produced no
             # records must fail loudly, not pass.
             raise UsageError(f"{side} {where}: no run records to compare")
-    measured = {name for r in old + new for name in r.metrics}
+        sides[side] = store.current_records(records)[0]
+    old, new = sides["OLD"], sides["NEW"]
+    in_new = {name for r in new for name in r.metrics}
     for rule in rules:
-        if rule.metric not in measured:
+        if rule.metric not in in_new:
             raise UsageError(
-                f"--fail-on {rule.text}: no record in OLD or NEW has a metric "
-                f"{rule.metric!r}{_did_you_mean(rule.metric, measured)}"
+                f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
+                f"{_did_you_mean(rule.metric, in_new)}"
             )
     result = compare(old, new, rules)
+    if result.compared == 0:
+        raise UsageError(
+            "OLD and NEW share no configuration (kind, method, hyperparameters, workload, "
+            "device): nothing was compared"
+        )
     print(render_compare(result))
     return EXIT_REGRESSION if result.failed else 0
 
@@ -216,13 +234,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def _registry(args: argparse.Namespace, *, strict: bool = True):  # type: ignore[no-untyped-def]
     """The registry; ``strict``: a module the user named with --plugin that failed to load
     is an error now, not an "unknown method" later (``bench plugins`` lists it instead)."""
-    import contextlib
 
     from benchmark.host import Registry
 
-    # A plugin that prints while it is imported must not corrupt `bench plugins --json`
-    # (or any other output meant for a pipe): its chatter goes to stderr.
-    with contextlib.redirect_stdout(sys.stderr):
+    with _stdout_to_stderr():
         registry = Registry(extra_plugins=_plugins(args))
     if strict:
         broken = [
@@ -233,6 +248,27 @@ def _registry(args: argparse.Namespace, *, strict: bool = True):  # type: ignore
         if broken:
             raise UsageError("; ".join(broken))
     return registry
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While plugins are imported, what they print goes to stderr, at the Python level and
+    at the file-descriptor level (``os.write(1, ...)``, C extensions), so that output meant
+    for a pipe (`bench plugins --json`) stays what it says it is."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:
+        saved = None  # no descriptor 1 to move: the Python-level redirect still applies
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _did_you_mean(name: str, known: set[str]) -> str:
@@ -469,25 +505,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except SuiteError as exc:
         for problem in exc.problems:
-            err_console.print(Text.assemble(("error", "red"), f": {problem}"), highlight=False)
+            _error(problem)
     except (UsageError, DeviceUnavailable, StoreError, UnknownName) as exc:
-        err_console.print(Text.assemble(("error", "red"), f": {exc}"), highlight=False)
+        _error(str(exc))
     except OSError as exc:
         # What the parent touches is the suite, the results directory and the reports: a
         # path that is a file where a folder belongs (or the reverse), no permission, a
         # full disk. Say which path and why; the worker's own errors become records.
         where = f"{exc.filename}: " if exc.filename else ""
-        why = exc.strerror or type(exc).__name__
-        err_console.print(Text.assemble(("error", "red"), f": {where}{why}"), highlight=False)
+        _error(f"{where}{exc.strerror or str(exc) or type(exc).__name__}")
     except (MemoryError, RecursionError) as exc:
-        err_console.print(
-            Text.assemble(
-                ("error", "red"),
-                f": {type(exc).__name__} while handling the input; it is too large or too "
-                "deeply nested",
-            ),
-            highlight=False,
+        _error(
+            f"{type(exc).__name__} while handling the input; it is too large or too deeply nested"
         )
+    except _Terminated:
+        err_console.print("terminated: finished runs are stored; run again to resume")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         err_console.print("interrupted: finished runs are stored; run again to resume")
         return 130
@@ -496,8 +529,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_USAGE
 
 
+def _error(message: str) -> None:
+    """One line on stderr, whatever the message holds (a path with a newline included)."""
+    line = " ".join(message.splitlines())
+    err_console.print(Text.assemble(("error", "red"), f": {line}"), highlight=False)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is; the exit status says which (143, not 130)."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise _Terminated
 
 
 if __name__ == "__main__":

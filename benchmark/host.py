@@ -138,7 +138,7 @@ class Registry:
             self.plugins[info.name] = info
             try:
                 module = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a plugin calling sys.exit must not stop bench
                 info.errors.append(f"import failed: {_describe(exc)}")
                 continue
             self._register_module(module, info)
@@ -157,10 +157,12 @@ class Registry:
         )
         try:
             module = importlib.import_module(module_path)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             info.errors.append(f"import failed: {_describe(exc)}")
             self.plugins[info.name] = info
             return
+        if self.pm.is_registered(module):
+            return  # named with --plugin but already loaded (a built-in, an entry point)
         if (
             only_if_hooks
             and not any(hasattr(module, h) for h in _REGISTER_HOOKS)
@@ -217,7 +219,7 @@ class Registry:
                     impl.function(
                         register=lambda spec, _i=info, _e=expected: self._add(spec, _i, _e)
                     )
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     info.errors.append(f"{hook_name} raised: {_describe(exc)}")
 
     def _add(self, spec: Spec, info: PluginInfo, expected: type) -> None:
@@ -290,7 +292,7 @@ class Registry:
         for impl in self.pm.hook.methodbench_run_finished.get_hookimpls():
             try:
                 impl.function(record=record)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
                 errors.append(f"observer {impl.plugin_name} raised: {_describe(exc)}")
         return errors
 
@@ -326,14 +328,14 @@ def _kind_of(value: object) -> str | None:
 
 
 def mistyped_hparams(
-    spec: MethodSpec | AttackSpec | WorkloadSpec, given: dict[str, Any], *, axes: bool = False
+    spec: Any, given: dict[str, Any], *, axes: bool = False, what: str | None = None
 ) -> list[tuple[str, str]]:
     """(key, message) for each value whose type differs from its default's: ``lr: fast``
     or ``lr: [1, 2]`` is refused before anything runs instead of failing every run later.
     ``axes``: the values are lists of candidates (a grid or variants axis). A default of
     None accepts anything; numbers accept ints and floats alike; a string default also
     accepts a list of strings (a name or several names, as FineGates' ``layers``)."""
-    what = "option" if isinstance(spec, WorkloadSpec) else "hyperparameter"
+    what = what or ("option" if isinstance(spec, WorkloadSpec) else "hyperparameter")
     problems = []
     for key, value in given.items():
         if key not in spec.defaults:

@@ -20,28 +20,44 @@ Status = Literal["ok", "failed", "diverged", "oom", "timeout", "skipped"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "diverged", "oom", "timeout", "skipped")
 
 
-def non_finite_paths(value: Any, where: str = "") -> list[str]:
-    """Where a NaN or an infinity hides in a hyperparameter value (``a.b[2]``).
+# Longest integer a hyperparameter may have (decimal digits): beyond what any method needs,
+# within what JSON readers agree on.
+MAX_INT_DIGITS = 30
 
-    JSON has no spelling for them: the id hash would keep ``NaN`` while the worker's copy
-    of the spec reads ``null``, so such a run would execute something else than its record
-    says and collide with its siblings. They are refused wherever a spec is made."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [f"{where or 'value'} = {value}"]
+
+def non_json_paths(value: Any, where: str = "") -> list[str]:
+    """Where a value that JSON cannot carry faithfully hides in a hyperparameter (``a.b[2]``).
+
+    A spec travels as JSON to its worker and its id is a hash of its JSON: NaN/infinity
+    (written as null), dates, sets and bytes (written as strings or refused) and mapping
+    keys that are not strings would make the worker run something other than what the
+    record says, under another id. They are refused wherever a spec is made."""
+    at = where or "value"
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int):
+        digits = len(str(abs(value))) if abs(value) < 10**MAX_INT_DIGITS else MAX_INT_DIGITS + 1
+        return (
+            [] if digits <= MAX_INT_DIGITS else [f"{at}: an integer over {MAX_INT_DIGITS} digits"]
+        )
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{at} = {value} (not a finite number)"]
     if isinstance(value, dict):
+        bad = [f"{at}: key {k!r} is not a string" for k in value if not isinstance(k, str)]
         inner = ((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
-        return [p for v, at in inner for p in non_finite_paths(v, at)]
-    if isinstance(value, list | tuple):
-        return [p for i, v in enumerate(value) for p in non_finite_paths(v, f"{where}[{i}]")]
-    return []
+        return bad + [p for v, path in inner for p in non_json_paths(v, path)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_json_paths(v, f"{where}[{i}]")]
+    return [f"{at}: a {type(value).__name__}, which JSON cannot carry"]
 
 
-def refuse_non_finite(value: dict[str, Any]) -> dict[str, Any]:
-    bad = non_finite_paths(value)
+def refuse_non_json(value: dict[str, Any]) -> dict[str, Any]:
+    bad = non_json_paths(value)
     if bad:
         raise ValueError(
-            f"not a finite number: {', '.join(bad)} (NaN and infinity cannot travel as "
-            "JSON; use a large finite value or a named option)"
+            f"not a plain JSON value: {'; '.join(bad)} (hyperparameters and options travel "
+            "as JSON: numbers must be finite, keys strings, and dates, sets or bytes "
+            "written as strings)"
         )
     return value
 
@@ -86,7 +102,7 @@ class RunSpec(BaseModel):
     @field_validator("hparams", "workload_options", "protocol")
     @classmethod
     def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return refuse_non_finite(values)
+        return refuse_non_json(values)
 
     def content(self, *, with_code: bool = True) -> str:
         """The run's content as canonical JSON: everything but the suite's name, the timeout

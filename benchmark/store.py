@@ -76,7 +76,11 @@ def record_paths(results_dir: Path | str) -> list[Path]:
     folder = runs_dir(results_dir)
     if not folder.is_dir():
         return []
-    return [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+    # Regular files only: a FIFO named like a record would block every reader.
+    return [p for p in sorted(folder.glob("*.json")) if not p.name.startswith(".") and p.is_file()]
+
+
+MAX_RECORD_BYTES = 256 << 20  # far above any record (curves included): a cap, not a size
 
 
 def read_records(results_dir: Path | str) -> tuple[list[RunRecord], list[tuple[Path, str]]]:
@@ -88,7 +92,11 @@ def read_records(results_dir: Path | str) -> tuple[list[RunRecord], list[tuple[P
     records, unreadable = [], []
     for path in record_paths(results_dir):
         try:
-            records.append(RunRecord.model_validate_json(path.read_bytes()))
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RECORD_BYTES + 1)
+            if len(raw) > MAX_RECORD_BYTES:
+                raise ValueError(f"larger than {MAX_RECORD_BYTES:,} bytes")
+            records.append(RunRecord.model_validate_json(raw))
         except ValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {"msg": str(exc), "loc": ()}
             where = ".".join(str(p) for p in first.get("loc", ())) or "record"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import torch
@@ -28,7 +30,7 @@ from pydantic import (
 
 from benchmark.host import Registry, UnknownName, mistyped_hparams, suggest, unknown_hparams
 from benchmark.kinds import Kind
-from benchmark.records import Budget, RunSpec, refuse_non_finite
+from benchmark.records import Budget, RunSpec, refuse_non_json
 from benchmark.suite_yaml import SuiteDocumentError, read_suite_document
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -86,7 +88,7 @@ class MethodEntry(BaseModel):
     @field_validator("hparams", "grid", "variants")
     @classmethod
     def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return refuse_non_finite(values)
+        return refuse_non_json(values)
 
 
 class WorkloadEntry(BaseModel):
@@ -98,7 +100,7 @@ class WorkloadEntry(BaseModel):
     @field_validator("options")
     @classmethod
     def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return refuse_non_finite(values)
+        return refuse_non_json(values)
 
 
 class Experiment(BaseModel):
@@ -118,7 +120,7 @@ class Experiment(BaseModel):
     @field_validator("protocol")
     @classmethod
     def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
-        return refuse_non_finite(values)
+        return refuse_non_json(values)
 
     @field_validator("workloads", "methods", mode="before")
     @classmethod
@@ -152,8 +154,10 @@ class Suite(BaseModel):
 def load_suite(path: str | Path) -> Suite:
     """Parse and shape-check a suite file; raise SuiteError with located messages."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise SuiteError([f"{path}: no such suite file"])
+    if not path.is_file():
+        raise SuiteError([f"{path}: not a regular file (a suite is a YAML file)"])
     try:
         data, root = read_suite_document(path)
     except SuiteDocumentError as exc:
@@ -260,6 +264,9 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                     f"the {exp.kind} protocol has no option {key!r}{suggest(key, known)}; "
                     f"it accepts: {', '.join(sorted(known)) or 'none'}",
                 )
+        protocol = SimpleNamespace(name=f"the {exp.kind} protocol", defaults=known)
+        for key, msg in mistyped_hparams(protocol, exp.protocol, what="option"):
+            add((*base, "protocol", key), msg)
         if exp.attacks and exp.kind != "security_split":
             add((*base, "attacks"), "attacks apply to security_split experiments only")
         for j, name in enumerate(exp.attacks):
@@ -309,6 +316,35 @@ def resolve_device(requested: str) -> str:
 MAX_RUNS = 10_000
 
 
+# The largest a method entry's hyperparameters, a workload's options or an experiment's
+# protocol options may be once written as JSON: every record carries them, so a list of
+# 99,000 numbers would multiply into gigabytes of records.
+MAX_ENTRY_BYTES = 64 * 1024
+
+
+def oversized_entries(suite: Suite) -> list[str]:
+    """Located descriptions of the entries whose JSON exceeds MAX_ENTRY_BYTES."""
+    out = []
+    for i, exp in enumerate(suite.experiments):
+        parts: list[tuple[str, Any]] = [(f"experiments[{i}].protocol", exp.protocol)]
+        parts += [
+            (f"experiments[{i}].workloads[{j}].options", w.options)
+            for j, w in enumerate(exp.workloads)
+        ]
+        parts += [
+            (f"experiments[{i}].methods[{j}]", [m.hparams, m.grid, m.variants])
+            for j, m in enumerate(exp.methods)
+        ]
+        for where, value in parts:
+            size = len(json.dumps(value, default=str))
+            if size > MAX_ENTRY_BYTES:
+                out.append(
+                    f"{where} is {size:,} bytes as JSON, more than the {MAX_ENTRY_BYTES:,} "
+                    "one entry may hold (every record carries it)"
+                )
+    return out
+
+
 def count_runs(suite: Suite) -> int:
     """How many runs ``expand`` would make, counted without building any."""
     total = 0
@@ -327,6 +363,9 @@ def expand(
 
     Refuses (SuiteError) a suite of more than ``max_runs`` runs before building any;
     None lifts the cap."""
+    too_big = oversized_entries(suite)
+    if too_big:
+        raise SuiteError(too_big)
     planned = count_runs(suite)
     if max_runs is not None and planned > max_runs:
         raise SuiteError(

@@ -39,6 +39,8 @@ class SuiteLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: merged keys may be overridden, as YAML allows
             key = self.construct_object(key_node, deep=deep)
             try:
                 first = seen.get(key)
@@ -94,12 +96,14 @@ def _check_size(root: yaml.Node, path: Path) -> None:
 def read_suite_document(path: Path) -> tuple[Any, yaml.Node | None]:
     """(the parsed document, its node tree for locating errors); raises
     SuiteDocumentError with ``file:line`` for anything that is not a sane YAML suite."""
-    size = path.stat().st_size
-    if size > MAX_SUITE_BYTES:
-        raise SuiteDocumentError(
-            f"{path}: {size:,} bytes; a suite file may be at most {MAX_SUITE_BYTES:,}"
-        )
-    raw = path.read_bytes()
+    if not path.is_file():
+        raise SuiteDocumentError(f"{path}: not a regular file")
+    # Read at most one byte past the limit: the size stat gives is not to be trusted (a
+    # file under /proc says 0 and is endless).
+    with open(path, "rb") as f:
+        raw = f.read(MAX_SUITE_BYTES + 1)
+    if len(raw) > MAX_SUITE_BYTES:
+        raise SuiteDocumentError(f"{path}: larger than {MAX_SUITE_BYTES:,} bytes, the limit")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -118,7 +122,14 @@ def read_suite_document(path: Path) -> tuple[Any, yaml.Node | None]:
         if root is None:
             return None, None
         _check_size(root, path)
-        return loader.construct_document(root), root
+        try:
+            return loader.construct_document(root), root
+        except (ValueError, KeyError, AttributeError, TypeError, OverflowError) as exc:
+            # A value the tag cannot hold (`!!int abc`, `!!bool maybe`, an integer of
+            # thousands of digits): PyYAML raises these unlocated.
+            raise SuiteDocumentError(
+                f"{path}: a value cannot be read: {type(exc).__name__}: {exc}"
+            ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -5,6 +5,7 @@ hostile and careless inputs; a new way to break ``bench`` gets a row here."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ SUITES: list[tuple[str, str | bytes, str]] = [
         "name: x\nexperiments: []\nx: " + "{a: " * 40 + "1" + "}" * 40 + "\n",
         "nested",
     ),
-    ("huge-file", "name: x\n#" + "x" * (MAX_SUITE_BYTES + 10) + "\n", "at most"),
+    ("huge-file", "name: x\n#" + "x" * (MAX_SUITE_BYTES + 10) + "\n", "the limit"),
     ("unknown-tag", "name: !!python/object:os.system x\nexperiments: []\n", "malformed YAML"),
     # top level
     ("no-name", GOOD.replace("name: bad\n", ""), "name"),
@@ -210,6 +211,47 @@ SUITES: list[tuple[str, str | bytes, str]] = [
         ),
         "expands to 100,000 runs",
     ),
+    ("hparam-date", with_method("name: adamw\n        hparams: {lr: 2024-01-01}"), "JSON"),
+    (
+        "hparam-datetime",
+        with_method("name: adamw\n        hparams: {lr: 2024-01-01 12:00:00}"),
+        "JSON",
+    ),
+    ("hparam-set", with_method("name: adamw\n        hparams: {lr: !!set {a}}"), "JSON"),
+    ("hparam-binary", with_method("name: adamw\n        hparams: {lr: !!binary /w==}"), "JSON"),
+    (
+        "hparam-31-digits",
+        with_method("name: adamw\n        hparams: {lr: " + "1" * 31 + "}"),
+        "30 digits",
+    ),
+    (
+        "hparam-5000-digits",
+        with_method("name: adamw\n        hparams: {lr: " + "1" * 5000 + "}"),
+        "cannot be read",
+    ),
+    ("hparam-int-key", with_method("name: adamw\n        hparams: {1: 2}"), "hparams"),
+    ("seeds-bad-int-tag", with_top("seeds: [!!int abc]"), "cannot be read"),
+    (
+        "bad-float-tag",
+        with_method("name: adamw\n        hparams: {lr: !!float abc}"),
+        "cannot be read",
+    ),
+    (
+        "bad-bool-tag",
+        with_method("name: adamw\n        hparams: {lr: !!bool maybe}"),
+        "cannot be read",
+    ),
+    (
+        "bad-timestamp-tag",
+        with_method("name: adamw\n        hparams: {lr: !!timestamp foo}"),
+        "cannot be read",
+    ),
+    ("protocol-option-word", with_exp("protocol: {divergence_factor: fast}"), "is a number"),
+    (
+        "entry-too-large",
+        with_method("name: adamw\n        grid: {lr: [" + ", ".join(["0.001"] * 12000) + "]}"),
+        "bytes as JSON",
+    ),
     (
         "attack-unknown",
         "name: x\nexperiments:\n  - kind: security_split\n    workloads: [mnist-cnn]\n"
@@ -268,17 +310,17 @@ def test_bad_suite_file(
         )
 
 
-def _results_with_record(root: Path) -> Path:
+def _results_with_record(root: Path, metric: str = "eval_loss", method: str = "adamw") -> Path:
     """A results directory holding one real record (for the leaderboard/compare rows)."""
     from benchmark import store
     from benchmark.records import Metric, RunRecord, RunSpec
 
-    spec = RunSpec(suite="s", kind="optimizer", method="adamw", workload="tiny-llama")
+    spec = RunSpec(suite="s", kind="optimizer", method=method, workload="tiny-llama")
     record = RunRecord(
         id=spec.id,
         spec=spec,
         status="ok",
-        metrics={"eval_loss": Metric(value=1.0, unit="nats", meter="test")},
+        metrics={metric: Metric(value=1.0, unit="nats", meter="test")},
     )
     store.write_record(root, record)
     return root
@@ -291,7 +333,7 @@ COMMANDS: list[tuple[str, list[str], str]] = [
     ("run-no-suite", ["run"], "required"),
     ("validate-no-suite", ["validate"], "required"),
     ("run-missing-suite", ["run", "{tmp}/nope.yaml"], "no such suite file"),
-    ("run-directory-as-suite", ["run", "{tmp}"], "no such suite file"),
+    ("run-directory-as-suite", ["run", "{tmp}"], "not a regular file"),
     ("run-jobs-zero", ["run", "{good}", "--jobs", "0"], "at least 1"),
     ("run-jobs-word", ["run", "{good}", "--jobs", "many"], "not a whole number"),
     ("run-jobs-negative", ["run", "{good}", "--jobs", "-2"], "negative"),
@@ -343,8 +385,18 @@ COMMANDS: list[tuple[str, list[str], str]] = [
     (
         "compare-rule-unknown-metric",
         ["compare", "{results}", "{results}", "--fail-on", "evl_loss:+5%"],
-        "no record in OLD or NEW",
+        "no record in NEW",
     ),
+    (
+        "compare-rule-metric-only-in-old",
+        ["compare", "{results}", "{renamed}", "--fail-on", "eval_loss:+5%"],
+        "no record in NEW",
+    ),
+    ("compare-nothing-in-common", ["compare", "{results}", "{disjoint}"], "share no configuration"),
+    ("compare-corrupt-new", ["compare", "{results}", "{corrupt}"], "cannot be read"),
+    ("leaderboard-all-corrupt", ["leaderboard", "{only_corrupt}"], "none of its"),
+    ("validate-fifo", ["validate", "{fifo}"], "not a regular file"),
+    ("validate-newline-path", ["validate", "{tmp}/a\nb.yaml"], "no such suite file"),
 ]
 
 
@@ -373,6 +425,15 @@ def test_bad_command_line(
     (md_dir / "LEADERBOARD.md").mkdir()
     empty = tmp_path / "empty"
     empty.mkdir()
+    renamed = _results_with_record(tmp_path / "renamed", metric="quality")
+    disjoint = _results_with_record(tmp_path / "disjoint", method="sgd")
+    corrupt = _results_with_record(tmp_path / "corrupt")
+    (corrupt / "runs" / "broken.json").write_text('{"id": "x", "spec"')
+    only_corrupt = tmp_path / "only-corrupt"
+    (only_corrupt / "runs").mkdir(parents=True)
+    (only_corrupt / "runs" / "broken.json").write_text("{")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
     if "--plugin" in argv:  # these rows test discovery itself
         monkeypatch.undo()
     values = {
@@ -383,6 +444,11 @@ def test_bad_command_line(
         "runs_file": str(runs_file),
         "results": str(results),
         "results_md_dir": str(md_dir),
+        "renamed": str(renamed),
+        "disjoint": str(disjoint),
+        "corrupt": str(corrupt),
+        "only_corrupt": str(only_corrupt),
+        "fifo": str(fifo),
     }
     filled = [a.format(**values) for a in argv]
     if argv[:1] == ["run"] and "--max-runs" in argv and argv[argv.index("--max-runs") + 1] == "1":
@@ -394,6 +460,20 @@ def test_bad_command_line(
 
 def test_the_table_is_the_size_the_campaign_promised() -> None:
     assert len(SUITES) + len(COMMANDS) >= 100
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    """`<<: *defaults` with an overriding key is YAML, not a duplicate key."""
+    from benchmark.suite import load_suite
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: merge\nexperiments:\n  - kind: optimizer\n    workloads: [tiny-llama]\n"
+        "    methods:\n      - name: adamw\n        hparams: &c {lr: 0.01, eps: 1.0e-8}\n"
+        "      - name: adamw\n        hparams: {<<: *c, lr: 0.003}\n"
+    )
+    second = load_suite(path).experiments[0].methods[1].hparams
+    assert second == {"lr": 0.003, "eps": 1e-8}
 
 
 def test_exponent_numbers_without_a_dot_are_numbers(

@@ -18,7 +18,7 @@ import pytest
 from benchmark import store
 from benchmark.cli import main
 from benchmark.executors.capped_log import HEAD_BYTES, TAIL_BYTES
-from benchmark.executors.local import LocalExecutor, SilentEvents
+from benchmark.executors.local import InlineExecutor, LocalExecutor, SilentEvents
 from benchmark.host import Registry
 from benchmark.records import Budget, RunSpec
 
@@ -99,7 +99,7 @@ def test_a_dead_parent_leaves_no_worker_and_resume_keeps_every_record(
         time.sleep(0.02)
     handoffs = list(Path(faults_env["TMPDIR"]).glob("methodbench-*"))
     if how == signal.SIGTERM:
-        assert parent.returncode == 130  # handled like Ctrl-C: cleaned up
+        assert parent.returncode == 143  # handled like Ctrl-C (cleaned up), 128 + SIGTERM
         assert not handoffs
     # Resume (the sleeper now times out quickly): every finished record is intact, the
     # stale handoff folder of the killed parent is gone, the suite completes.
@@ -253,3 +253,110 @@ def test_a_plugin_printing_at_import_does_not_corrupt_json_listing(
     listing = json.loads(out)
     assert any(p["name"] == "tests.fixtures.noisy_import" for p in listing)
     assert "hello from a noisy plugin" in err
+
+
+def test_a_run_that_finished_before_an_interrupt_keeps_its_record(
+    tmp_path: Path, faults_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the executor sleeps between polls, after the worker wrote its record
+    and exited: the record is stored, not deleted with the handoff folder."""
+    import benchmark.executors.local as local
+
+    monkeypatch.setenv("PYTHONPATH", faults_env["PYTHONPATH"])
+    real_sleep = time.sleep
+
+    def interrupted(seconds: float) -> None:
+        deadline = time.monotonic() + 120
+        while psutil.Process().children() and time.monotonic() < deadline:
+            real_sleep(0.05)  # let the worker finish and exit
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local.time, "sleep", interrupted)
+    registry = Registry(extra_plugins=[FAULTS])
+    with pytest.raises(KeyboardInterrupt):
+        LocalExecutor(tmp_path, registry, plugins=[FAULTS]).run([_spec("signsgd")])
+    (stored,) = store.load_records(tmp_path)
+    assert stored.status == "ok" and stored.spec.method == "signsgd"
+
+
+def _sleepers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if (proc.info["cmdline"] or [])[:2] == ["sleep", "417"]:
+            found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+def test_what_a_run_started_dies_with_it_and_a_lingering_worker_keeps_its_record(
+    tmp_path: Path, faults_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin's helper process is killed with its run (it would hold the pipes open and
+    steal CPU from the next timed run); a worker whose plugin left a non-daemon thread
+    running still ends as soon as its record is written."""
+    monkeypatch.setenv("PYTHONPATH", faults_env["PYTHONPATH"])
+    registry = Registry(extra_plugins=[FAULTS])
+    executor = LocalExecutor(tmp_path, registry, plugins=[FAULTS])
+    started = time.monotonic()
+    spawn, linger = executor.run([_spec("faulty-spawn"), _spec("faulty-linger")])
+    assert spawn.status == "ok" and linger.status == "ok", (spawn.reason, linger.reason)
+    assert time.monotonic() - started < 60  # the lingering thread sleeps 120 s
+    for proc in _sleepers():  # gone, or a zombie its init has not reaped yet
+        assert proc.status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_plugin_or_observer_calling_sys_exit_does_not_stop_bench(
+    tmp_path: Path,
+    example_dist: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plugins", "--json", "--plugin", "tests.fixtures.exiting_plugin"]) == 0
+    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    assert "SystemExit" in " ".join(listing["tests.fixtures.exiting_plugin"]["errors"])
+    monkeypatch.setenv("MB_TEST_OBSERVER_EXIT", "1")
+    warned: list[str] = []
+
+    class Recording(SilentEvents):
+        def warn(self, spec: RunSpec, message: str) -> None:
+            warned.append(message)
+
+    registry = Registry(extra_plugins=["tests.fixtures.observer"])
+    records = InlineExecutor(tmp_path, registry).run(
+        [_spec("signsgd"), _spec("signsgd", seed=1)], Recording()
+    )
+    assert [r.status for r in records] == ["ok", "ok"]  # the suite went on
+    assert len(warned) == 2 and "SystemExit" in warned[0]
+
+
+def test_a_log_cut_inside_a_character_still_reads() -> None:
+    """The capped log cuts bytes, not characters (and a plugin may print bytes that are
+    not UTF-8): reading its tail must never raise, or an ok Ray run would turn failed."""
+    import tempfile
+
+    from benchmark.executors.capped_log import CappedLog, read_tail
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "x.log"
+        log = CappedLog(path, head_bytes=5, tail_bytes=5)
+        log.write("abcdé".encode() + b"\xff" + "ééééé".encode())
+        log.close()
+        text = read_tail(path, 4000)
+        assert text is not None and "bytes of output left out" in text
+
+
+def test_a_fifo_among_the_records_does_not_block_the_report(tmp_path: Path) -> None:
+    from benchmark.report import write_reports
+
+    store.write_record(tmp_path, _record_for("signsgd"))
+    os.mkfifo(store.runs_dir(tmp_path) / "a.json")
+    md = write_reports(tmp_path)["markdown"].read_text()
+    assert "signsgd" in md
+
+
+def _record_for(method: str):  # type: ignore[no-untyped-def]
+    from benchmark.records import Metric, RunRecord
+
+    spec = _spec(method)
+    metric = Metric(value=1.0, unit="nats", meter="test")
+    return RunRecord(id=spec.id, spec=spec, status="ok", metrics={"eval_loss": metric})

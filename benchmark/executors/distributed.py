@@ -19,7 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.executors.local import LocalExecutor, RunEvents, SilentEvents, _finish
+from benchmark.executors.capped_log import read_tail
+from benchmark.executors.local import (
+    LOG_TAIL,
+    LocalExecutor,
+    RunEvents,
+    SilentEvents,
+    _finish,
+)
 from benchmark.host import Registry
 from benchmark.records import RunRecord, RunSpec
 
@@ -40,9 +47,10 @@ def run_on_node(spec_json: str, plugins: Sequence[str], threads: int) -> str:
         )
         (record,) = local.collect([spec], SilentEvents(), lambda r: r)
         if record.log_tail is None:
-            log = Path(tmp) / "logs" / f"{spec.id}.log"
-            if log.exists():
-                record = record.model_copy(update={"log_tail": log.read_text()[-4000:] or None})
+            # Decoded leniently: a capped log can cut a character in two, and a plugin may
+            # print bytes that are not UTF-8; neither may turn an ok run into a failed task.
+            tail = read_tail(Path(tmp) / "logs" / f"{spec.id}.log", LOG_TAIL)
+            record = record.model_copy(update={"log_tail": tail})
     return record.model_dump_json()
 
 
@@ -98,6 +106,20 @@ class RayExecutor:
             events.started(spec)
             events.progress(spec, "queued on Ray")
         records = []
+        try:
+            self._gather(ray, pending, records, events)
+        finally:
+            # Interrupted: tasks still queued or running on the cluster are cancelled, not
+            # left to run (and write nowhere) after the driver is gone.
+            for ref in pending:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # best effort on the way out
+                    continue
+        return records
+
+    def _gather(self, ray: Any, pending: dict[Any, tuple[RunSpec, str]], records, events):  # type: ignore[no-untyped-def]
+        """Store each task's record as it lands (``pending`` shrinks as they do)."""
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -113,4 +135,3 @@ class RayExecutor:
                         started_at=queued_at,
                     )
                 records.append(_finish(self.results_dir, self.registry, record, events))
-        return records

@@ -7,6 +7,7 @@ outlives its timeout, the parent writes the record that says so, and the suite g
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -15,10 +16,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import filelock
 
 from benchmark import store
 from benchmark.executors.capped_log import CappedLog, pump, read_tail
@@ -105,6 +108,7 @@ class _Running:
     timed_out: bool = False
     last: list[str] = field(default_factory=list)
     slot: int | None = None
+    stored: bool = False
 
 
 def core_slots(jobs: int, cores: Sequence[int]) -> list[list[int]]:
@@ -184,7 +188,10 @@ class LocalExecutor:
         running: list[_Running] = []
         records: list[RunRecord] = []
         remove_stale_handoffs()
-        with tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-") as handoff:
+        with (
+            tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-") as handoff,
+            _owned(Path(handoff)),
+        ):
             try:
                 while pending or running:
                     while pending and len(running) < self.jobs:
@@ -200,12 +207,25 @@ class LocalExecutor:
                                 run.timed_out = True
                                 _kill(run.proc)
                             continue
+                        records.append(on_record(self._collect(run)))
+                        run.stored = True
+                        # Untracked only once its record is stored: an interrupt before
+                        # that finds it below and still stores what it finished.
                         running.remove(run)
                         if run.slot is not None:
                             self._free_slots.append(run.slot)
-                        records.append(on_record(self._collect(run)))
             finally:
-                for run in running:  # interrupted: stop the children, keep what finished
+                # Interrupted: a run that finished (its record file is complete) is stored;
+                # the others are stopped, with whatever they started.
+                for run in running:
+                    if run.stored:
+                        continue
+                    if run.proc.poll() is not None and run.record_path.exists():
+                        try:
+                            records.append(on_record(self._collect(run)))
+                            continue
+                        except Exception:
+                            pass
                     _kill(run.proc)
                     for reader in run.readers:
                         reader.join(timeout=1)
@@ -274,12 +294,25 @@ class LocalExecutor:
         return run
 
     def _collect(self, run: _Running) -> RunRecord:
+        # Whatever the worker started goes with it (a plugin's subprocess would keep the
+        # pipes open, and its CPU use would leak into the next run's timings).
+        _kill_group(run.proc)
         for reader in run.readers:
             reader.join(timeout=5)
         run.log.close()
         duration = time.monotonic() - run.started
-        if not run.timed_out and run.record_path.exists():
-            return RunRecord.model_validate_json(run.record_path.read_text())
+        # The spec handed to the worker is no longer needed (a suite of thousands of runs
+        # would otherwise hold every spec in /tmp until it ends).
+        run.record_path.with_name(f"{run.spec.id}.spec.json").unlink(missing_ok=True)
+        if run.record_path.exists():
+            # A complete record wins even past the timeout: the worker wrote it, then
+            # hung on its way out (a plugin's non-daemon thread).
+            try:
+                record = RunRecord.model_validate_json(run.record_path.read_bytes())
+                run.record_path.unlink(missing_ok=True)
+                return record
+            except ValueError:
+                pass  # half a record cannot happen (atomic rename); a corrupt one is a failure
         tail = read_tail(run.log_path, LOG_TAIL)
         status: Status
         code = run.proc.returncode
@@ -309,29 +342,52 @@ class LocalExecutor:
 HANDOFF_PREFIX = "methodbench-"
 
 
+OWNER_LOCK = ".owner"
+
+
+@contextlib.contextmanager
+def _owned(folder: Path) -> Iterator[None]:
+    """Hold a kernel lock on ``folder/.owner`` while the folder is in use: the lock dies
+    with its holder, so a later run can tell an abandoned folder from a live one even
+    where process ids say nothing (another container sharing /tmp, a reused pid)."""
+    lock = filelock.FileLock(str(folder / OWNER_LOCK))
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def remove_stale_handoffs() -> None:
-    """Delete handoff folders of bench processes that are gone (a killed parent cannot
-    clean its own): their names carry the owner's pid."""
+    """Delete handoff folders whose owner is gone (a killed parent cannot clean its own):
+    a folder is abandoned when its owner lock can be taken at once."""
     import shutil
 
     root = Path(tempfile.gettempdir())
     for folder in root.glob(f"{HANDOFF_PREFIX}*-*"):
-        pid_text = folder.name[len(HANDOFF_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or not folder.is_dir():
-            continue
+        marker = folder / OWNER_LOCK
+        if not folder.is_dir() or not marker.exists():
+            continue  # not ours, or its owner is still creating it
+        lock = filelock.FileLock(str(marker))
         try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
+            lock.acquire(timeout=0)
+        except (filelock.Timeout, OSError):
+            continue  # alive (or not ours to touch)
+        try:
             shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            continue  # alive, someone else's
+        finally:
+            lock.release()
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the run's whole process group (the worker leads its own session), even
+    when the worker itself has already exited."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+    _kill_group(proc)
+    if proc.poll() is None:
         proc.kill()
     proc.wait()

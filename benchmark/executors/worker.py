@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,4 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Leave at once: the record is written, and a plugin's non-daemon thread or atexit hook
+    # must not keep the process (and its timeout) alive after it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,6 +4,7 @@ confused: versions, device, git commit. Cheap, and never raises."""
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import os
 import platform
 import subprocess
@@ -83,7 +84,18 @@ def regime_key(environment: dict[str, Any]) -> tuple[Any, ...] | None:
     pinned to its own cores. None when the record does not say (then it compares with
     nothing)."""
     r = regime(environment)
-    return None if r is None else tuple(r.get(k) for k in REGIME_FIELDS)
+    if r is None:
+        return None
+    # Hashable whatever a (hand-edited, foreign) record holds there.
+    return tuple(_hashable(r.get(k)) for k in REGIME_FIELDS)
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
 
 
 def describe_regime(environment: dict[str, Any]) -> str:

@@ -73,11 +73,12 @@ class CompareResult:
     missing_in_new: list[str] = field(default_factory=list)
     new_only: list[str] = field(default_factory=list)
     null_metrics: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
     compared: int = 0
 
     @property
     def failed(self) -> bool:
-        return bool(self.regressions or self.newly_failing)
+        return bool(self.regressions or self.newly_failing or self.vanished)
 
 
 def _config(r: RunRecord) -> Config:
@@ -116,10 +117,14 @@ def compare(old: list[RunRecord], new: list[RunRecord], rules: list[Rule]) -> Co
             result.newly_failing += bad
         for rule in rules:
             ov, nv = _median(o, rule.metric), _median(n, rule.metric)
+            if ov is not None and nv is None:
+                # A ruled figure OLD had and NEW lost (a renamed metric, a meter gone null)
+                # fails: a gate that cannot see the figure must not pass it.
+                result.vanished.append(f"{_name(config)}: {rule.metric} {ov:.6g} -> null")
+                continue
             if ov is None or nv is None:
                 if any(rule.metric in r.metrics for r in o + n):
-                    side = "OLD" if ov is None else "NEW"
-                    result.null_metrics.append(f"{_name(config)}: {rule.metric} null in {side}")
+                    result.null_metrics.append(f"{_name(config)}: {rule.metric} null in OLD")
                 continue
             change = Change(_name(config), rule.metric, ov, nv, rule.text)
             if rule.regressed(ov, nv):
@@ -138,6 +143,7 @@ def render_compare(result: CompareResult) -> str:
     sections = [
         ("REGRESSED", [fmt(c) for c in result.regressions]),
         ("NEWLY NOT OK", [f"  {x}" for x in result.newly_failing]),
+        ("RULED FIGURE LOST IN NEW", [f"  {x}" for x in result.vanished]),
         ("improved", [fmt(c) for c in result.improvements]),
         ("missing in NEW", [f"  {x}" for x in result.missing_in_new]),
         ("only in NEW", [f"  {x}" for x in result.new_only]),

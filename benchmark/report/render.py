@@ -322,6 +322,7 @@ def md_cell(text: object) -> str:
     the row or start a new one, raw HTML would render. Escaped, never interpreted."""
     out = str(text).replace("\\", "\\\\").replace("|", "\\|")
     out = out.replace("<", "&lt;").replace(">", "&gt;")
+    out = out.replace("](", "]\\(")  # no link or image: `[x](url)`, `![x](url)`
     return " ".join(out.splitlines())
 
 
@@ -339,7 +340,7 @@ def csv_safe(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
 
     def neutral(v: object) -> object:
-        risky = isinstance(v, str) and v.startswith(_FORMULA_START) and v != "-"
+        risky = isinstance(v, str) and v.lstrip(" ").startswith(_FORMULA_START) and v != "-"
         return f"'{v}" if risky else v
 
     for col in out.columns:
@@ -370,7 +371,8 @@ def render_markdown(
 ) -> str:
     """``superseded``: how many older records (``store.current_records``) were left out;
     ``unreadable``: record files that could not be read, with why."""
-    lines = ["# Leaderboard", "", *_header_lines(records, superseded, unreadable), ""]
+    header = [md_cell(line) for line in _header_lines(records, superseded, unreadable)]
+    lines = ["# Leaderboard", "", *header, ""]
     for t in tables:
         lines += [f"## {md_cell(t.title)}", "", f"_{md_cell(t.ranking_note)}._", ""]
         timing = _timing_line(t)
