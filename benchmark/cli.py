@@ -186,7 +186,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark import store
-    from benchmark.report.compare import compare, parse_rule, render_compare
+    from benchmark.report.compare import (
+        compare,
+        parse_rule,
+        render_json,
+        render_markdown,
+        render_text,
+    )
 
     for d in (args.old, args.new):
         if not Path(d).is_dir():
@@ -218,14 +224,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
                 f"{_did_you_mean(rule.metric, in_new)}"
             )
-    result = compare(old, new, rules)
+    result = compare(old, new, rules, allow_missing=args.allow_missing)
     if result.compared == 0:
         raise UsageError(
             "OLD and NEW share no configuration (kind, method, hyperparameters, workload, "
             "device): nothing was compared"
         )
-    print(render_compare(result))
+    markdown = render_markdown(result)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a") as fh:  # GitHub Actions shows it on the run's page
+            fh.write(markdown)
+    if args.json:
+        print(render_json(result))
+    elif console.is_terminal:
+        _print_comparison(result)
+    else:
+        print(render_text(result))
     return EXIT_REGRESSION if result.failed else 0
+
+
+def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
+    from benchmark.report.compare import HEAD, rows_for_display, summary_line
+
+    colours = {"regressed": "red", "status changed": "red", "lost": "red", "missing": "red"}
+    table = Table(title=summary_line(result), show_lines=False)
+    for col in HEAD:
+        table.add_column(col, overflow="fold")
+    for row in rows_for_display(result):
+        table.add_row(Text(row[0], style=colours.get(row[0], "")), *(Text(c) for c in row[1:]))
+    console.print(table)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -448,7 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser(
-        "compare", parents=[common], help="compare two results directories; exit 1 on regression"
+        "compare",
+        parents=[common],
+        help="noise-aware verdicts between two results directories; exit 1 on a failing one",
     )
     p.add_argument("old", metavar="OLD")
     p.add_argument("new", metavar="NEW")
@@ -457,8 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="METRIC:+N%",
-        help="regression rule, e.g. 'eval_loss:+10%%' or 'auroc:-2%%' (repeatable)",
+        help="judge METRIC: the sign is the bad direction, N the smallest change that counts "
+        "(relative with %%), e.g. 'eval_loss:+2%%' or 'auroc:-0.01' (repeatable; default: "
+        "each kind's headline metric, any change beyond noise)",
     )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a configuration in OLD but not in NEW does not fail the comparison",
+    )
+    p.add_argument("--markdown", metavar="FILE", help="also write the verdicts as Markdown")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.set_defaults(func=cmd_compare)
     return parser
 
