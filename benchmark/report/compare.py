@@ -247,7 +247,8 @@ def compare(
             why = "; ".join(f"seed {r.spec.seed}: {r.status} ({r.reason})" for r in bad)
             result.rows.append(Verdict(name, "status changed", note=why[:500]))
         for rule in _rules_for(c[0], rules, o):
-            result.rows.append(_judge_metric(name, o, n, rule))
+            if any(rule.metric in r.metrics for r in o + n):  # a rule for another kind: skip
+                result.rows.append(_judge_metric(name, o, n, rule))
     return result
 
 
