@@ -374,7 +374,7 @@ def render_markdown(
     header = [md_cell(line) for line in _header_lines(records, superseded, unreadable)]
     lines = ["# Leaderboard", "", *header, ""]
     for t in tables:
-        lines += [f"## {md_cell(t.title)}", "", f"_{md_cell(t.ranking_note)}._", ""]
+        lines += [f"## {md_cell(t.title)}", "", f"_{t.ranking_note}._", ""]  # the note is ours
         timing = _timing_line(t)
         if timing:
             lines += [timing, ""]
