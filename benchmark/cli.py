@@ -258,6 +258,28 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
     console.print(table)
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from benchmark import history
+
+    folder = Path(args.history)
+    for results in args.add:
+        if not Path(results).is_dir():
+            raise UsageError(f"--add {results}: no such results directory")
+        n = history.add(folder, Path(results))
+        console.print(f"added {escape(results)}: the history holds {n} points", markup=True)
+    if not history.load(folder):
+        raise UsageError(f"{folder}: no history yet (add results with --add RESULTS_DIR)")
+    page = history.write_page(folder, Path(args.out) if args.out else None)
+    for s in history.series(history.load(folder)):
+        if s.steps:
+            commits = ", ".join(s.points[i].commit[:10] for i in s.steps)
+            console.print(
+                Text(f"step: {s.suite} {s.config} {s.metric} at {commits}"), highlight=False
+            )
+    console.print(f"history page: {page}", markup=False)
+    return 0
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -501,6 +523,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="FILE", help="also write the verdicts as Markdown")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "history",
+        parents=[common],
+        help="results over commits: add a results directory, write trend plots with steps",
+    )
+    p.add_argument("history", metavar="HISTORY_DIR")
+    p.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="RESULTS_DIR",
+        help="append these results (one point per commit, machine, configuration, metric)",
+    )
+    p.add_argument("--out", metavar="FILE", help="where to write the page (default index.html)")
+    p.set_defaults(func=cmd_history)
     return parser
 
 
