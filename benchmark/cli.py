@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -186,21 +187,21 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark import store
-    from benchmark.report.compare import (
-        compare,
-        parse_rule,
-        render_json,
-        render_markdown,
-        render_text,
-    )
+    from benchmark.report.compare import parse_rule
 
-    for d in (args.old, args.new):
-        if not Path(d).is_dir():
-            raise UsageError(f"{d}: no such results directory")
     try:
         rules = [parse_rule(r) for r in args.fail_on]
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.against is not None:
+        return _compare_against(args, rules)
+    if args.new is None:
+        raise UsageError(
+            "bench compare needs OLD and NEW results directories, or --against REV SUITE"
+        )
+    for d in (args.old, args.new):
+        if not Path(d).is_dir():
+            raise UsageError(f"{d}: no such results directory")
     sides = {}
     for side, where in (("OLD", args.old), ("NEW", args.new)):
         records, unreadable = store.read_records(Path(where))
@@ -224,6 +225,44 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
                 f"{_did_you_mean(rule.metric, in_new)}"
             )
+    return _report_comparison(args, old, new, rules)
+
+
+def _compare_against(args: argparse.Namespace, rules: list) -> int:  # type: ignore[type-arg]
+    """`bench compare --against REV SUITE`: both sides run now, interleaved, then judged."""
+    import time
+
+    from benchmark.ab import ABError, git_root, run_ab, worktree
+    from benchmark.provenance import with_code
+    from benchmark.suite import check_names, expand, load_suite
+
+    if args.new is not None:
+        raise UsageError("with --against, give one suite file: bench compare --against REV SUITE")
+    registry = _registry(args)
+    suite = load_suite(args.old)
+    check_names(suite, registry, args.old)
+    specs = with_code(expand(suite, device=None, max_runs=_max_runs(args)), registry)
+    results = Path(args.results or tempfile.mkdtemp(prefix="methodbench-ab-results-"))
+    started = time.perf_counter()
+    try:
+        with worktree(git_root(Path.cwd()), args.against) as (source, commit):
+            console.print(
+                f"A/B: {len(specs)} runs of suite {escape(suite.name)} at {commit[:10]} and in "
+                f"the working tree, interleaved -> {escape(str(results))}"
+            )
+            with _ProgressEvents(2 * len(specs)) as events:
+                old, new = run_ab(
+                    specs, source, results, registry, plugins=_plugins(args), events=events
+                )
+    except ABError as exc:
+        raise UsageError(str(exc)) from None
+    console.print(f"A/B took {time.perf_counter() - started:.0f} s", markup=False)
+    return _report_comparison(args, old, new, rules)
+
+
+def _report_comparison(args: argparse.Namespace, old, new, rules) -> int:  # type: ignore[no-untyped-def]
+    from benchmark.report.compare import compare, render_json, render_markdown, render_text
+
     result = compare(old, new, rules, allow_missing=args.allow_missing)
     if result.compared == 0:
         raise UsageError(
@@ -504,8 +543,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="noise-aware verdicts between two results directories; exit 1 on a failing one",
     )
-    p.add_argument("old", metavar="OLD")
-    p.add_argument("new", metavar="NEW")
+    p.add_argument("old", metavar="OLD", help="results directory (or, with --against, a suite)")
+    p.add_argument("new", metavar="NEW", nargs="?", help="results directory")
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="run the suite OLD for git revision REV and for the working tree, interleaved "
+        "run by run on this machine, then judge (the honest way to gate timings)",
+    )
+    p.add_argument("--results", metavar="DIR", help="with --against: where both sides' records go")
     p.add_argument(
         "--fail-on",
         action="append",

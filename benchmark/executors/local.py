@@ -146,8 +146,12 @@ class LocalExecutor:
         poll_s: float = 0.1,
         pin: bool = True,
         concurrency_known: bool = True,
+        source: Path | None = None,
     ) -> None:
         self.results_dir = Path(results_dir)
+        # Another checkout whose `benchmark` and `plugins` the workers import (an A/B run
+        # of a git revision): first on their path, and their working directory.
+        self.source = None if source is None else Path(source)
         self.registry = registry
         self.jobs = max(1, jobs)
         self.plugins = list(plugins)
@@ -259,12 +263,17 @@ class LocalExecutor:
             cmd += ["--plugin", plugin]
         log = CappedLog(log_path)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if self.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(self.source), os.environ.get("PYTHONPATH", "")) if p
+            )
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,
+            cwd=self.source,
         )
         run = _Running(
             spec=spec,
