@@ -218,13 +218,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise UsageError(f"{side} {where}: no run records to compare")
         sides[side] = store.current_records(records)[0]
     old, new = sides["OLD"], sides["NEW"]
-    in_new = {name for r in new for name in r.metrics}
-    for rule in rules:
-        if rule.metric not in in_new:
-            raise UsageError(
-                f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
-                f"{_did_you_mean(rule.metric, in_new)}"
-            )
     return _report_comparison(args, old, new, rules)
 
 
@@ -263,6 +256,13 @@ def _compare_against(args: argparse.Namespace, rules: list) -> int:  # type: ign
 def _report_comparison(args: argparse.Namespace, old, new, rules) -> int:  # type: ignore[no-untyped-def]
     from benchmark.report.compare import compare, render_json, render_markdown, render_text
 
+    in_new = {name for r in new for name in r.metrics}
+    for rule in rules:
+        if rule.metric not in in_new:
+            raise UsageError(
+                f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
+                f"{_did_you_mean(rule.metric, in_new)}"
+            )
     result = compare(old, new, rules, allow_missing=args.allow_missing)
     if result.compared == 0:
         raise UsageError(

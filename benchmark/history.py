@@ -7,7 +7,9 @@ the commit, whether the tree was clean, the date, the machine (device and timing
 and the figure with its interval. A re-run of a commit on the same machine replaces its
 lines, so a history holds one point per (commit, machine, configuration, metric).
 
-Change points: each series (one configuration, metric and machine, in commit order) is cut
+Only clean commits go in (a dirty tree's figures belong to no commit), and runs that do
+not say their commit are left out. Change points: each series (one configuration, metric
+and machine, in the order its runs were taken) is cut
 by PELT (Killick, Fearnhead & Eckley, JASA 2012, arXiv:1101.1438) from ``ruptures``, with
 the L2 cost, segments of at least two commits (one odd point is an outlier, not a step)
 and the penalty 6·σ²·ln(n), where σ is the noise level estimated from the series itself:
@@ -15,7 +17,11 @@ the median absolute first difference / (0.6745·√2), robust to the steps it lo
 factor 6 (three times BIC's) was chosen on simulated Gaussian series (300 each): a false
 step in 5% of 10-commit and 1.3% of 30-commit series of pure noise, a 5σ step found at
 its exact commit in 90%. A step is reported at the first commit of each new segment; a
-step at the last commit shows once a second commit confirms it.
+step at the newest commit is not reported until a second commit confirms it (with one
+point after it, the two-commit segment would put it one commit too early). Where the
+series itself shows no noise (deterministic re-runs), σ is floored at the figures' own
+test-set standard error, so a change within that error is no step. A single outlying
+commit can still read as two steps around it.
 """
 
 from __future__ import annotations
@@ -66,8 +72,7 @@ def _file(history_dir: Path, suite: str) -> Path:
 
 
 def points_of(records: Iterable[RunRecord]) -> list[Point]:
-    """The headline metric (and the kind's declared columns that every run reports) of each
-    configuration, averaged over its ok seeds."""
+    """The headline metric of each configuration, averaged over its ok seeds."""
     groups: dict[tuple[Any, ...], list[RunRecord]] = {}
     for r in records:
         if r.status != "ok":
@@ -120,7 +125,11 @@ def add(history_dir: Path, results_dir: Path) -> int:
     replaced (a re-run), never duplicated."""
     history_dir = Path(history_dir)
     history_dir.mkdir(parents=True, exist_ok=True)
-    new = points_of(store.current_records(store.load_records(results_dir))[0])
+    new = [
+        p
+        for p in points_of(store.current_records(store.load_records(results_dir))[0])
+        if p.clean and p.commit != "unknown"
+    ]
     total = 0
     for suite in sorted({p.suite for p in new}):
         path = _file(history_dir, suite)
@@ -153,21 +162,31 @@ def noise_level(values: list[float]) -> float:
     return statistics.median(diffs) / (0.6745 * math.sqrt(2))
 
 
-def change_points(values: list[float]) -> list[int]:
-    """Indices where a new segment starts (a step happened between i-1 and i)."""
+def change_points(values: list[float], floor: float = 0.0) -> list[int]:
+    """Indices where a new segment starts (a step happened between i-1 and i); ``floor``:
+    the smallest noise level to assume (e.g. the figures' test-set standard error)."""
     import numpy as np
     import ruptures
 
     n = len(values)
     if n < 3:
         return []
-    sigma = noise_level(values)
-    if sigma == 0:  # a noiseless series: every change is a step
-        return [i for i in range(1, n) if values[i] != values[i - 1]]
+    sigma = max(noise_level(values), floor)
+    if sigma == 0:
+        scale = max(abs(v) for v in values) or 1.0
+        sigma = 1e-9 * scale  # exact repeats: any real change is a step
     penalty = PENALTY_FACTOR * sigma**2 * math.log(n)
     signal = np.asarray(values, dtype=float).reshape(-1, 1)
     ends = ruptures.Pelt(model="l2", min_size=2, jump=1).fit(signal).predict(pen=penalty)
-    return [e for e in ends if e < n]
+    steps = [e for e in ends if e < n]
+    if steps and steps[-1] == n - 2:
+        # The last segment holds the last two commits. If the older of the two sits with
+        # the segment before, only the newest moved: unconfirmed, not reported yet.
+        start = steps[-2] if len(steps) > 1 else 0
+        before = statistics.fmean(values[start : n - 2])
+        if abs(values[n - 2] - before) < abs(values[n - 1] - values[n - 2]):
+            steps.pop()
+    return steps
 
 
 @dataclass
@@ -188,7 +207,14 @@ def series(points: list[Point]) -> list[Series]:
     out = []
     for (suite, config, metric, machine), ps in sorted(grouped.items()):
         ps = sorted(ps, key=lambda p: p.date)
-        out.append(Series(suite, config, metric, machine, ps, change_points([p.value for p in ps])))
+        errors = [
+            (p.ci_high - p.ci_low) / (2 * 1.959963984540054)
+            for p in ps
+            if p.ci_low is not None and p.ci_high is not None
+        ]
+        floor = statistics.fmean(errors) if errors else 0.0
+        steps = change_points([p.value for p in ps], floor)
+        out.append(Series(suite, config, metric, machine, ps, steps))
     return out
 
 

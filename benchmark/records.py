@@ -171,6 +171,8 @@ class Metric(BaseModel):
 
 
 TIMING_UNITS_SUFFIX = "/s"
+# Energy and power depend on the same conditions as a clock (load, clocks, concurrency).
+REGIME_UNITS = ("J", "W")
 # Words in a meter that name a clock, or timings a figure was computed from: a ratio of
 # two latencies (unit "x": "median latency before/after", "median hybrid / original,
 # timed interleaved") moves with the machine's load like the latencies themselves.
@@ -186,7 +188,7 @@ def is_timing(metric: Metric, name: str = "") -> bool:
     clock; e.g. a latency speedup or overhead in "x"): such figures depend on threads,
     concurrent runs and the machine, so they compare only within one timing regime. FLOP,
     byte and parameter ratios are not timings."""
-    if metric.unit == "s" or metric.unit.endswith(TIMING_UNITS_SUFFIX):
+    if metric.unit in ("s", *REGIME_UNITS) or metric.unit.endswith(TIMING_UNITS_SUFFIX):
         return True
     if TIMING_METER.search(metric.meter.lower()):
         return True

@@ -153,3 +153,39 @@ def test_the_command_exits_1_on_a_failing_verdict_and_writes_markdown_and_json(
     assert main(["compare", str(old), str(noisy), "--fail-on", "eval_loss:+2%", "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert not payload["failed"] and payload["rows"][0]["verdict"] == "inconclusive"
+
+
+def test_identical_figures_are_unchanged_and_seed_noise_counts_with_one_new_seed() -> None:
+    """The same records on both sides read `unchanged`; a single NEW seed is judged with
+    OLD's seed spread (4.7/5.0/5.3, sd 0.3), so 5.2 is inside the noise even though each
+    run's own test-set interval is tiny (+-0.01)."""
+    old = [run("m", s, eval_loss=v, ci=0.01) for s, v in enumerate([4.7, 5.0, 5.3])]
+    assert verdicts(compare(old, old, []))[("optimizer/m", "eval_loss")] == "unchanged"
+    one = [run("m", 0, eval_loss=5.2, ci=0.01)]
+    got = compare(old, one, [parse_rule("eval_loss:+1%")], allow_missing=True)
+    assert verdicts(got)[("optimizer/m", "eval_loss")] == "inconclusive"
+
+
+def test_lost_seeds_are_missing_and_a_failed_baseline_is_shown_not_judged() -> None:
+    old = seeds("m", [1.0, 1.01, 0.99])
+    result = compare(old, old[:1], [RULE])
+    missing = [r for r in result.rows if r.verdict == "missing"]
+    assert missing and "[1, 2]" in missing[0].note and result.failed
+    broken_old = [run("m", 0, status="failed")]
+    result = compare(broken_old, seeds("m", [1.0]), [RULE])
+    assert [r.verdict for r in result.rows] == ["baseline failed"] and not result.failed
+
+
+def test_a_different_budget_is_another_configuration() -> None:
+    from benchmark.records import Budget
+
+    def with_steps(records: list[RunRecord], steps: int) -> list[RunRecord]:
+        out = []
+        for r in records:
+            spec = r.spec.model_copy(update={"budget": Budget(steps=steps)})
+            out.append(r.model_copy(update={"spec": spec}))
+        return out
+
+    short = with_steps(seeds("m", [1.0, 1.0, 1.0]), 60)
+    long = with_steps(seeds("m", [0.5, 0.5, 0.5]), 600)
+    assert {r.verdict for r in compare(short, long, [RULE]).rows} == {"missing", "new"}

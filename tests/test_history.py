@@ -71,3 +71,9 @@ def test_history_keeps_one_point_per_commit_and_marks_the_commit_of_a_step(
 
 def test_history_of_nothing_is_exit_2(tmp_path: Path) -> None:
     assert main(["history", str(tmp_path / "none")]) == 2
+
+
+def test_a_jump_at_the_newest_commit_waits_for_a_second_commit() -> None:
+    calm = [0.0, 0.1, -0.1, 0.0, 0.05]
+    assert change_points([*calm, 10.0]) == []  # one point after: not yet (not misplaced)
+    assert change_points([*calm, 10.0, 10.1]) == [5]

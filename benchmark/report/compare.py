@@ -1,31 +1,34 @@
 """Regression verdicts between two sets of records, decided with each figure's noise.
 
-A configuration is (kind, method, hyperparameters, workload with its options, device); its
-records are its seeds. For each configuration and each judged metric the difference
-d = NEW - OLD, signed so that d > 0 is worse, gets a 95% interval from what the records
-carry, in this order:
-
-1. three or more seeds on both sides: Welch's t interval on the seeds' values (the
-   seed-to-seed variation, which includes the training noise);
-2. else, both sides' test-set intervals (Wilson, DeLong, t over windows: what each metric's
-   meter recorded): a normal interval with se = sqrt(se_old^2 + se_new^2), each se the mean
-   half-width / 1.96 over the side's runs;
-3. else no noise is recorded (a byte count, a single deterministic run): the values are
-   compared as exact.
+A configuration is (kind, method, hyperparameters, workload with its options, device,
+budget, attacks, protocol options); its records are its seeds. For each configuration and
+judged metric the difference d = NEW - OLD, signed so that d > 0 is worse, gets a 95%
+interval from what the records carry: the seed-to-seed variance (Welch's t when both sides
+have two or more seeds; the one side's variance standing in for the other when that has a
+single seed) plus, in quadrature, the runs' own test-set standard errors (from the
+intervals their meters recorded: Wilson, DeLong, t over evaluation windows). With neither,
+the values compare as exact.
 
 With δ the rule's minimum effect (``--fail-on eval_loss:+2%`` gives δ = 2% of |OLD|;
-without a rule the kind's headline metric is judged with δ = 0):
+without rules each kind's headline metric is judged with δ = 0; rules replace those
+defaults):
 
-- ``regressed``: the interval lies above 0 and d > δ (worse, beyond noise and beyond δ);
-- ``improved``: the interval lies below 0 and d < -δ;
-- ``unchanged``: the interval's upper end is at most δ (a regression larger than δ is
-  ruled out), or exact values within δ;
+- ``unchanged``: identical figures, or the interval's upper end is at most δ (a
+  regression larger than δ is ruled out at 97.5%);
+- ``regressed``: the interval lies above 0 and the point estimate d exceeds δ (worse
+  beyond noise, and by more than δ as far as can be told; a true change of exactly δ
+  fires about half the time);
+- ``improved``: the mirror image;
 - ``inconclusive``: none of these (too noisy to tell; not a failure).
 
-Per configuration, besides: ``missing`` (in OLD, not in NEW: fails unless allowed),
-``new`` (only in NEW), ``status changed`` (ok in OLD, some seed not ok in NEW: fails),
-``lost`` (a judged figure OLD had is null or absent in NEW: fails) and ``incomparable``
-(a timing figure whose two sides ran in different timing regimes: never judged).
+Per configuration, besides: ``missing`` (a configuration or some of its seeds in OLD, not
+in NEW: fails unless allowed), ``new`` (only in NEW), ``status changed`` (ok in OLD, some
+seed not ok in NEW: fails), ``baseline failed`` (no ok run in OLD: nothing to judge
+against, shown, not failing), ``lost`` (a judged figure OLD had is null or absent in NEW:
+fails) and ``incomparable`` (a timing whose two sides ran in different timing regimes:
+never judged). A regime names the device model, threads, concurrency and pinning, not the
+machine instance or the day: timings against an old baseline are best judged by an A/B
+run (``benchmark/ab.py``), both sides now.
 """
 
 from __future__ import annotations
@@ -83,17 +86,23 @@ def parse_rule(text: str) -> Rule:
     )
 
 
-Config = tuple[str, str, str, str, str]
+Config = tuple[str, str, str, str, str, str]
 
 
 def config_of(r: RunRecord) -> Config:
+    """What makes two runs the same experiment, seeds aside: a different budget, attack set
+    or protocol option is another configuration, never more seeds of this one."""
     s = r.spec
-    return (s.kind, s.method, hparams_label(s.hparams), s.workload_label, s.device)
+    extra = {"budget": s.budget.model_dump(exclude_none=True), "attacks": s.attacks}
+    extra["protocol"] = s.protocol
+    rest = json.dumps({k: v for k, v in extra.items() if v}, sort_keys=True)
+    return (s.kind, s.method, hparams_label(s.hparams), s.workload_label, s.device, rest)
 
 
 def config_name(c: Config) -> str:
-    kind, method, hp, workload, device = c
-    return f"{kind}/{method}[{hp}] on {workload} ({device})"
+    kind, method, hp, workload, device, rest = c
+    more = f" {rest}" if rest != "{}" else ""
+    return f"{kind}/{method}[{hp}] on {workload} ({device}){more}"
 
 
 @dataclass
@@ -144,42 +153,66 @@ def _values(records: Sequence[RunRecord], metric: str) -> list[float]:
 
 
 def _test_set_se(records: Sequence[RunRecord], metric: str) -> float | None:
-    """Mean standard error from the runs' own 95% intervals (None if any run lacks one)."""
+    """Standard error of the side's mean from its runs' own 95% intervals: the mean
+    half-width / 1.96 (the test set is shared by every seed, so this part of the error does
+    not shrink with more seeds). Runs without an interval are left out; None if none has
+    one."""
     halves = []
     for r in records:
         m = r.metrics.get(metric)
         if r.status != "ok" or m is None or m.value is None:
             continue
-        if m.ci_low is None or m.ci_high is None:
-            return None
-        halves.append((m.ci_high - m.ci_low) / 2)
+        if m.ci_low is not None and m.ci_high is not None:
+            halves.append((m.ci_high - m.ci_low) / 2)
     return statistics.fmean(halves) / Z95 if halves else None
 
 
 def _interval(
     old: Sequence[RunRecord], new: Sequence[RunRecord], metric: str
 ) -> tuple[float, float, float, tuple[float, float] | None, str]:
-    """(old mean, new mean, new - old, its 95% interval or None for exact values, how)."""
+    """(old mean, new mean, new - old, its 95% interval or None for exact values, how).
+
+    Seed-to-seed variation (training noise) and the test set's sampling error are both
+    in the interval wherever the records show them: Welch's t over seeds when both sides
+    have two or more; when one side has one, the other side's seed variance stands in for
+    it (t with that side's degrees of freedom); the runs' test-set standard errors are
+    added in quadrature (a shared test set does not average out over seeds)."""
     ov, nv = _values(old, metric), _values(new, metric)
     mo, mn = statistics.fmean(ov), statistics.fmean(nv)
     d = mn - mo
-    if len(ov) >= 3 and len(nv) >= 3:
-        vo, vn = statistics.variance(ov), statistics.variance(nv)
-        se2 = vo / len(ov) + vn / len(nv)
-        if se2 == 0:
-            return mo, mn, d, None, f"seeds identical within each side ({len(ov)}+{len(nv)})"
-        df = se2**2 / ((vo / len(ov)) ** 2 / (len(ov) - 1) + (vn / len(nv)) ** 2 / (len(nv) - 1))
-        half = float(stats.t.ppf(0.975, df)) * math.sqrt(se2)
-        return mo, mn, d, (d - half, d + half), f"Welch t over seeds ({len(ov)}+{len(nv)})"
     so, sn = _test_set_se(old, metric), _test_set_se(new, metric)
-    if so is not None and sn is not None:
-        half = Z95 * math.hypot(so, sn)
-        return mo, mn, d, (d - half, d + half), "normal, from the runs' test-set intervals"
-    return mo, mn, d, None, "no noise recorded: compared as exact"
+    test_se2 = (so or 0.0) ** 2 + (sn or 0.0) ** 2
+    has_test = so is not None or sn is not None
+    seed_se2, df, how = 0.0, math.inf, ""
+    if len(ov) >= 2 and len(nv) >= 2:
+        vo, vn = statistics.variance(ov), statistics.variance(nv)
+        seed_se2 = vo / len(ov) + vn / len(nv)
+        if seed_se2 > 0:
+            terms = [(v / n) ** 2 / (n - 1) for v, n in ((vo, len(ov)), (vn, len(nv))) if v > 0]
+            df = seed_se2**2 / sum(terms)
+        how = f"Welch t over seeds ({len(ov)}+{len(nv)})"
+    elif len(ov) >= 2 or len(nv) >= 2:
+        more = ov if len(ov) >= 2 else nv
+        var = statistics.variance(more)
+        seed_se2 = var * (1 / len(ov) + 1 / len(nv))
+        df = len(more) - 1
+        how = f"t with one side's seed variance ({len(ov)}+{len(nv)} seeds)"
+    else:
+        how = "one seed a side: no seed-to-seed information"
+    se2 = seed_se2 + test_se2
+    if has_test:
+        how += " + test-set intervals"
+    if se2 == 0:
+        return mo, mn, d, None, how + "; no noise recorded: compared as exact"
+    q = float(stats.t.ppf(0.975, df)) if math.isfinite(df) else Z95
+    half = q * math.sqrt(se2)
+    return mo, mn, d, (d - half, d + half), how
 
 
 def _judge(d_bad: float, ci_bad: tuple[float, float] | None, tol: float) -> str:
     """The verdict for a difference signed so that positive is worse."""
+    if d_bad == 0:
+        return "unchanged"  # the same figures (a re-run on the same machine)
     if ci_bad is None:
         if d_bad > tol:
             return "regressed"
@@ -243,9 +276,16 @@ def compare(
         o, n = old_g[c], new_g[c]
         name = config_name(c)
         bad = [r for r in n if r.status != "ok"]
-        if any(r.status == "ok" for r in o) and bad:
+        if not any(r.status == "ok" for r in o):
+            why = "; ".join(f"seed {r.spec.seed}: {r.status} ({r.reason})" for r in o)
+            result.rows.append(Verdict(name, "baseline failed", note=why[:500]))
+            continue
+        if bad:
             why = "; ".join(f"seed {r.spec.seed}: {r.status} ({r.reason})" for r in bad)
             result.rows.append(Verdict(name, "status changed", note=why[:500]))
+        gone = sorted({r.spec.seed for r in o} - {r.spec.seed for r in n})
+        if gone:
+            result.rows.append(Verdict(name, "missing", note=f"seeds {gone} not in NEW"))
         for rule in _rules_for(c[0], rules, o):
             if any(rule.metric in r.metrics for r in o + n):  # a rule for another kind: skip
                 result.rows.append(_judge_metric(name, o, n, rule))
@@ -287,6 +327,7 @@ ORDER = (
     "status changed",
     "lost",
     "missing",
+    "baseline failed",
     "inconclusive",
     "incomparable",
     "improved",
