@@ -17,6 +17,7 @@ registry that checks names are the working tree's.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -31,14 +32,12 @@ class ABError(RuntimeError):
     """The revision cannot be checked out (not a git checkout, an unknown revision)."""
 
 
+def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
 def git_root(start: Path) -> Path:
-    done = subprocess.run(
-        ["git", "rev-parse", "--show-toplevel"],
-        cwd=start,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _git(start, "rev-parse", "--show-toplevel")
     if done.returncode != 0:
         raise ABError(f"{start} is not inside a git checkout: {done.stderr.strip()}")
     return Path(done.stdout.strip())
@@ -47,35 +46,19 @@ def git_root(start: Path) -> Path:
 @contextlib.contextmanager
 def worktree(root: Path, rev: str) -> Iterator[tuple[Path, str]]:
     """(a detached checkout of ``rev``, its full commit id), removed afterwards."""
-    resolved = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    resolved = _git(root, "rev-parse", "--verify", f"{rev}^{{commit}}")
     if resolved.returncode != 0:
         raise ABError(f"unknown revision {rev!r}: {resolved.stderr.strip()}")
     commit = resolved.stdout.strip()
     folder = Path(tempfile.mkdtemp(prefix="methodbench-ab-"))
-    added = subprocess.run(
-        ["git", "worktree", "add", "--detach", str(folder), commit],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    added = _git(root, "worktree", "add", "--detach", str(folder), commit)
     if added.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
         raise ABError(f"git worktree add failed: {added.stderr.strip()}")
     try:
         yield folder, commit
     finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(folder)],
-            cwd=root,
-            capture_output=True,
-            check=False,
-        )
+        _git(root, "worktree", "remove", "--force", str(folder))
 
 
 def run_ab(

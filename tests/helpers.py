@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from benchmark.host import Registry
 from benchmark.protocols.base import RunContext
@@ -56,3 +59,43 @@ def context(
         device=torch.device("cpu"),
         registry=registry(),
     )
+
+
+# --------------------------------------------------------------------------- devices
+
+
+FACTORIES: tuple[Callable[..., Any], ...] = (
+    torch.empty,
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.arange,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.randperm,
+    torch.tensor,
+    torch.linspace,
+    torch.eye,
+)
+
+
+class ImplicitDevice(TorchFunctionMode):
+    """Records factory calls that leave the device to the default (the host)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in FACTORIES and kwargs.get("device") is None:
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def implicit_device_calls() -> Iterator[list[str]]:
+    mode = ImplicitDevice()
+    with mode:
+        yield mode.calls

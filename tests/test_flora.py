@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from plugins.optimizers.flora import Flora, build_flora
+
+from .helpers import implicit_device_calls
 
 B1, RANK, KAPPA = 0.9, 3, 3
 
@@ -167,43 +166,6 @@ def test_half_precision_weights_keep_float32_state_through_a_resume() -> None:
             w.grad = (grad * (step + 2)).to(torch.bfloat16)
             opt.step()
     assert torch.equal(w16, twin)
-
-
-_FACTORIES: tuple[Callable[..., Any], ...] = (
-    torch.empty,
-    torch.zeros,
-    torch.ones,
-    torch.full,
-    torch.arange,
-    torch.rand,
-    torch.randn,
-    torch.randint,
-    torch.randperm,
-    torch.tensor,
-    torch.linspace,
-    torch.eye,
-)
-
-
-class _ImplicitDevice(TorchFunctionMode):
-    """Records factory calls that leave the device to the default (the host)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if func in _FACTORIES and kwargs.get("device") is None:
-            self.calls.append(getattr(func, "__name__", str(func)))
-        return func(*args, **kwargs)
-
-
-@contextmanager
-def implicit_device_calls() -> Iterator[list[str]]:
-    mode = _ImplicitDevice()
-    with mode:
-        yield mode.calls
 
 
 def test_every_tensor_of_a_step_names_its_device() -> None:

@@ -6,16 +6,15 @@ the module docstring (sampled SVD basis, weights 1/p before the moments, realign
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from plugins.optimizers.plumage import Plumage, inclusion_probabilities, systematic_sample
+
+from .helpers import implicit_device_calls
 
 BETAS, EPS, LR, SCALE = (0.9, 0.999), 1e-8, 0.01, 0.25
 
@@ -241,43 +240,6 @@ def test_matches_the_reference_across_refreshes(shape: tuple[int, int]) -> None:
     for t, (mine, ref) in enumerate(zip(got, expected, strict=True), start=1):
         for name, a, b in zip(("weight", "exp_avg", "exp_avg_sq"), mine, ref, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=f"{name}, step {t}")
-
-
-_FACTORIES: tuple[Callable[..., Any], ...] = (
-    torch.empty,
-    torch.zeros,
-    torch.ones,
-    torch.full,
-    torch.arange,
-    torch.rand,
-    torch.randn,
-    torch.randint,
-    torch.randperm,
-    torch.tensor,
-    torch.linspace,
-    torch.eye,
-)
-
-
-class _ImplicitDevice(TorchFunctionMode):
-    """Records factory calls that leave the device to the default (the host)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        kwargs = kwargs or {}
-        if func in _FACTORIES and kwargs.get("device") is None:
-            self.calls.append(getattr(func, "__name__", str(func)))
-        return func(*args, **kwargs)
-
-
-@contextmanager
-def implicit_device_calls() -> Iterator[list[str]]:
-    mode = _ImplicitDevice()
-    with mode:
-        yield mode.calls
 
 
 def test_every_tensor_of_a_step_names_its_device() -> None:
