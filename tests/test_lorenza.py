@@ -4,7 +4,6 @@ restoration of the weights, and the r-vector form of probes and estimate."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,21 +23,6 @@ def lorenza(model: nn.Module, **options: object) -> Lorenza:
     return Lorenza(param_groups(model, {}), **settings)
 
 
-def mse_closure(model: nn.Module) -> Callable[..., torch.Tensor]:
-    x, y = (t.to(next(model.parameters()).dtype) for t in data(0))
-
-    def closure(backward: bool = True) -> torch.Tensor:
-        if not backward:
-            with torch.no_grad():
-                return nn.functional.mse_loss(model(x), y)
-        model.zero_grad()
-        loss = nn.functional.mse_loss(model(x), y)
-        loss.backward()
-        return loss
-
-    return closure
-
-
 def test_weights_are_restored_bit_for_bit_in_bf16() -> None:
     """With lr 0 a step must leave every weight as it was: the probes and the SAM shift
     are undone exactly (adding and subtracting them in bf16 is not exact)."""
@@ -47,7 +31,7 @@ def test_weights_are_restored_bit_for_bit_in_bf16() -> None:
     opt = lorenza(model, lr=0.0, rho=0.05, mu=1e-2, probes=3)
     before = [p.detach().clone() for p in model.parameters()]
     for _ in range(3):
-        opt.step(mse_closure(model))
+        opt.step(closure_for(model, 0))
     for (name, p), b in zip(model.named_parameters(), before, strict=True):
         assert torch.equal(p, b), (name, float((p.float() - b.float()).abs().max()))
 
@@ -83,7 +67,7 @@ def test_estimate_matches_the_papers_equation() -> None:
     model = Block().double()
     probes, mu = 3, 1e-3
     opt = lorenza(model, probes=probes, mu=mu, seed=7)
-    closure = mse_closure(model)
+    closure = closure_for(model, 0)
     opt._refresh_subspaces(closure)
     names = {p: n for n, p in model.named_parameters()}
     weights = opt._perturbed()

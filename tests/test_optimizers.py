@@ -58,8 +58,10 @@ def backward(model: nn.Module, seed: int = 0) -> float:
 
 
 def closure_for(model: nn.Module, seed: int, calls: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """The protocol's closure contract: backward=False is a forward pass only."""
-    x, y = data(seed)
+    """The protocol's closure contract: backward=False is a forward pass only. Inputs take
+    the model's dtype (the bf16 tests)."""
+    dtype = next(model.parameters()).dtype
+    x, y = (t.to(dtype) for t in data(seed))
 
     def closure(backward: bool = True) -> torch.Tensor:
         if calls is not None:

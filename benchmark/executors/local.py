@@ -228,8 +228,8 @@ class LocalExecutor:
                         try:
                             records.append(on_record(self._collect(run)))
                             continue
-                        except Exception:
-                            pass
+                        except Exception:  # its record could not be stored: stop it
+                            pass  # below, like a run that had not finished
                     _kill(run.proc)
                     for reader in run.readers:
                         reader.join(timeout=1)
