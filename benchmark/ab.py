@@ -75,7 +75,12 @@ def run_ab(
     rev_side = LocalExecutor(
         results_root / "rev", registry, jobs=1, plugins=plugins, source=rev_source
     )
-    tree_side = LocalExecutor(results_root / "tree", registry, jobs=1, plugins=plugins)
+    # Both sides spawn a fresh interpreter per run (the revision's workers must import its
+    # own code, which a fork server holding this tree's modules cannot give), so both are
+    # timed under one regime.
+    tree_side = LocalExecutor(
+        results_root / "tree", registry, jobs=1, plugins=plugins, forkserver=False
+    )
     rev_records: list[RunRecord] = []
     tree_records: list[RunRecord] = []
     for i, spec in enumerate(specs):

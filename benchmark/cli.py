@@ -150,13 +150,29 @@ def _run_holding(  # type: ignore[no-untyped-def]
             results_dir, registry, address=args.ray_address, plugins=_plugins(args)
         )
     else:
-        jobs = args.jobs or suite.jobs or 1
-        if args.jobs and suite.jobs and args.jobs != suite.jobs:
+        from benchmark.executors.local import auto_jobs
+
+        threads: int | None = None
+        if args.jobs == "auto":
+            jobs = auto_jobs(device, len(specs))
+            threads = 1 if device == "cpu" else None
+            pinned = "each pinned to its own core, " if jobs > 1 else ""
+            console.print(
+                f"--jobs auto: {jobs} at a time, {pinned}"
+                f"{'1 torch thread each' if threads else 'all threads'} (records name the "
+                "cores, threads and concurrent runs)",
+                markup=False,
+            )
+        else:
+            jobs = args.jobs or suite.jobs or 1
+        if args.jobs and suite.jobs and jobs != suite.jobs:
             console.print(
                 f"[yellow]--jobs {args.jobs} overrides the suite's jobs: {suite.jobs}; "
                 "timings are recorded under the regime they ran in[/]"
             )
-        executor = LocalExecutor(results_dir, registry, jobs=jobs, plugins=_plugins(args))
+        executor = LocalExecutor(
+            results_dir, registry, jobs=jobs, plugins=_plugins(args), threads_per_job=threads
+        )
     with _ProgressEvents(len(todo)) as events:
         records = executor.run(todo, events)
     bad = [r for r in records if r.status != "ok"]
@@ -502,10 +518,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", metavar="DIR", help="results directory (default results/<suite>)")
     p.add_argument(
         "--jobs",
-        type=_positive,
+        type=_jobs,
         default=None,
-        metavar="N",
-        help="runs in parallel, each pinned to its own cores (default: the suite's jobs, or 1)",
+        metavar="N|auto",
+        help="runs in parallel, each pinned to its own cores (default: the suite's jobs, or "
+        "1); auto: one per core on a CPU, one on a GPU",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the suite's device")
     p.add_argument("--rerun", action="store_true", help="redo runs that already have a record")
@@ -586,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="where to write the page (default index.html)")
     p.set_defaults(func=cmd_history)
     return parser
+
+
+def _jobs(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
 
 
 def _positive(text: str) -> int:

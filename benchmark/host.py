@@ -1,7 +1,8 @@
 """Plugin discovery and the registry of methods, workloads and attacks.
 
-Order of discovery: built-ins (every module under ``plugins`` and ``benchmark.workloads``
-that implements a hook), then the ``methodbench`` entry-point group, then modules named
+Order of discovery: built-ins (every package under ``plugins`` and ``benchmark.workloads``
+whose ``__init__`` implements a hook; their factories are ``module:attribute`` references,
+imported when a run needs one), then the ``methodbench`` entry-point group, then modules named
 with ``--plugin``. ``METHODBENCH_PLUGINS`` (comma-separated entry-point or distribution
 names; empty means none) is an allow-list for entry-point plugins and
 ``METHODBENCH_DISABLE_PLUGINS`` a deny-list, as ``llm`` does with ``LLM_LOAD_PLUGINS``.
@@ -106,11 +107,18 @@ class Registry:
     # ------------------------------------------------------------------ discovery
 
     def _load_builtins(self) -> None:
+        # Packages only: a built-in package declares its methods in its __init__ with
+        # lazy ``module:attribute`` factories, so discovery imports no implementation.
         for package_name in BUILTIN_PACKAGES:
             package = importlib.import_module(package_name)
-            for mod in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            names = [package_name] + [
+                m.name
+                for m in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}.")
+                if m.ispkg
+            ]
+            for name in names:
                 self._load_module(
-                    mod.name,
+                    name,
                     source="builtin",
                     distribution=PROJECT_NAME,
                     version=__version__,

@@ -8,14 +8,16 @@ instead of failing somewhere deep inside a protocol.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # the host lists and validates without importing torch
+    import torch
+    from torch import nn
 
 Kind = Literal["optimizer", "compressor", "security_split", "detector"]
 KINDS: tuple[str, ...] = get_args(Kind)
@@ -91,9 +93,109 @@ class Attack(Protocol):
 
 # --------------------------------------------------------------------------- specs
 
+# ``package.module:attribute`` (the attribute may be dotted: ``module:Class.build``).
+FACTORY_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_LOADED: dict[str, Callable[..., Any]] = {}
+
+
+def load_factory(ref: str) -> Callable[..., Any]:
+    """Import the module a ``module:attribute`` reference names and return the attribute.
+
+    Registries stay cheap because of this: a plugin declares its methods by name, and the
+    module that implements one (with torch, transformers, scikit-learn behind it) is
+    imported only when a run builds it, as lm-evaluation-harness's registry does.
+    """
+    if ref in _LOADED:
+        return _LOADED[ref]
+    module_name, _, attr = ref.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (Exception, SystemExit) as exc:
+        raise ContractError(
+            f"factory {ref!r} could not be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(obj):
+        raise ContractError(f"factory {ref!r} is not callable")
+    _LOADED[ref] = obj
+    return obj
+
+
+def reference_problem(ref: str) -> str | None:
+    """Why a ``module:attribute`` reference cannot load, found without importing it (its
+    module is located and parsed, not run): for ``bench validate``, which must stay fast
+    and still refuse a suite whose plugin points at nothing."""
+    import ast
+    import importlib.util
+
+    module_name, _, attr = ref.partition(":")
+    try:
+        found = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError) as exc:
+        return f"factory {ref!r}: module {module_name!r} cannot be found ({exc})"
+    if found is None:
+        return f"factory {ref!r}: no module named {module_name!r}"
+    if not found.origin or not found.origin.endswith(".py"):
+        return None  # compiled or namespace: only importing it can tell
+    try:
+        with open(found.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"factory {ref!r}: module {module_name!r} does not parse ({exc})"
+    head = attr.split(".")[0]
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.ImportFrom | ast.Import):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if head not in names:
+        return f"factory {ref!r}: module {module_name!r} defines no {head!r}"
+    return None
+
+
+_CHECKED: set[tuple[str, str]] = set()
+
+
+class _Factory:
+    """What every spec does with its factory: a callable, or a lazy ``module:attribute``."""
+
+    factory: Callable[..., Any] | str
+    defaults: Mapping[str, Any]
+    name: str
+
+    def load(self) -> Callable[..., Any]:
+        """The factory itself, importing its module on first use (a lazy reference is
+        then checked against its declared defaults, as a callable is at registration)."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        factory = load_factory(self.factory)
+        # Once per reference and declared defaults (two specs may share a factory).
+        key = (self.factory, repr(sorted(dict(self.defaults).items())))
+        if key not in _CHECKED:
+            _check_binds(factory, _leading_args(self), self.defaults)
+            _CHECKED.add(key)
+        return factory
+
+    def reference_problem(self) -> str | None:
+        """Why this spec's lazy factory cannot load, without importing it (None: fine, or
+        a callable)."""
+        return reference_problem(self.factory) if isinstance(self.factory, str) else None
+
+    @property
+    def module(self) -> str | None:
+        """The module that implements the factory, without importing it."""
+        if isinstance(self.factory, str):
+            return self.factory.partition(":")[0]
+        return getattr(self.factory, "__module__", None)
+
 
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodSpec(_Factory):
     """One method a plugin offers.
 
     ``defaults`` lists every hyperparameter the factory accepts with its default; a suite
@@ -102,7 +204,7 @@ class MethodSpec:
 
     kind: Kind
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     paper: str | None = None
     description: str = ""
@@ -113,12 +215,12 @@ class MethodSpec:
 
 
 @dataclass(frozen=True)
-class WorkloadSpec:
+class WorkloadSpec(_Factory):
     """A model, its data and its quality metric for one kind; ``factory(**options)``."""
 
     kind: Kind
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -128,11 +230,11 @@ class WorkloadSpec:
 
 
 @dataclass(frozen=True)
-class AttackSpec:
+class AttackSpec(_Factory):
     """An attack on security splits; ``factory(**hparams)`` gives an ``Attack`` callable."""
 
     name: str
-    factory: Callable[..., Any]
+    factory: Callable[..., Any] | str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     paper: str | None = None
     description: str = ""
@@ -173,12 +275,24 @@ def check_spec(spec: object) -> None:
         )
     if not isinstance(spec, AttackSpec) and spec.kind not in KINDS:
         raise ContractError(f"{spec.name}: kind {spec.kind!r} is not one of {list(KINDS)}")
-    if not callable(spec.factory):
+    if isinstance(spec.factory, str):
+        if not FACTORY_REF.match(spec.factory):
+            raise ContractError(
+                f"{spec.name}: factory {spec.factory!r} is neither callable nor a "
+                "'package.module:attribute' reference"
+            )
+    elif not callable(spec.factory):
         raise ContractError(f"{spec.name}: factory is not callable")
     if not isinstance(spec.defaults, Mapping):
         raise ContractError(f"{spec.name}: defaults must be a mapping of hyperparameters")
-    leading = 1 if isinstance(spec, MethodSpec) and spec.kind == "optimizer" else 0
-    _check_binds(spec.factory, leading, spec.defaults)
+    if not isinstance(spec.factory, str):  # a lazy one is checked when it is loaded
+        _check_binds(spec.factory, _leading_args(spec), spec.defaults)
+
+
+def _leading_args(spec: object) -> int:
+    """Positional arguments a factory takes before its hyperparameters (an optimizer's
+    model)."""
+    return 1 if isinstance(spec, MethodSpec) and spec.kind == "optimizer" else 0
 
 
 _BUILT_CONTRACT: dict[str, type] = {
@@ -195,6 +309,8 @@ def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
             raise ContractError(f"attack {spec.name}: factory must return a callable")
         return
     if spec.kind == "optimizer":
+        import torch
+
         if not isinstance(obj, torch.optim.Optimizer):
             raise ContractError(
                 f"optimizer {spec.name}: factory returned {type(obj).__name__}, "

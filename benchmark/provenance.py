@@ -20,10 +20,11 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import json
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from benchmark.host import Registry
@@ -112,46 +113,77 @@ def source_closure(root: str) -> tuple[str, ...]:
     return tuple(sorted(seen))
 
 
+# Digests taken when a process imported the code (the fork server, before it forks the
+# runs): a run then records the source it executes, not what the disk holds by the time
+# it starts.
+_FROZEN: dict[str, str] = {}
+
+
 def _module_digest(module: str) -> str:
+    if module in _FROZEN:
+        return _FROZEN[module]
     path = _source_path(module)
     data = path.read_bytes() if path is not None else b""
     return hashlib.sha256(data).hexdigest()
 
 
-def fingerprint_modules(roots: Iterable[str]) -> tuple[str, tuple[str, ...]]:
-    """(hash, modules) over the source closure of every root module."""
+def freeze_digests(modules: Iterable[str]) -> None:
+    """Remember the digests of ``modules`` as they are now (they were just imported)."""
+    for module in modules:
+        _FROZEN[module] = _module_digest(module)
+
+
+def fingerprint_modules(roots: Iterable[str], declared: str = "") -> tuple[str, tuple[str, ...]]:
+    """(hash, modules) over the source closure of every root module, and over what the
+    plugins declared for the run (``declared``: the defaults its hyperparameters and
+    options fall back on, which live in a registration, not in the code that runs)."""
     modules = sorted({m for root in roots for m in source_closure(root)})
     h = hashlib.sha256()
     for m in modules:
         h.update(f"{m}\0{_module_digest(m)}\n".encode())
+    if declared:
+        h.update(f"declared\0{declared}\n".encode())
     return h.hexdigest()[:FINGERPRINT_LENGTH], tuple(modules)
-
-
-def _module_of(factory: Any) -> str | None:
-    return getattr(factory, "__module__", None)
 
 
 def run_roots(spec: RunSpec, registry: Registry) -> list[str]:
     """The modules whose code a run executes directly."""
     roots = [RUNNER, f"benchmark.protocols.{spec.kind}"]
-    roots.append(_module_of(registry.method(spec.kind, spec.method).factory) or "")
-    roots.append(_module_of(registry.workload(spec.kind, spec.workload).factory) or "")
-    roots += [_module_of(registry.attack(a).factory) or "" for a in spec.attacks]
+    roots.append(registry.method(spec.kind, spec.method).module or "")
+    roots.append(registry.workload(spec.kind, spec.workload).module or "")
+    roots += [registry.attack(a).module or "" for a in spec.attacks]
     return [r for r in roots if r]
 
 
+def declared_defaults(spec: RunSpec, registry: Registry) -> str:
+    """The registered defaults of the run's method, workload and attacks, as canonical
+    JSON: a run that leaves a hyperparameter at its default runs with whatever the
+    registration says, so changing a default must change the run's id."""
+    declared = {
+        "method": dict(registry.method(spec.kind, spec.method).defaults),
+        "workload": dict(registry.workload(spec.kind, spec.workload).defaults),
+        "attacks": {a: dict(registry.attack(a).defaults) for a in spec.attacks},
+    }
+    return json.dumps(declared, sort_keys=True, default=repr)
+
+
+def run_fingerprint(spec: RunSpec, registry: Registry) -> tuple[str, tuple[str, ...]]:
+    """(fingerprint, modules) of one run: its code and its plugins' declared defaults."""
+    return fingerprint_modules(run_roots(spec, registry), declared_defaults(spec, registry))
+
+
 def code_fingerprint(spec: RunSpec, registry: Registry) -> str:
-    return fingerprint_modules(run_roots(spec, registry))[0]
+    return run_fingerprint(spec, registry)[0]
 
 
 def with_code(specs: list[RunSpec], registry: Registry) -> list[RunSpec]:
     """The specs with their code fingerprint filled in (and so their final ids); runs with
-    the same modules share one computation."""
-    memo: dict[tuple[str, ...], str] = {}
+    the same modules and defaults share one computation."""
+    memo: dict[tuple[tuple[str, ...], str], str] = {}
     out = []
     for s in specs:
-        roots = tuple(run_roots(s, registry))
-        if roots not in memo:
-            memo[roots] = fingerprint_modules(roots)[0]
-        out.append(s.model_copy(update={"code": memo[roots]}))
+        key = (tuple(run_roots(s, registry)), declared_defaults(s, registry))
+        if key not in memo:
+            memo[key] = fingerprint_modules(*key)[0]
+        out.append(s.model_copy(update={"code": memo[key]}))
     return out

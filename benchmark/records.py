@@ -71,6 +71,50 @@ class Budget(BaseModel):
     time_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
+# What an axis may name: a workload option, a method hyperparameter, or the steps of a
+# curve the run records (epoch-wise curves).
+AXIS_NAME = r"^(steps|(workload|method)\.[A-Za-z_][A-Za-z0-9_\-]*)$"
+
+
+class Axis(BaseModel):
+    """The variable an experiment's report draws a metric against (``axis:`` in a suite).
+
+    ``name`` is ``workload.<option>``, ``method.<hparam>`` or ``steps`` (the x values of
+    the run's curve named ``metric``); ``metric`` is what is drawn (None: the kind's
+    headline); ``scale`` ``auto`` is log when every x is positive and max/min >= 8;
+    ``label`` names the x axis (None: the option, hyperparameter, or "step")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    metric: str | None = Field(default=None, min_length=1)
+    scale: Literal["auto", "log", "linear"] = "auto"
+    label: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_source(cls, name: str) -> str:
+        if not re.match(AXIS_NAME, name):
+            raise ValueError(
+                f"an axis is workload.<option>, method.<hyperparameter> or steps, not {name!r}"
+            )
+        return name
+
+    @property
+    def source(self) -> str:
+        """``workload``, ``method`` or ``steps``."""
+        return self.name.split(".", 1)[0]
+
+    @property
+    def key(self) -> str | None:
+        """The option or hyperparameter named; None for ``steps``."""
+        return self.name.split(".", 1)[1] if "." in self.name else None
+
+    @property
+    def x_label(self) -> str:
+        return self.label or self.key or "step"
+
+
 class RunSpec(BaseModel):
     """One run: a method with its hyperparameters on a workload, with one seed on one device."""
 
@@ -98,6 +142,10 @@ class RunSpec(BaseModel):
     # Not part of the id: the same configuration is the same run whether a grid or a
     # fixed value named it.
     tuned: tuple[str, ...] | None = None
+    # The experiment's ``axis:`` (what its report draws the metric against), carried so
+    # that a results directory alone can be reported. Not part of the id, like ``tuned``:
+    # drawing a run on a curve does not change the run.
+    axis: Axis | None = None
 
     @field_validator("hparams", "workload_options", "protocol")
     @classmethod
@@ -105,10 +153,10 @@ class RunSpec(BaseModel):
         return refuse_non_json(values)
 
     def content(self, *, with_code: bool = True) -> str:
-        """The run's content as canonical JSON: everything but the suite's name, the timeout
-        and which hyperparameters were tuned; without ``code``, the experiment whatever
-        code measured it."""
-        exclude = {"suite", "timeout_s", "tuned"} | (set() if with_code else {"code"})
+        """The run's content as canonical JSON: everything but the suite's name, the timeout,
+        which hyperparameters were tuned and the report's axis; without ``code``, the
+        experiment whatever code measured it."""
+        exclude = {"suite", "timeout_s", "tuned", "axis"} | (set() if with_code else {"code"})
         content = self.model_dump(exclude=exclude)
         return json.dumps(
             content, sort_keys=True, default=str, separators=(",", ":"), allow_nan=False
@@ -223,6 +271,11 @@ class RunRecord(BaseModel):
     started_at: str | None = None
     duration_s: float | None = None
     log_tail: str | None = None
+    # Seconds the harness spent on this run outside the run's own work: from the executor
+    # taking the spec to the workload's construction, and from the protocol's return to
+    # the record reaching the executor. ``harness`` holds the parts and the launcher.
+    harness_overhead_s: float | None = None
+    harness: dict[str, Any] = Field(default_factory=dict)
 
     def value(self, metric: str) -> float | None:
         m = self.metrics.get(metric)

@@ -13,13 +13,16 @@ import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import filelock
-import pandas as pd
 from pydantic import ValidationError
 
 from benchmark.fileio import atomic_write_text
 from benchmark.records import RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RUNS = "runs"
 
@@ -167,6 +170,7 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             "status": r.status,
             "reason": r.reason,
             "duration_s": r.duration_s,
+            "harness_overhead_s": r.harness_overhead_s,
             "git_commit": r.environment.get("git_commit"),
             "git_dirty": r.environment.get("git_dirty"),
             "torch_threads": regime.get("torch_threads"),
@@ -178,4 +182,6 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
             for key in METRIC_FIELDS:
                 row[f"{name}__{key}"] = getattr(m, key)
         rows.append(row)
+    import pandas as pd  # only reports need it: listing and validating stay light
+
     return pd.DataFrame(rows)

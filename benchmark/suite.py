@@ -8,7 +8,6 @@ not just the first, so a user fixes a suite in one go.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import math
@@ -16,11 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
-import torch
 import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -29,8 +28,8 @@ from pydantic import (
 )
 
 from benchmark.host import Registry, UnknownName, mistyped_hparams, suggest, unknown_hparams
-from benchmark.kinds import Kind
-from benchmark.records import Budget, RunSpec, refuse_non_json
+from benchmark.kinds import KIND_INFO, Kind
+from benchmark.records import Axis, Budget, RunSpec, refuse_non_json
 from benchmark.suite_yaml import SuiteDocumentError, read_suite_document
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -60,6 +59,41 @@ def _distinct_seeds(seeds: list[int]) -> list[int]:
 Seeds = Annotated[
     list[Annotated[StrictInt, Field(ge=0, lt=2**63)]], AfterValidator(_distinct_seeds)
 ]
+
+
+class SuiteBudget(Budget):
+    """A run's budget as a suite writes it: ``eval_every`` (steps between evaluations, for
+    the kinds whose protocol has that option) is shorthand for ``protocol: {eval_every:
+    N}`` and travels there, so a run's id is the same whichever way the suite says it."""
+
+    eval_every: int | None = Field(default=None, ge=1)
+
+
+def option_axes(options: dict[str, Any]) -> dict[str, list[Any]]:
+    """The options of a workload entry that are sweeps: a list of numbers or booleans
+    (``hidden_width: [8, 16, 32]``) is one run per value, as a method's grid is. A list of
+    strings stays one value (names, as ``categories: [a, b]``); no built-in workload takes
+    a list of numbers as one value (``check_names`` refuses one that would)."""
+    return {
+        k: v
+        for k, v in options.items()
+        if isinstance(v, list) and v and all(isinstance(x, int | float) for x in v)
+    }
+
+
+def option_points(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """A workload entry's options once its sweeps are expanded, in file order."""
+    axes = option_axes(options)
+    if not axes:
+        return [options]
+    return [
+        {**options, **dict(zip(axes, point, strict=True))}
+        for point in itertools.product(*axes.values())
+    ]
+
+
+def _axis_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
 
 
 class MethodEntry(BaseModel):
@@ -112,10 +146,13 @@ class Experiment(BaseModel):
     workloads: list[WorkloadEntry] = Field(min_length=1)
     methods: list[MethodEntry] = Field(min_length=1)
     seeds: Seeds | None = None
-    budget: Budget | None = None
+    budget: SuiteBudget | None = None
     timeout_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     attacks: list[str] = Field(default_factory=list)
     protocol: dict[str, Any] = Field(default_factory=dict)
+    # What the report draws the metric against (``axis: workload.hidden_width`` or the
+    # mapping form); see ``records.Axis``. Carried by every run, not part of its id.
+    axis: Annotated[Axis | None, BeforeValidator(_axis_shorthand)] = None
 
     @field_validator("protocol")
     @classmethod
@@ -137,7 +174,7 @@ class Suite(BaseModel):
     description: str = ""
     device: Device = "auto"
     seeds: Seeds = Field(default_factory=lambda: [0], min_length=1)
-    budget: Budget = Field(default_factory=Budget)
+    budget: SuiteBudget = Field(default_factory=SuiteBudget)
     timeout_s: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
     # Runs at a time when the command line does not say (timing-sensitive suites declare
     # 1; the executor pins concurrent runs to their own cores either way).
@@ -229,7 +266,25 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             except UnknownName as exc:
                 add((*base, "workloads", j, "name"), str(exc))
                 continue
-            for key, msg in unknown_hparams(spec, w.options) + mistyped_hparams(spec, w.options):
+            if problem := spec.reference_problem():
+                add((*base, "workloads", j, "name"), problem)
+            sweeps = option_axes(w.options)
+            fixed = {k: v for k, v in w.options.items() if k not in sweeps}
+            problems_here = (
+                unknown_hparams(spec, w.options)
+                + mistyped_hparams(spec, fixed)
+                + mistyped_hparams(spec, sweeps, axes=True)
+            )
+            for key in sweeps:
+                if isinstance(spec.defaults.get(key), list | tuple):
+                    problems_here.append(
+                        (
+                            key,
+                            f"a list of numbers in a workload's options is a sweep (one run "
+                            f"per value), but {spec.name}'s option {key!r} takes a list",
+                        )
+                    )
+            for key, msg in problems_here:
                 add((*base, "workloads", j, "options", key), msg)
         tuned_here = any(m.grid for m in exp.methods)  # experiments without a grid: exempt
         for j, m in enumerate(exp.methods):
@@ -245,6 +300,8 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             except UnknownName as exc:
                 add((*base, "methods", j, "name"), str(exc))
                 continue
+            if problem := mspec.reference_problem():
+                add((*base, "methods", j, "name"), problem)
             for field in ("hparams", "grid", "variants"):
                 given = getattr(m, field)
                 problems_here = unknown_hparams(mspec, given) + mistyped_hparams(
@@ -267,15 +324,114 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
         protocol = SimpleNamespace(name=f"the {exp.kind} protocol", defaults=known)
         for key, msg in mistyped_hparams(protocol, exp.protocol, what="option"):
             add((*base, "protocol", key), msg)
+        budgets = [("budget", exp.budget)] if exp.budget else []
+        for where, budget in budgets:
+            if budget.eval_every is not None and "eval_every" not in known:
+                add(
+                    (*base, where, "eval_every"),
+                    f"the {exp.kind} protocol has no evaluation interval (eval_every)",
+                )
+        every = exp.budget.eval_every if exp.budget else None
+        if every is not None and exp.protocol.get("eval_every", every) != every:
+            add(
+                (*base, "protocol", "eval_every"),
+                f"eval_every is {exp.protocol['eval_every']!r} here and {every!r} in budget",
+            )
+        for loc, msg in axis_problems(exp):
+            add((*base, "axis", *loc), msg)
         if exp.attacks and exp.kind != "security_split":
             add((*base, "attacks"), "attacks apply to security_split experiments only")
         for j, name in enumerate(exp.attacks):
             try:
-                registry.attack(name)
+                if problem := registry.attack(name).reference_problem():
+                    add((*base, "attacks", j), problem)
             except UnknownName as exc:
                 add((*base, "attacks", j), str(exc))
     if problems:
         raise SuiteError(problems)
+
+
+# The curves a kind's protocol records over training steps, for ``axis: steps``.
+STEP_CURVES: dict[str, tuple[str, ...]] = {"optimizer": ("eval_loss", "train_loss")}
+
+
+def axis_values(exp: Experiment) -> list[Any]:
+    """Every value the experiment gives its axis's option or hyperparameter (lists of a
+    sweep, grid or variants flattened), in file order; [] for ``steps`` or no axis."""
+    axis = exp.axis
+    if axis is None or axis.key is None:
+        return []
+    out: list[Any] = []
+    if axis.source == "workload":
+        for w in exp.workloads:
+            if axis.key in w.options:
+                value = w.options[axis.key]
+                out += value if axis.key in option_axes(w.options) else [value]
+    else:
+        for m in exp.methods:
+            if axis.key in m.hparams:
+                out.append(m.hparams[axis.key])
+            for field in (m.grid, m.variants):
+                out += field.get(axis.key, [])
+    return out
+
+
+def axis_metric(exp: Experiment) -> str:
+    """The metric an experiment's axis draws: the one it names, else the curve ``eval_loss``
+    for ``steps`` where the kind records it, else the kind's headline metric."""
+    assert exp.axis is not None
+    if exp.axis.metric:
+        return exp.axis.metric
+    curves = STEP_CURVES.get(exp.kind, ())
+    if exp.axis.source == "steps" and curves:
+        return curves[0]
+    return KIND_INFO[exp.kind].primary
+
+
+def axis_problems(exp: Experiment) -> list[tuple[tuple[Any, ...], str]]:
+    """(location under ``axis``, message) for an axis the experiment cannot draw: an option
+    or hyperparameter it neither sets nor varies, values that are not numbers, a log scale
+    over values <= 0, ``steps`` for a kind without step curves or an unknown curve."""
+    axis = exp.axis
+    if axis is None:
+        return []
+    if axis.source == "steps":
+        curves = STEP_CURVES.get(exp.kind, ())
+        if not curves:
+            return [((), f"the {exp.kind} protocol records no curve over steps")]
+        metric = axis_metric(exp)
+        if metric not in curves:
+            return [
+                (
+                    ("metric",),
+                    f"the {exp.kind} protocol records no curve {metric!r} over steps"
+                    f"{suggest(metric, curves)}; it records: {', '.join(curves)}",
+                )
+            ]
+        return []
+    key = axis.key
+    assert key is not None
+    if axis.source == "workload":
+        known = sorted({k for w in exp.workloads for k in w.options})
+        what, where = "option", "no workload of this experiment sets"
+    else:
+        known = sorted({k for m in exp.methods for f in (m.hparams, m.grid, m.variants) for k in f})
+        what, where = "hyperparameter", "no method of this experiment sets"
+    if key not in known:
+        return [
+            (
+                ("name",),
+                f"{where} the {what} {key!r}{suggest(key, known)}; an axis must be one the "
+                f"experiment sets or varies: {', '.join(known) or 'none set'}",
+            )
+        ]
+    values = axis_values(exp)
+    odd = [v for v in values if isinstance(v, bool) or not isinstance(v, int | float)]
+    if odd:
+        return [((("name",)), f"axis {axis.name} takes {odd[0]!r}: an axis needs numbers")]
+    if axis.scale == "log" and any(v <= 0 for v in values):
+        return [(("scale",), f"a log scale needs positive values; {axis.name} has {min(values)}")]
+    return []
 
 
 def grid_size(method: MethodEntry) -> int:
@@ -287,22 +443,43 @@ def grid_size(method: MethodEntry) -> int:
 
 
 def protocol_options(kind: str) -> dict[str, Any]:
-    """The options a kind's protocol accepts (its module's ``OPTIONS``), with defaults."""
-    module = importlib.import_module(f"benchmark.protocols.{kind}")
-    return dict(getattr(module, "OPTIONS", {}))
+    """The options a kind's protocol accepts, with defaults."""
+    from benchmark.protocols.options import PROTOCOL_OPTIONS
+
+    return dict(PROTOCOL_OPTIONS.get(kind, {}))
 
 
 # --------------------------------------------------------------------------- expansion
+
+
+# Where a GPU driver shows itself on Linux (NVIDIA; AMD's for ROCm builds of torch).
+_GPU_DRIVER_PATHS = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd")
+
+
+def _cuda_available() -> bool:
+    """``torch.cuda.is_available()``, without importing torch (a second of the two that
+    ``bench validate`` may take) on a Linux machine with no GPU driver at all."""
+    import sys
+
+    if sys.platform.startswith("linux") and not any(Path(p).exists() for p in _GPU_DRIVER_PATHS):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolve_device(requested: str) -> str:
     """``auto`` picks CUDA when present; asking for CUDA without one is an error."""
     if requested not in ("auto", "cpu", "cuda"):
         raise DeviceUnavailable(f"device {requested!r} is not one of auto, cpu, cuda")
-    has_cuda = torch.cuda.is_available()
+    if requested == "cpu":
+        return requested
+    has_cuda = _cuda_available()
     if requested == "auto":
         return "cuda" if has_cuda else "cpu"
     if requested == "cuda" and not has_cuda:
+        import torch
+
         raise DeviceUnavailable(
             "device 'cuda' was asked for but torch sees no CUDA GPU on this machine "
             f"(torch {torch.__version__}, built with CUDA {torch.version.cuda}); "
@@ -352,7 +529,8 @@ def count_runs(suite: Suite) -> int:
         per_method = [
             math.prod(len(v) for v in (*m.grid.values(), *m.variants.values())) for m in exp.methods
         ]
-        total += len(exp.workloads) * sum(per_method) * len(exp.seeds or suite.seeds)
+        workloads = sum(len(option_points(w.options)) for w in exp.workloads)
+        total += workloads * sum(per_method) * len(exp.seeds or suite.seeds)
     return total
 
 
@@ -378,13 +556,20 @@ def expand(
     specs: list[RunSpec] = []
     for exp in suite.experiments:
         seeds = exp.seeds or suite.seeds
-        budget = Budget(
-            **{
-                **suite.budget.model_dump(exclude_none=True),
-                **(exp.budget.model_dump(exclude_none=True) if exp.budget else {}),
-            }
-        )
-        for w in exp.workloads:
+        merged = {
+            **suite.budget.model_dump(exclude_none=True),
+            **(exp.budget.model_dump(exclude_none=True) if exp.budget else {}),
+        }
+        every = merged.pop("eval_every", None)
+        budget = Budget(**merged)
+        protocol = exp.protocol
+        if every is not None and "eval_every" in protocol_options(exp.kind):
+            protocol = {"eval_every": every, **protocol}
+        axis = None
+        if exp.axis is not None:
+            axis = exp.axis.model_copy(update={"metric": axis_metric(exp)})
+        workload_points = [(w.name, o) for w in exp.workloads for o in option_points(w.options)]
+        for workload, options in workload_points:
             for m in exp.methods:
                 axes = [*m.grid.items(), *m.variants.items()]
                 points = itertools.product(*(values for _, values in axes)) if axes else [()]
@@ -397,15 +582,16 @@ def expand(
                                 kind=exp.kind,
                                 method=m.name,
                                 hparams=hparams,
-                                workload=w.name,
-                                workload_options=w.options,
+                                workload=workload,
+                                workload_options=options,
                                 seed=seed,
                                 device=resolved,
                                 budget=budget,
                                 timeout_s=exp.timeout_s or suite.timeout_s,
                                 attacks=exp.attacks,
-                                protocol=exp.protocol,
+                                protocol=protocol,
                                 tuned=tuple(sorted(m.grid)),
+                                axis=axis,
                             )
                         )
     return specs

@@ -23,7 +23,7 @@ def registry() -> Registry:
 @cache
 def workload(kind: str, name: str, **options: Any) -> Any:
     spec = registry().workload(kind, name)
-    return spec.factory(**{**dict(spec.defaults), **options})
+    return spec.load()(**{**dict(spec.defaults), **options})
 
 
 def context(

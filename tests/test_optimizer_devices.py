@@ -54,7 +54,7 @@ def optimizer_names() -> list[str]:
 
 def default_factory(name: str) -> Factory:
     spec = registry().method("optimizer", name)
-    return lambda model: spec.factory(model, **dict(spec.defaults))
+    return lambda model: spec.load()(model, **dict(spec.defaults))
 
 
 # Cadences shortened so that three steps pass through every refresh path (a new subspace,
@@ -68,7 +68,7 @@ def short_cadence_factory(name: str) -> Factory:
     spec = registry().method("optimizer", name)
     options = {**dict(spec.defaults)}
     options.update({k: v for k, v in SHORT_CADENCE.items() if k in options})
-    return lambda model: spec.factory(model, **options)
+    return lambda model: spec.load()(model, **options)
 
 
 # Each allowed host sync: (file, function) -> why it is there. A site that no longer

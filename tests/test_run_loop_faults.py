@@ -4,6 +4,7 @@ fails on the loop as it was before these were handled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -37,12 +38,28 @@ experiments:
 
 
 def _workers_of(parent: int) -> list[psutil.Process]:
+    """The run processes of a ``bench run``: spawned workers, or the children of its fork
+    server."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "benchmark.executors.worker" in cmd and str(parent) in cmd:
+        if str(parent) not in cmd:
+            continue
+        if "benchmark.executors.worker" in cmd:
             found.append(proc)
-    return found
+        elif "benchmark.executors.forkserver" in cmd:
+            # The server is the parent's child; its forked runs share its command line.
+            with contextlib.suppress(psutil.Error):
+                if proc.ppid() == parent:
+                    found += proc.children()
+    return [p for p in found if _alive(p)]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _bench(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -267,8 +284,8 @@ def test_a_run_that_finished_before_an_interrupt_keeps_its_record(
 
     def interrupted(seconds: float) -> None:
         deadline = time.monotonic() + 120
-        while psutil.Process().children() and time.monotonic() < deadline:
-            real_sleep(0.05)  # let the worker finish and exit
+        while _workers_of(os.getpid()) and time.monotonic() < deadline:
+            real_sleep(0.05)  # let the run's process finish and exit
         raise KeyboardInterrupt
 
     monkeypatch.setattr(local.time, "sleep", interrupted)

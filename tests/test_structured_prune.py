@@ -12,11 +12,9 @@ import torch
 from torch import nn
 
 from benchmark.host import Registry
-from benchmark.kinds import MethodSpec
 from benchmark.protocols.base import RunContext
 from benchmark.records import RunSpec
 from plugins.compressors.structured import StructuredPrune, activation_norms
-from plugins.compressors.structured import methodbench_register_methods as register_structured
 
 
 def _mlp() -> nn.Sequential:
@@ -82,9 +80,7 @@ def test_random_criterion_removes_the_same_fraction_and_depends_only_on_its_seed
 def test_random_criterion_is_seeded_by_the_run_seed() -> None:
     """The harness gives a method that declares ``seed`` the run's seed plus the suite's
     offset: two seeds of a suite draw two different random neuron sets."""
-    specs: list[MethodSpec] = []
-    register_structured(specs.append)
-    (spec,) = specs
+    spec = Registry().method("compressor", "structured-prune")
     assert spec.defaults["seed"] == 0
     run = cast(RunSpec, SimpleNamespace(seed=5, hparams={"criterion": "random", "seed": 2}))
     none = cast(Registry, None)

@@ -234,3 +234,35 @@ def test_bad_seeds_timeouts_and_budgets_are_located_errors(
     with pytest.raises(SuiteError) as err:
         load_suite(write(tmp_path, text))
     assert message in str(err.value) and "suite.yaml:2" in str(err.value)
+
+
+SWEEP = """\
+name: sweep
+experiments:
+  - kind: detector
+    workloads:
+      - {name: audit-sim, options: {n_samples: [25, 100]}}
+    methods: [audit-test]
+"""
+
+
+def test_a_list_of_numbers_in_workload_options_is_one_run_per_value(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """``n_samples: [25, 100]`` is the same two runs as two workload entries (same ids);
+    a value of the wrong type inside the sweep is refused at its line."""
+    path = write(tmp_path, SWEEP)
+    suite = load_suite(path)
+    check_names(suite, registry, path)
+    swept = expand(suite, device="cpu")
+    entries = SWEEP.replace(
+        "      - {name: audit-sim, options: {n_samples: [25, 100]}}",
+        "      - {name: audit-sim, options: {n_samples: 25}}\n"
+        "      - {name: audit-sim, options: {n_samples: 100}}",
+    )
+    separate = expand(load_suite(write(tmp_path, entries)), device="cpu")
+    assert [s.workload_options for s in swept] == [{"n_samples": 25}, {"n_samples": 100}]
+    assert [s.id for s in swept] == [s.id for s in separate]
+    bad = write(tmp_path, SWEEP.replace("[25, 100]", "[25, true]"))
+    with pytest.raises(SuiteError, match=r"suite.yaml:5: .*n_samples.*got True"):
+        check_names(load_suite(bad), registry, bad)

@@ -249,7 +249,7 @@ def test_presets_give_defaults_and_explicit_options_win() -> None:
 
 def test_tiny_llama_is_registered_as_an_optimizer_workload() -> None:
     spec = registry().workload("optimizer", "tiny-llama")
-    w = spec.factory(**{**dict(spec.defaults), **KJV_TINY})
+    w = spec.load()(**{**dict(spec.defaults), **KJV_TINY})
     assert isinstance(w, OptimizerWorkload)
     assert w.items_unit == "tokens" and w.target_loss == spec.defaults["target_loss"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -19,12 +20,18 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import filelock
 
 from benchmark import store
 from benchmark.executors.capped_log import CappedLog, pump, read_tail
+from benchmark.executors.forkclient import (
+    ForkedProcess,
+    ForkServer,
+    ForkServerError,
+    forkserver_supported,
+)
 from benchmark.executors.worker import PROGRESS_PREFIX
 from benchmark.host import Registry
 from benchmark.records import RunRecord, RunSpec, Status
@@ -60,6 +67,27 @@ class SilentEvents:
         return None
 
 
+def finish_harness(
+    record: RunRecord, *, now: float | None = None, server_share_s: float = 0.0
+) -> RunRecord:
+    """Add the harness's time after the protocol returned (the record's way back to the
+    executor) and the per-run total, ``harness_overhead_s``, which a report shows so a
+    regression of the harness itself is seen. ``now``: the executor's ``time.monotonic()``
+    as it hands the record to the store (the store's own write is not included)."""
+    end = record.harness.get("protocol_end")
+    start = record.harness.get("start_s")
+    if not isinstance(end, int | float) or not isinstance(start, int | float):
+        return record
+    end_s = max(0.0, (time.monotonic() if now is None else now) - end)
+    harness = {k: v for k, v in record.harness.items() if k != "protocol_end"}
+    harness["end_s"] = end_s
+    total = float(start) + end_s
+    if server_share_s:
+        harness["server_start_share_s"] = server_share_s
+        total += server_share_s
+    return record.model_copy(update={"harness": harness, "harness_overhead_s": total})
+
+
 def _finish(
     results_dir: Path, registry: Registry, record: RunRecord, events: RunEvents
 ) -> RunRecord:
@@ -90,15 +118,31 @@ class InlineExecutor:
         records = []
         for spec in specs:
             events.started(spec)
-            record = execute(spec, self.registry, lambda m, s=spec: events.progress(s, m))
-            records.append(_finish(self.results_dir, self.registry, record, events))
+            handed = time.monotonic()
+            record = execute(
+                spec, self.registry, lambda m, s=spec: events.progress(s, m), handed_at=handed
+            )
+            records.append(_finish(self.results_dir, self.registry, finish_harness(record), events))
         return records
+
+
+class _Process(Protocol):
+    """What the executor uses of a run's process: a ``Popen`` or a ``ForkedProcess``."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int | None: ...
 
 
 @dataclass
 class _Running:
     spec: RunSpec
-    proc: subprocess.Popen[bytes]
+    proc: _Process
     record_path: Path
     log_path: Path
     log: CappedLog
@@ -109,6 +153,7 @@ class _Running:
     last: list[str] = field(default_factory=list)
     slot: int | None = None
     stored: bool = False
+    streams: list[IO[bytes]] = field(default_factory=list)
 
 
 def core_slots(jobs: int, cores: Sequence[int]) -> list[list[int]]:
@@ -119,6 +164,16 @@ def core_slots(jobs: int, cores: Sequence[int]) -> list[list[int]]:
     jobs = max(1, min(jobs, len(cores)))
     size = len(cores) // jobs
     return [cores[i * size : (i + 1) * size] for i in range(jobs)]
+
+
+def auto_jobs(device: str, runs: int) -> int:
+    """``--jobs auto``: on a CPU one run per core this process may use (each pinned to its
+    core with one torch thread, so every run of the suite is timed alike), never more than
+    the suite has runs (all of them, not the ones a resume has left: a resumed suite keeps
+    its regime); on a GPU one, since runs sharing a device would time each other."""
+    if device != "cpu":
+        return 1
+    return max(1, min(len(available_cores()), runs))
 
 
 def available_cores() -> list[int]:
@@ -147,6 +202,7 @@ class LocalExecutor:
         pin: bool = True,
         concurrency_known: bool = True,
         source: Path | None = None,
+        forkserver: bool = True,
     ) -> None:
         self.results_dir = Path(results_dir)
         # Another checkout whose `benchmark` and `plugins` the workers import (an A/B run
@@ -167,6 +223,13 @@ class LocalExecutor:
         self.concurrency = self.jobs if concurrency_known else 0
         self.poll_s = poll_s
         self.log_dir = self.results_dir / "logs"
+        # Runs are forked from a warm server (torch and the plugins imported once) unless
+        # the workers must import another checkout (``source``) or the OS cannot.
+        self.use_forkserver = forkserver and source is None and forkserver_supported()
+        self._server: ForkServer | None = None
+        self.launcher = "subprocess"
+        self._server_share_s = 0.0
+        self._events: RunEvents | None = None
 
     def run(self, specs: Sequence[RunSpec], events: RunEvents | None = None) -> list[RunRecord]:
         """Run ``specs``, write each record to the store and tell the observers."""
@@ -195,6 +258,7 @@ class LocalExecutor:
         with (
             tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-") as handoff,
             _owned(Path(handoff)),
+            self._serving(specs, Path(handoff), events),
         ):
             try:
                 while pending or running:
@@ -203,7 +267,7 @@ class LocalExecutor:
                         run = self._launch(spec, Path(handoff), events)
                         running.append(run)  # tracked before anything else can raise
                         events.started(spec)
-                    time.sleep(self.poll_s)
+                    self._wait_a_little()
                     for run in list(running):
                         if run.proc.poll() is None:
                             limit = run.spec.timeout_s
@@ -236,11 +300,101 @@ class LocalExecutor:
                     run.log.close()
         return records
 
-    def _launch(self, spec: RunSpec, handoff: Path, events: RunEvents) -> _Running:
-        spec_path = handoff / f"{spec.id}.spec.json"
-        spec_path.write_text(spec.model_dump_json())
-        record_path = handoff / f"{spec.id}.record.json"
-        log_path = self.log_dir / f"{spec.id}.log"
+    @contextlib.contextmanager
+    def _serving(
+        self, specs: Sequence[RunSpec], handoff: Path, events: RunEvents
+    ) -> Iterator[None]:
+        """The fork server for this batch of runs, when one is used; a server that cannot
+        start leaves the runs to fresh interpreters, with a warning."""
+        self._server, self.launcher, self._events = None, "subprocess", events
+        self._server_share_s = 0.0
+        if self.use_forkserver and specs:
+            try:
+                self._server = ForkServer(self._preload(specs), handoff / "forkserver.log")
+                self.launcher = "forkserver"
+                # Each run's record carries its share of the server's start-up.
+                self._server_share_s = self._server.start_s / len(specs)
+            except (ForkServerError, OSError) as exc:
+                events.warn(specs[0], f"{exc}; starting a fresh interpreter per run instead")
+        try:
+            yield
+        finally:
+            server, self._server = self._server, None
+            if server is not None:
+                server.close()
+
+    def _wait_a_little(self) -> None:
+        """Sleep up to ``poll_s``; with a fork server, wake as soon as a run ends (so the
+        record's way back does not wait out a poll interval)."""
+        server = self._server
+        if server is not None and not server.closed:
+            server.wait_change(self.poll_s)
+        else:
+            time.sleep(self.poll_s)
+
+    def _fallback(self, spec: RunSpec, message: str) -> None:
+        """Stop using the fork server for the rest of this batch."""
+        server, self._server, self.launcher = self._server, None, "subprocess"
+        self._server_share_s = 0.0
+        if server is not None:
+            server.close()
+        if self._events is not None:
+            self._events.warn(spec, message)
+
+    def _preload(self, specs: Sequence[RunSpec]) -> list[str]:
+        """The modules the runs will import: each kind's protocol and the modules of the
+        methods, workloads and attacks they name (known without importing them)."""
+        modules = {f"benchmark.protocols.{spec.kind}" for spec in specs}
+        if self.registry is not None:
+            for spec in specs:
+                with contextlib.suppress(LookupError):
+                    modules.add(self.registry.method(spec.kind, spec.method).module or "")
+                with contextlib.suppress(LookupError):
+                    modules.add(self.registry.workload(spec.kind, spec.workload).module or "")
+                for attack in spec.attacks:
+                    with contextlib.suppress(LookupError):
+                        modules.add(self.registry.attack(attack).module or "")
+        return sorted(m for m in modules if m)
+
+    def _start_process(
+        self, spec: RunSpec, spec_path: Path, record_path: Path, slot: int | None
+    ) -> tuple[_Process, IO[bytes], IO[bytes]]:
+        """The run's process and its stdout and stderr: forked by the server when there is
+        one, else a fresh interpreter."""
+        handed = time.monotonic()
+        cpus = ",".join(map(str, self.slots[slot])) if slot is not None else ""
+        if self._server is not None:
+            env_path = spec_path.with_name(f"{spec.id}.env.json")
+            env_path.write_text(json.dumps(dict(os.environ)))
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            args = {
+                "spec": str(spec_path),
+                "record": str(record_path),
+                "env_file": str(env_path),
+                "threads": self.threads,
+                "concurrent": self.concurrency,
+                "cpus": cpus,
+                "plugins": self.plugins,
+                "handed_at": handed,
+            }
+            try:
+                forked: ForkedProcess = self._server.start(spec.id, args, out_w, err_w)
+            except ForkServerError as exc:
+                for fd in (out_r, err_r):
+                    os.close(fd)
+                # The rest of the suite starts a fresh interpreter per run (the regime
+                # each record names says so), rather than stopping here.
+                self._fallback(spec, f"{exc}; starting a fresh interpreter per run instead")
+                return self._start_process(spec, spec_path, record_path, slot)
+            except BaseException:
+                for fd in (out_r, err_r):
+                    os.close(fd)
+                raise
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            return forked, os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb")
         cmd = [
             sys.executable,
             "-m",
@@ -255,13 +409,13 @@ class LocalExecutor:
             str(self.concurrency),
             "--parent",
             str(os.getpid()),
+            "--handed-at",
+            repr(handed),
         ]
-        slot = self._free_slots.pop(0) if self.pin else None
-        if slot is not None:
-            cmd += ["--cpus", ",".join(map(str, self.slots[slot]))]
+        if cpus:
+            cmd += ["--cpus", cpus]
         for plugin in self.plugins:
             cmd += ["--plugin", plugin]
-        log = CappedLog(log_path)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         if self.source is not None:
             env["PYTHONPATH"] = os.pathsep.join(
@@ -275,6 +429,22 @@ class LocalExecutor:
             start_new_session=True,
             cwd=self.source,
         )
+        assert proc.stdout is not None and proc.stderr is not None
+        return proc, proc.stdout, proc.stderr
+
+    def _launch(self, spec: RunSpec, handoff: Path, events: RunEvents) -> _Running:
+        spec_path = handoff / f"{spec.id}.spec.json"
+        spec_path.write_text(spec.model_dump_json())
+        record_path = handoff / f"{spec.id}.record.json"
+        log_path = self.log_dir / f"{spec.id}.log"
+        slot = self._free_slots.pop(0) if self.pin else None
+        try:
+            proc, stdout, stderr = self._start_process(spec, spec_path, record_path, slot)
+        except BaseException:
+            if slot is not None:
+                self._free_slots.append(slot)
+            raise
+        log = CappedLog(log_path)
         run = _Running(
             spec=spec,
             proc=proc,
@@ -293,10 +463,10 @@ class LocalExecutor:
             events.progress(spec, text[len(PROGRESS_PREFIX) :].rstrip())
             return True
 
-        assert proc.stdout is not None and proc.stderr is not None
+        run.streams = [stdout, stderr]
         run.readers = [
-            threading.Thread(target=pump, args=(proc.stdout, log, progress), daemon=True),
-            threading.Thread(target=pump, args=(proc.stderr, log), daemon=True),
+            threading.Thread(target=pump, args=(stdout, log, progress), daemon=True),
+            threading.Thread(target=pump, args=(stderr, log), daemon=True),
         ]
         for reader in run.readers:
             reader.start()
@@ -308,6 +478,9 @@ class LocalExecutor:
         _kill_group(run.proc)
         for reader in run.readers:
             reader.join(timeout=5)
+        for stream in run.streams:
+            with contextlib.suppress(OSError):
+                stream.close()
         run.log.close()
         duration = time.monotonic() - run.started
         # The spec handed to the worker is no longer needed (a suite of thousands of runs
@@ -319,14 +492,17 @@ class LocalExecutor:
             try:
                 record = RunRecord.model_validate_json(run.record_path.read_bytes())
                 run.record_path.unlink(missing_ok=True)
-                return record
+                return finish_harness(record, server_share_s=self._server_share_s)
             except ValueError:
                 pass  # half a record cannot happen (atomic rename); a corrupt one is a failure
         tail = read_tail(run.log_path, LOG_TAIL)
         status: Status
         code = run.proc.returncode
+        lost = getattr(run.proc, "lost", None)
         if run.timed_out:
             status, reason = "timeout", f"exceeded its timeout of {run.spec.timeout_s:g} s"
+        elif lost:
+            status, reason = "failed", f"the run's process was lost: {lost}"
         elif code == -signal.SIGKILL:
             status = "oom"
             reason = (
@@ -388,15 +564,16 @@ def remove_stale_handoffs() -> None:
             lock.release()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: _Process) -> None:
     """SIGKILL the run's whole process group (the worker leads its own session), even
     when the worker itself has already exited."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def _kill(proc: _Process) -> None:
     _kill_group(proc)
     if proc.poll() is None:
         proc.kill()
-    proc.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=30)

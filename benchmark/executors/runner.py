@@ -18,7 +18,7 @@ import torch
 
 from benchmark.host import Registry
 from benchmark.protocols.base import Diverged, RunContext, seed_everything
-from benchmark.provenance import fingerprint_modules, run_roots
+from benchmark.provenance import run_fingerprint
 from benchmark.records import RunRecord, RunSpec, Status
 
 TRACEBACK_TAIL = 4000
@@ -29,7 +29,7 @@ def _environment(spec: RunSpec, registry: Registry) -> dict[str, object]:
 
     env = capture_environment(spec.device)
     try:
-        fingerprint, modules = fingerprint_modules(run_roots(spec, registry))
+        fingerprint, modules = run_fingerprint(spec, registry)
     except Exception as exc:  # an unknown method is reported by the run itself
         env["code"] = {"fingerprint": None, "reason": f"{type(exc).__name__}: {exc}"}
         return env
@@ -50,19 +50,41 @@ def _classify(exc: BaseException) -> Status:
 
 
 def execute(
-    spec: RunSpec, registry: Registry, progress: Callable[[str], None] = lambda message: None
+    spec: RunSpec,
+    registry: Registry,
+    progress: Callable[[str], None] = lambda message: None,
+    *,
+    handed_at: float | None = None,
+    launcher: str = "inline",
 ) -> RunRecord:
-    """Run ``spec`` to completion here; never raises for a failure of the run itself."""
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    """Run ``spec`` to completion here; never raises for a failure of the run itself.
+
+    ``handed_at`` is the ``time.monotonic()`` at which an executor took the spec (another
+    process's reading serves: the clock is the machine's). The record's ``harness`` says
+    how long the harness took before the run's own work began (process start, imports,
+    discovery, the environment capture) and, in ``protocol_end``, when that work ended, so
+    the executor that stores it can add what it spends afterwards
+    (``executors.local.finish_harness``).
+    """
     t0 = time.perf_counter()
+    entered = time.monotonic()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     environment = _environment(spec, registry)
+    harness: dict[str, object] = {"launcher": launcher}
     try:
         method = registry.method(spec.kind, spec.method)
         wspec = registry.workload(spec.kind, spec.workload)
+        # Importing the code is the harness's (a fork server has done it already).
+        build_workload = wspec.load()
+        method.load()
+        for attack in spec.attacks:
+            registry.attack(attack).load()
+        protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")
+        # The run's own work starts here: everything before it is the harness's.
+        harness["start_s"] = time.monotonic() - (entered if handed_at is None else handed_at)
         seed_everything(spec.seed)
         progress(f"building workload {spec.workload}")
-        workload = wspec.factory(**{**dict(wspec.defaults), **spec.workload_options})
-        protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")
+        workload = build_workload(**{**dict(wspec.defaults), **spec.workload_options})
         ctx = RunContext(
             spec=spec,
             method=method,
@@ -72,9 +94,11 @@ def execute(
             progress=progress,
         )
         result = protocol.run(ctx)
+        harness["protocol_end"] = time.monotonic()
     except BaseException as exc:  # a run never takes the suite down
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
+        harness["protocol_end"] = time.monotonic()
         return RunRecord(
             id=spec.id,
             spec=spec,
@@ -84,6 +108,7 @@ def execute(
             started_at=started,
             duration_s=time.perf_counter() - t0,
             log_tail="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
+            harness=harness,
         )
     return RunRecord(
         id=spec.id,
@@ -95,4 +120,5 @@ def execute(
         environment=environment,
         started_at=started,
         duration_s=time.perf_counter() - t0,
+        harness=harness,
     )

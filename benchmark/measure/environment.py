@@ -69,7 +69,10 @@ def _git(*args: str, strip: bool = True) -> str | None:
 
 CONCURRENT_RUNS_VAR = "METHODBENCH_CONCURRENT_RUNS"
 PINNED_VAR = "METHODBENCH_PINNED"
-REGIME_FIELDS = ("device_name", "torch_threads", "concurrent_runs", "pinned")
+# How the run's process was started (forkserver, subprocess; unset: in the caller's own
+# process): a forked run and a fresh interpreter differ in what is already in memory.
+LAUNCHER_VAR = "METHODBENCH_LAUNCHER"
+REGIME_FIELDS = ("device_name", "torch_threads", "concurrent_runs", "pinned", "launcher")
 
 
 def regime(environment: dict[str, Any]) -> dict[str, Any] | None:
@@ -80,9 +83,9 @@ def regime(environment: dict[str, Any]) -> dict[str, Any] | None:
 
 def regime_key(environment: dict[str, Any]) -> tuple[Any, ...] | None:
     """What must be equal for two timings to be compared: the device (CPU model or GPU
-    name), the run's torch threads, how many runs shared the machine and whether each was
-    pinned to its own cores. None when the record does not say (then it compares with
-    nothing)."""
+    name), the run's torch threads, how many runs shared the machine, whether each was
+    pinned to its own cores, and how its process was started. None when the record does
+    not say (then it compares with nothing)."""
     r = regime(environment)
     if r is None:
         return None
@@ -111,7 +114,8 @@ def describe_regime(environment: dict[str, Any]) -> str:
         "an unknown number of concurrent runs" if jobs is None else f"{jobs} concurrent run(s)"
     )
     threads = f"{r.get('torch_threads')} torch thread(s)"
-    return f"{r.get('device_name')}, {threads}, {concurrency}{pinned}"
+    launcher = f", {r['launcher']}" if r.get("launcher") else ""
+    return f"{r.get('device_name')}, {threads}, {concurrency}{pinned}{launcher}"
 
 
 def _affinity() -> list[int] | None:
@@ -132,6 +136,7 @@ def capture_regime(device_name: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "concurrent_runs": concurrent,
         "pinned": os.environ.get(PINNED_VAR) == "1",
+        "launcher": os.environ.get(LAUNCHER_VAR) or None,
         "cpu_affinity": _affinity(),
         # Not part of the comparison key (it moves): machine load when the run started,
         # so a reader can see a run that shared the machine with something else.

@@ -8,6 +8,14 @@ peak above the RSS at the phase's start (``host_rss_growth``; the absolute
 of MiB hides what the phase itself used). The metric names its meter. For an optimizer's
 headline the protocol uses tensor-level accounting instead (``tensor_memory``), the same
 definition on every device.
+
+The meters must not slow down the steps a protocol times inside the phase: the host peak
+is the kernel's reset high-water mark on Linux (read at the start and the end, nothing in
+between; elsewhere a thread samples RSS every 0.25 s, ``memory.py``), CUDA peaks are the
+allocator's counters, and NVML is sampled every 0.2 s (energy from its counter).
+Entering and leaving a phase costs a few milliseconds (a listing of child processes at
+each end); ``benchmarks/overhead.py`` measures what the phase costs the steps it times.
+Phases may nest: an inner phase's reset of the high-water mark keeps the outer one's peak.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from contextlib import ExitStack
 
 import torch
 
-from benchmark.measure.memory import CudaPeak, RssSampler
+from benchmark.measure.memory import CudaPeak, HostRss
 from benchmark.measure.nvml import NvmlSampler
 from benchmark.records import Metric
 
@@ -25,7 +33,7 @@ class Phase:
     def __init__(self, name: str, device: torch.device) -> None:
         self.name = name
         self.device = device
-        self.rss = RssSampler()
+        self.rss = HostRss()
         self.cuda = CudaPeak(device)
         self.nvml = NvmlSampler(device)
         self._stack = ExitStack()

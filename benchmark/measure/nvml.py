@@ -1,5 +1,14 @@
 """NVML sampled on a thread: device and per-process VRAM, power, and the energy counter.
 
+The thread samples every 0.2 s (``INTERVAL_S``), once more at the phase's start and end:
+often enough for a mean power and for VRAM that a training loop holds, rarely enough that
+it takes nothing measurable from the steps the phase times (``benchmarks/overhead.py``).
+A VRAM peak shorter than the interval can fall between samples (the CUDA allocator's
+peaks in ``memory.py`` are exact; NVML's also count other processes and the CUDA
+context). Energy is the difference of NVML's total-energy counter between the phase's
+start and end, exact at the counter's resolution; only a board without that counter gets
+the power samples integrated (trapezoid), and the meter says so.
+
 Everything NVML cannot give is a null figure with the reason (no GPU, NVML missing, a
 call not supported on this board, this process not listed), never a zero. The pynvml
 module can be injected so the logic is tested without a GPU.
@@ -18,6 +27,8 @@ from typing import Any
 import torch
 
 from benchmark.records import Metric
+
+INTERVAL_S = 0.2
 
 UNITS = {
     "gpu_device_memory_peak": "bytes",
@@ -46,7 +57,7 @@ class NvmlSampler:
     def __init__(
         self,
         device: torch.device | str,
-        interval_s: float = 0.05,
+        interval_s: float = INTERVAL_S,
         nvml: ModuleType | Any | None = None,
     ) -> None:
         self.device = torch.device(device)
@@ -147,12 +158,16 @@ class NvmlSampler:
 
     # -------------------------------------------------------------- figures
 
+    @property
+    def _every(self) -> str:
+        return f", sampled every {self.interval_s:g} s"
+
     def metrics(self) -> dict[str, Metric]:
         if self.unavailable is not None:
             return {k: Metric.null(u, "nvml", self.unavailable) for k, u in UNITS.items()}
         out: dict[str, Metric] = {}
         out["gpu_device_memory_peak"] = self._peak(
-            "gpu_device_memory_peak", self.device_mem, "nvml.memory_info.used"
+            "gpu_device_memory_peak", self.device_mem, f"nvml.memory_info.used{self._every}"
         )
         if not self.process_mem:
             reason = self.unsupported.get("gpu_process_memory_peak") or (
@@ -163,7 +178,7 @@ class NvmlSampler:
             out["gpu_process_memory_peak"] = Metric.null("bytes", "nvml", reason)
         else:
             out["gpu_process_memory_peak"] = self._peak(
-                "gpu_process_memory_peak", self.process_mem, "nvml.compute_processes"
+                "gpu_process_memory_peak", self.process_mem, f"nvml.compute_processes{self._every}"
             )
         watts = [mw / 1e3 for _, mw in self.power_mw]
         if watts:
@@ -172,14 +187,18 @@ class NvmlSampler:
             out["gpu_power_mean"] = Metric(
                 value=statistics.fmean(xs),
                 unit="W",
-                meter="nvml.power_usage",
+                meter=f"nvml.power_usage{self._every}",
                 n=len(xs),
                 p10=q[0],
                 p90=q[-1],
                 higher_is_better=False,
             )
             out["gpu_power_peak"] = Metric(
-                value=xs[-1], unit="W", meter="nvml.power_usage", n=len(xs), higher_is_better=False
+                value=xs[-1],
+                unit="W",
+                meter=f"nvml.power_usage{self._every}",
+                n=len(xs),
+                higher_is_better=False,
             )
         else:
             reason = self.unsupported.get("gpu_power_mean", "no power samples")
@@ -216,7 +235,7 @@ class NvmlSampler:
             return Metric(
                 value=joules,
                 unit="J",
-                meter="nvml.power_usage integrated (energy counter unsupported: "
+                meter=f"nvml.power_usage{self._every}, integrated (energy counter unsupported: "
                 f"{self.unsupported.get('gpu_energy', 'no counter')})",
                 n=len(self.power_mw),
                 higher_is_better=False,

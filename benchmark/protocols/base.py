@@ -68,7 +68,7 @@ class RunContext:
 
     def build_method(self, *leading: Any) -> Any:
         """Call the method's factory with the resolved hyperparameters and check the result."""
-        obj = self.method.factory(*leading, **self.hparams)
+        obj = self.method.load()(*leading, **self.hparams)
         check_built(self.method, obj)
         return obj
 

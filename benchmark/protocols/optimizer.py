@@ -39,17 +39,12 @@ from benchmark.measure.tensor_memory import measure_step_memory
 from benchmark.measure.tensors import tensor_bytes
 from benchmark.measure.timing import Stats, clock_label, synchronize
 from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
+from benchmark.protocols.options import PROTOCOL_OPTIONS
 from benchmark.records import Curve, Metric
 
 DEFAULT_STEPS = 100
 EVAL_FRACTION = 0.02  # default evaluation interval, as a fraction of the step budget
-OPTIONS: dict[str, Any] = {
-    # A loss above this multiple of the first step's loss is a divergence; None disables
-    # the check (a non-finite loss always is one). Ignored when the first loss is <= 0.
-    "divergence_factor": 10.0,
-    # Steps between validation evaluations; None: 2% of the step budget (at least 1).
-    "eval_every": None,
-}
+OPTIONS: dict[str, Any] = PROTOCOL_OPTIONS["optimizer"]
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -115,7 +110,13 @@ def _first_steps_memory(ctx: RunContext, model: torch.nn.Module) -> dict[str, Me
     return figures  # the twin is freed on return
 
 
-def _loss_metric(figures: dict[str, float], meter: str) -> Metric:
+def _loss_unit(workload: object) -> str:
+    """A language model's loss is in nats; a workload whose loss is something else (an
+    autoencoder's reconstruction MSE) names its unit in ``loss_unit``."""
+    return str(getattr(workload, "loss_unit", "nats"))
+
+
+def _loss_metric(figures: dict[str, float], meter: str, unit: str = "nats") -> Metric:
     """A held-out mean loss with its 95% interval over the evaluation windows, when the
     workload reports their standard error."""
     value = figures["eval_loss"]
@@ -124,7 +125,7 @@ def _loss_metric(figures: dict[str, float], meter: str) -> Metric:
     if stderr is not None and n is not None and n >= 2:
         half = float(stats.t.ppf(0.975, int(n) - 1)) * stderr
         ci = {"ci_low": value - half, "ci_high": value + half, "n": int(n)}
-    return Metric(value=value, unit="nats", meter=meter, higher_is_better=False, **ci)
+    return Metric(value=value, unit=unit, meter=meter, higher_is_better=False, **ci)
 
 
 def _divergence_factor(options: dict[str, Any]) -> float | None:
@@ -246,12 +247,13 @@ def run(ctx: RunContext) -> ProtocolResult:
     reached = crossing(points, target) if target is not None else None
 
     timer = clock_label(device)
+    unit = _loss_unit(wl)
     metrics: dict[str, Metric] = {
         "eval_loss": _loss_metric(
-            final, "workload.evaluate (test split)" if has_val else "workload.evaluate"
+            final, "workload.evaluate (test split)" if has_val else "workload.evaluate", unit
         ),
         "final_train_loss": Metric(
-            value=train_loss[-1], unit="nats", meter="training loop", higher_is_better=False
+            value=train_loss[-1], unit=unit, meter="training loop", higher_is_better=False
         ),
         "steps_done": Metric(value=float(done), unit="steps", meter="training loop"),
         "optimizer_state_bytes": Metric(
@@ -267,11 +269,24 @@ def run(ctx: RunContext) -> ProtocolResult:
         ),
     }
     if has_val:
-        metrics["val_eval_loss"] = _loss_metric(validation, "workload.evaluate (validation split)")
+        metrics["val_eval_loss"] = _loss_metric(
+            validation, "workload.evaluate (validation split)", unit
+        )
     if "perplexity" in final:
         metrics["perplexity"] = Metric(
             value=final["perplexity"], unit="ppl", meter="workload.evaluate", higher_is_better=False
         )
+    # Any other figure the workload's evaluation reports (an autoencoder's train MSE) is
+    # kept under its own name, in the workload's ``figure_units`` (lower is better).
+    figure_units = getattr(wl, "figure_units", {})
+    for name, value in final.items():
+        if name in figure_units and name not in metrics and isinstance(value, int | float):
+            metrics[name] = Metric(
+                value=float(value),
+                unit=str(figure_units[name]),
+                meter="workload.evaluate (test split)" if has_val else "workload.evaluate",
+                higher_is_better=False,
+            )
     if target is None:
         why = "the workload declares no target loss"
         metrics["steps_to_target"] = Metric.null("steps", "eval loss", why)
@@ -312,13 +327,13 @@ def run(ctx: RunContext) -> ProtocolResult:
     metrics["peak_memory"] = metrics["step_peak_tensor_bytes"]
     curves = {
         "train_loss": Curve(
-            x=list(range(1, done + 1)), y=train_loss, y_label="train loss", unit="nats"
+            x=list(range(1, done + 1)), y=train_loss, y_label="train loss", unit=unit
         ),
         "eval_loss": Curve(
             x=eval_curve[0],
             y=eval_curve[1],
             y_label="validation loss" if has_val else "eval loss",
-            unit="nats",
+            unit=unit,
         ),
     }
     info = {

@@ -56,6 +56,7 @@ from benchmark.measure.tensors import module_bytes
 from benchmark.measure.timing import clock_label, synchronize, time_interleaved
 from benchmark.protocols import security_attacks as scratch_baseline_code
 from benchmark.protocols.base import ProtocolResult, RunContext
+from benchmark.protocols.options import PROTOCOL_OPTIONS
 from benchmark.protocols.security_attacks import (
     AttackContext,
     SanityGateFailed,
@@ -73,14 +74,7 @@ from benchmark.workloads.cache import cached_json, config_key, source_fingerprin
 
 __all__ = ["AttackContext", "recovered_ratio", "run"]
 
-OPTIONS: dict[str, Any] = {
-    "trusted_slowdown": 10.0,
-    "link_latency_s": 1e-4,
-    "link_bandwidth_Bps": 1e9,
-    # Overrides every attack's fine-tuning steps (None: each attack's own); for workloads
-    # whose steps are too dear on a CPU. The record's protocol says it was used.
-    "attack_steps": None,
-}
+OPTIONS: dict[str, Any] = PROTOCOL_OPTIONS["security_split"]
 BATCH = 64
 
 
@@ -379,7 +373,7 @@ def _attacks(
             hparams = dict(aspec.defaults)
             if steps is not None and "steps" in hparams:
                 hparams["steps"] = int(steps)
-            attack = aspec.factory(**hparams)
+            attack = aspec.load()(**hparams)
             model = attack(dict(stolen), actx)
             attacked = wl.evaluate(model, device)
             scratch_result, scratch_cached = _scratch(ctx, name, hparams, attack, scratch_ctx)

@@ -4,6 +4,7 @@ when the records lack what the plot needs."""
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Callable
 
 import matplotlib
@@ -12,7 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from benchmark.report.curves import AxisCurve, AxisFigure
 from benchmark.report.leaderboard import Cell, Row, Table, format_cell
+from benchmark.store import hparams_label
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -157,3 +160,70 @@ PLOTS: dict[str, Callable[[Table], bytes | None]] = {
     "security_split": security_scatter,
     "detector": detector_roc,
 }
+
+
+def _curve_labels(curves: list[AxisCurve]) -> list[str]:
+    """Legend labels: the method, and of the rest of each configuration only what differs
+    between the figure's curves (the table beside the figure names them in full)."""
+    parts = [
+        {
+            "hparams": hparams_label(c.hparams),
+            "workload": c.workload,
+            "options": hparams_label(c.options),
+            "device": c.device,
+            "protocol": hparams_label(c.protocol),
+            "budget": hparams_label(c.budget),
+            "attacks": ",".join(c.attacks),
+        }
+        for c in curves
+    ]
+    varying = [k for k in parts[0] if len({p[k] for p in parts}) > 1]
+    labels = []
+    for c, p in zip(curves, parts, strict=True):
+        shown = [f"{k} {p[k]}" if k in ("protocol", "budget") else p[k] for k in varying]
+        if "hparams" not in varying and p["hparams"] != "defaults":
+            shown.insert(0, p["hparams"])
+        label = c.method + (f" [{'; '.join(shown)}]" if shown else "")
+        tag = c.descents.descent_type if c.descents.judged else "peaks not judged"
+        labels.append(textwrap.shorten(f"{label}: {tag}", 110, placeholder=" ..."))
+    return labels
+
+
+def axis_curves(figure: AxisFigure) -> bytes | None:
+    """A metric against a suite's axis: one line per configuration (mean over seeds), its
+    95% t-band shaded where a point has two or more seeds, log x where the axis is, and
+    each real peak marked (a triangle and a dotted vertical line)."""
+    curves = [c for c in figure.curves if c.points]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c, label in zip(curves, _curve_labels(curves), strict=True):
+        x = np.asarray([p.x for p in c.points], dtype=float)
+        y = np.asarray([p.mean for p in c.points], dtype=float)
+        lo = np.asarray([np.nan if p.interval is None else p.interval[0] for p in c.points])
+        hi = np.asarray([np.nan if p.interval is None else p.interval[1] for p in c.points])
+        (line,) = ax.plot(x, y, marker="o", ms=3, label=label)
+        if np.isfinite(lo).any():
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+        for peak in c.descents.peaks:
+            ax.axvline(peak.x, color=line.get_color(), ls=":", lw=1)
+            ax.plot([peak.x], [peak.value], marker="v", ms=9, color=line.get_color(), ls="none")
+    if figure.scale == "log":
+        ax.set_xscale("log")
+        xs = sorted({p.x for c in curves for p in c.points})
+        if len(xs) <= 12:  # a sweep's own values as ticks (8, 16, 32), not powers of ten
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
+    ax.set_xlabel(figure.axis.x_label + (" (log scale)" if figure.scale == "log" else ""))
+    unit = f" ({figure.unit})" if figure.unit else ""
+    ax.set_ylabel(f"{figure.metric}{unit}")
+    ax.set_title(
+        f"{figure.metric} against {figure.axis.x_label}: mean over seeds, 95% t-band; peaks marked",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")  # the legend sits below
+    plt.close(fig)
+    return buf.getvalue()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import json
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from benchmark import store
 from benchmark.fileio import atomic_write_text
 from benchmark.measure.environment import describe_regime
 from benchmark.records import RunRecord
+from benchmark.report.curves import AxisFigure, build_curves, curves_frame, curves_json
 from benchmark.report.leaderboard import (
     Cell,
     Row,
@@ -24,7 +27,7 @@ from benchmark.report.leaderboard import (
     grid_order,
     regime_counts,
 )
-from benchmark.report.plots import PLOTS
+from benchmark.report.plots import PLOTS, axis_curves
 
 
 def _plural(n: int, word: str) -> str:
@@ -102,6 +105,19 @@ def _unreadable_line(unreadable: Sequence[tuple[Path, str]]) -> str | None:
     )
 
 
+def _harness_line(records: list[RunRecord]) -> str | None:
+    """What the harness itself cost per run (process start, imports, environment capture,
+    the record's way back), so that a slower harness shows up in every report."""
+    values = sorted(r.harness_overhead_s for r in records if r.harness_overhead_s is not None)
+    if not values:
+        return None
+    launchers = sorted({str(r.harness.get("launcher")) for r in records if r.harness})
+    return (
+        f"Harness overhead per run: median {statistics.median(values):.2f} s, max "
+        f"{values[-1]:.2f} s (n={len(values)}; {', '.join(launchers)})."
+    )
+
+
 def _header_lines(
     records: list[RunRecord],
     superseded: int = 0,
@@ -130,6 +146,7 @@ def _header_lines(
         f"Devices: {', '.join(devices) or '-'}. torch: {', '.join(torch_versions) or '-'}.",
         _code_line(records),
         _regime_line(records),
+        *filter(None, [_harness_line(records)]),
     ]
 
 
@@ -363,14 +380,49 @@ POINTS_HEADING = (
 )
 
 
+CURVES_HEADING = "Curves and descents"
+CURVES_NOTE = (
+    "Each curve is one configuration: the mean over seeds at each x with a Student-t 95% "
+    "interval (two or more seeds; one seed: no band). A peak is real when both its rise "
+    "from a point before it (since the previous real peak) and its fall to a point after "
+    "it (before the curve climbs higher) exceed the two points' combined half-widths; "
+    "n real peaks make an (n+1)-fold descent: one peak is double descent, two triple. "
+    "Per-x figures: curves.csv and curves.json."
+)
+CURVES_HEAD = ["curve", "points", "seeds", "n_peaks", "peaks at (x: mean)", "descent"]
+
+
+def _curve_cells(figure: AxisFigure) -> list[list[str]]:
+    """One row per curve of a figure: its configuration, points, seeds per point, real
+    peaks with their x and mean, and the descent type (or why it was not judged)."""
+    rows = []
+    for c in figure.curves:
+        peaks = "; ".join(f"{p.x:g}: {p.value:.4g}" for p in c.descents.peaks) or "-"
+        kind = c.descents.descent_type
+        if not c.descents.judged:
+            kind += f" ({c.descents.reason})"
+        if c.left_out:
+            kind += f"; {_plural(c.left_out, 'run')} left out (not ok or no {figure.metric})"
+        rows.append(
+            [c.configuration, str(len(c.points)), c.seeds, str(c.descents.n_peaks), peaks, kind]
+        )
+    return rows
+
+
+def _figure_heading(figure: AxisFigure) -> str:
+    return f"{figure.title}, x {figure.scale}"
+
+
 def render_markdown(
     records: list[RunRecord],
     tables: list[Table],
     superseded: int = 0,
     unreadable: Sequence[tuple[Path, str]] = (),
+    figures: Sequence[AxisFigure] = (),
 ) -> str:
     """``superseded``: how many older records (``store.current_records``) were left out;
-    ``unreadable``: record files that could not be read, with why."""
+    ``unreadable``: record files that could not be read, with why; ``figures``: the
+    suite's axes (``curves.build_curves``), listed after the tables."""
     header = [md_cell(line) for line in _header_lines(records, superseded, unreadable)]
     lines = ["# Leaderboard", "", *header, ""]
     for t in tables:
@@ -397,6 +449,15 @@ def render_markdown(
         notes = _null_notes(t) + _method_notes(t)
         if notes:
             lines += ["", *[f"- {md_cell(n)}" for n in notes]]
+        lines.append("")
+    if figures:
+        lines += [f"## {CURVES_HEADING}", "", f"_{CURVES_NOTE}_", ""]
+    for f in figures:
+        lines += [f"### {md_cell(_figure_heading(f))}", "", md_row(CURVES_HEAD)]
+        lines.append("|" + "---|" * len(CURVES_HEAD))
+        lines += [md_row(cells) for cells in _curve_cells(f)]
+        if f.notes:
+            lines += ["", *[f"- {md_cell(n)}" for n in f.notes]]
         lines.append("")
     return "\n".join(lines)
 
@@ -473,6 +534,7 @@ def render_html(
     tables: list[Table],
     superseded: int = 0,
     unreadable: Sequence[tuple[Path, str]] = (),
+    figures: Sequence[AxisFigure] = (),
 ) -> str:
     esc = html.escape
     parts = [
@@ -521,6 +583,23 @@ def render_html(
         if png:
             data = base64.b64encode(png).decode()
             parts.append(f"<img alt='{esc(t.title)}' src=\"data:image/png;base64,{data}\">")
+    if figures:
+        parts.append(f"<h2>{esc(CURVES_HEADING)}</h2><p><em>{esc(CURVES_NOTE)}</em></p>")
+    for f in figures:
+        parts.append(f"<h3>{esc(_figure_heading(f))}</h3><table>")
+        parts.append("<tr>" + "".join(f"<th>{esc(h)}</th>" for h in CURVES_HEAD) + "</tr>")
+        for cells in _curve_cells(f):
+            parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table>")
+        if f.notes:
+            parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in f.notes) + "</ul>")
+        png = axis_curves(f)
+        if png:
+            data = base64.b64encode(png).decode()
+            parts.append(
+                f"<img class='axis-curve' alt='{esc(f.title)}' "
+                f'src="data:image/png;base64,{data}">'
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -536,8 +615,15 @@ def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) ->
         "csv": out / "leaderboard.csv",
         "html": out / "report.html",
     }
-    markdown = render_markdown(records, tables, len(superseded), unreadable)
+    figures = build_curves(records)
+    markdown = render_markdown(records, tables, len(superseded), unreadable, figures)
     atomic_write_text(paths["markdown"], markdown)
     atomic_write_text(paths["csv"], render_csv(tables).to_csv(index=False))
-    atomic_write_text(paths["html"], render_html(records, tables, len(superseded), unreadable))
+    html_text = render_html(records, tables, len(superseded), unreadable, figures)
+    atomic_write_text(paths["html"], html_text)
+    if figures:  # only suites with an axis have curves
+        paths["curves_json"] = out / "curves.json"
+        paths["curves_csv"] = out / "curves.csv"
+        atomic_write_text(paths["curves_json"], json.dumps(curves_json(figures), indent=2))
+        atomic_write_text(paths["curves_csv"], csv_safe(curves_frame(figures)).to_csv(index=False))
     return paths

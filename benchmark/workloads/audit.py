@@ -53,8 +53,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.contracts import check_split
 
 BELIEF_PRIOR = (2.0, 2.0)  # Beta parameters of the users' initial beliefs
@@ -207,29 +205,3 @@ class AuditWorkload:
         x = self.datasets(which, split)
         for i in range(0, len(x), 100):
             yield x[i : i + 100].to(device)
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    register(
-        WorkloadSpec(
-            kind="detector",
-            name="audit-sim",
-            factory=AuditWorkload,
-            defaults={
-                "n_samples": 200,
-                "shift": 0.1,
-                "threshold": 0.05,
-                "fair_deflection": None,
-                "n_datasets": 400,
-                "val_datasets": 200,
-                "rounds": 5,
-                "feed_size": 10,
-                "learning_rate": 0.3,
-                "natural_rate": 0.5,
-                "seed": None,  # None: the datasets follow the run's seed
-            },
-            description="simulated users under a fair vs a belief-shifting filtering "
-            "policy; one input = one audit dataset of n_samples decisions",
-        )
-    )

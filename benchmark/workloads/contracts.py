@@ -129,7 +129,12 @@ class AttackRecipe:
 
 @runtime_checkable
 class OptimizerWorkload(Protocol):
-    """A model trained from scratch; the optimizer protocol drives the loop."""
+    """A model trained from scratch; the optimizer protocol drives the loop.
+
+    Optional attributes: ``loss_unit`` (default "nats": a language model's loss; an
+    autoencoder's is an MSE) and ``figure_units`` (name -> unit of further figures
+    ``evaluate`` reports, kept as metrics under those names, lower is better).
+    """
 
     target_loss: float | None
     items_unit: str  # what throughput counts, e.g. "tokens"
@@ -147,7 +152,8 @@ class OptimizerWorkload(Protocol):
         ...
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Held-out figures; must include 'eval_loss' (nats) and may add 'perplexity'."""
+        """Held-out figures; must include 'eval_loss' (in ``loss_unit``) and may add
+        'perplexity' and the figures named in ``figure_units``."""
         ...
 
 

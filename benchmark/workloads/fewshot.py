@@ -42,8 +42,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import config_key
 from benchmark.workloads.contracts import check_split
 from benchmark.workloads.images import _DEFAULTS as IMAGE_CONFIGS
@@ -208,23 +206,3 @@ class FewShotPair:
         x = xs[torch.from_numpy(fp == (1 if which == "out" else 0))]
         for i in range(0, len(x), 256):
             yield x[i : i + 256].to(device)
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    register(
-        WorkloadSpec(
-            kind="detector",
-            name="fewshot-pair",
-            factory=FewShotPair,
-            defaults={
-                "dataset": "mnist-5k",
-                "target": 4,
-                "lookalike": 9,
-                "max_labels": 30,
-                "train_seed": 0,
-            },
-            description="MNIST-5k proposals of a CNN trained with 4 and 9 merged; "
-            "targets 4, false positives 9 (+ other), labels through a counting oracle",
-        )
-    )

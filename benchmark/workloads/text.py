@@ -26,10 +26,8 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from benchmark import hookimpl
 from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write, atomic_write_text
-from benchmark.kinds import WorkloadSpec
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -268,38 +266,3 @@ def encode_stream(tokenizer: Any, texts: list[str]) -> np.ndarray:
         pieces.append(np.asarray([*enc.ids, eot], dtype=np.int32))
     stream = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
     return stream.astype(np.uint16 if tokenizer.get_vocab_size() < 65536 else np.int32)
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    register(
-        WorkloadSpec(
-            kind="optimizer",
-            name="tiny-llama",
-            factory=CorpusLM,
-            defaults={
-                "preset": "tiny",
-                "dataset": "kjv",
-                "dataset_config": None,
-                "text_field": "text",
-                "vocab_size": None,
-                "hidden_size": None,
-                "intermediate_size": None,
-                "num_layers": None,
-                "num_heads": None,
-                "seq_len": None,
-                "batch_size": None,
-                "eval_batches": 8,
-                # What AdamW tuned on the optimizers-tiny grid (lr 0.003, batch 16) reaches
-                # on the validation split at 70% of its 150-step budget, on seeds the
-                # benchmark does not use (10-12: 4.753, 4.746, 4.726, median 4.746;
-                # suites/targets-tiny-llama.yaml, benchmarks/derive_target.py, records in
-                # results/targets-tiny-llama), so steps-to-target separates faster and
-                # slower methods; the old 6.0 was met at the first evaluation by every
-                # run. Other presets or budgets: derive their own.
-                "target_loss": 4.75,
-            },
-            description="LLaMA trained from scratch on the King James Bible (byte-level BPE "
-            "trained locally); presets tiny and llama60m",
-        )
-    )

@@ -32,16 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark import hookimpl
 from benchmark.assets import asset_path
-from benchmark.kinds import WorkloadSpec
 from benchmark.workloads.cache import cached_state, config_key
 from benchmark.workloads.contracts import (
     AttackRecipe,
@@ -377,37 +374,3 @@ class TextClassification:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
         for i in range(0, len(rows), 128):
             yield self._batch(rows[i : i + 128]).to(device)
-
-
-_DEFAULTS: dict[str, Any] = {
-    "dataset": "kjv-testament",
-    "categories": None,
-    "text_field": "text",
-    "label_field": "label",
-    "encoder": None,
-    "max_len": 64,
-    "train_per_class": 2000,
-    "test_per_class": 500,
-    "val_per_class": 200,
-    "epochs": 2,
-    "lr": 5e-5,
-    "batch_size": 32,
-    "train_seed": 0,
-    "ood": "fortune",
-    "fit_samples": 2000,
-}
-
-
-@hookimpl
-def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    for kind in ("compressor", "security_split", "detector"):
-        register(
-            WorkloadSpec(
-                kind=kind,
-                name="minilm-textcls",
-                factory=TextClassification,
-                defaults=_DEFAULTS,
-                description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); "
-                "OOD: fortunes",
-            )
-        )

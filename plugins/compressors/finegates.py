@@ -55,8 +55,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.compressors.neurons import (
     NeuronGroup,
     neuron_groups,
@@ -333,29 +331,3 @@ class FineGates:
         if self.finetune_steps > 0:  # every weight of the exported (smaller) model
             finetune_all(model, ctx, self.finetune_steps, self.finetune_lr, deadline)
         return model
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="finegates",
-            factory=FineGates,
-            defaults={
-                "target_sparsity": 0.4,
-                "sparsity_lambda": 50.0,
-                "lr": 1e-3,
-                "gate_lr": 5e-2,
-                "steps": 300,
-                "lora_rank": 0,
-                "layers": "attention+mlp",
-                "calibrated": True,
-                "seed": 0,
-                "finetune_steps": 0,
-                "finetune_lr": 5e-5,
-            },
-            paper="arXiv:2412.12951",
-            description="stochastic gates on rows/columns of frozen linears; closed ones removed",
-        )
-    )

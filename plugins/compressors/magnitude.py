@@ -13,9 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
-
 PRUNABLE = (nn.Linear, nn.Conv2d)
 
 
@@ -38,17 +35,3 @@ class MagnitudePrune:
         for w in weights:
             w.mul_((w.abs() > threshold.to(w.device)).to(w.dtype))
         return model
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="magnitude-prune",
-            factory=MagnitudePrune,
-            defaults={"sparsity": 0.5},
-            paper="arXiv:1506.02626",
-            description="global unstructured magnitude pruning (masked-dense)",
-        )
-    )

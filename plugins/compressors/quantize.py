@@ -46,8 +46,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.compressors.neurons import set_module
 
 CALIBRATIONS = ("real", "bn-stats", "gaussian")
@@ -263,34 +261,3 @@ def input_ranges(
         for h in handles:
             h.remove()
     return ranges
-
-
-_COMMON = {"bits": 8, "samples": 256, "synthesis_steps": 200, "synthesis_lr": 0.1, "seed": 0}
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="int8-ptq",
-            factory=PostTrainingQuantization,
-            defaults={**_COMMON, "calibration": "real"},
-            paper="arXiv:1712.05877",
-            description="static post-training quantization (per-channel weights, per-tensor "
-            "inputs) calibrated on real data; integer storage, integer arithmetic simulated "
-            "in float (bytes real, speed not claimed)",
-        )
-    )
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="knowledge-within",
-            factory=PostTrainingQuantization,
-            defaults={**_COMMON, "calibration": "bn-stats"},
-            paper="arXiv:1912.01274",
-            description="data-free quantization calibrated on inputs synthesised from "
-            "BatchNorm statistics (or Gaussian noise); integer storage, integer arithmetic "
-            "simulated in float (bytes real, speed not claimed)",
-        )
-    )

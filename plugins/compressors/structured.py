@@ -30,8 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.compressors.neurons import NeuronGroup, neuron_groups, remove_neurons
 from plugins.compressors.training import deadline_of, finetune_all
 
@@ -130,25 +128,3 @@ class StructuredPrune:
         if self.finetune_steps > 0:
             finetune_all(model, ctx, self.finetune_steps, self.lr, deadline_of(ctx))
         return model
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="structured-prune",
-            factory=StructuredPrune,
-            defaults={
-                "amount": 0.5,
-                "finetune_steps": 0,
-                "lr": 1e-3,
-                "criterion": "l1",
-                "calibration_batches": 2,
-                "seed": 0,
-            },
-            paper="arXiv:1608.08710",
-            description="structured pruning of hidden neurons (L1, weight x activation or random), "
-            "physically removed",
-        )
-    )

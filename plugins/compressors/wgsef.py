@@ -60,8 +60,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.compressors.channels import filter_groups, filter_rows, remove_filters
 from plugins.compressors.neurons import remove_neurons
 from plugins.compressors.structured import linear_chains
@@ -230,28 +228,3 @@ class WGSEF:
                 gt.scale((~z).to(torch.float32))
 
         train_steps(model, ctx, opt, self.finetune_steps, deadline=deadline, after_step=keep_zeros)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="compressor",
-            name="wgsef",
-            factory=WGSEF,
-            defaults={
-                "groups": "neurons",
-                "keep_fraction": 0.5,
-                "lam": 1.0,
-                "steps": 300,
-                "lr": 0.05,
-                "momentum": 0.0,
-                "finetune_steps": 100,
-                "finetune_lr": 1e-3,
-                "prox": True,
-            },
-            paper="arXiv:2212.12921",
-            description="proximal gradient with the weighted group sparse envelope (k groups kept "
-            "per layer); prox: false is the no-envelope ablation",
-        )
-    )

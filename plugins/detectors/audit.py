@@ -45,9 +45,6 @@ import torch
 from scipy.stats import binom
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
-
 
 def sample_complexity(eps: float, alpha: float, beta: float) -> int:
     """n*(ε, α, β): samples that guarantee size α and power 1 − β (Hoeffding bound)."""
@@ -88,18 +85,3 @@ class AuditTest:
     def reject(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         """The audit's verdict per dataset: True = the policy exceeds the threshold."""
         return self.pvalue(model, batch) < self.alpha
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="audit-test",
-            factory=AuditTest,
-            defaults={"alpha": 0.05, "randomized": True},
-            paper="arXiv:2209.05550",
-            description="exact one-sided binomial audit of a filtering policy's deflection "
-            "beyond the allowed threshold (gives p-values)",
-        )
-    )

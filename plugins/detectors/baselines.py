@@ -16,9 +16,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
-
 
 class MaxSoftmax:
     def fit(self, model: nn.Module, in_distribution_batches: Iterable[Any]) -> None:
@@ -40,27 +37,3 @@ class Energy:
     def score(self, model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         return -t * torch.logsumexp(model(batch).float() / t, dim=-1)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="msp",
-            factory=MaxSoftmax,
-            defaults={},
-            paper="arXiv:1610.02136",
-            description="maximum softmax probability",
-        )
-    )
-    register(
-        MethodSpec(
-            kind="detector",
-            name="energy",
-            factory=Energy,
-            defaults={"temperature": 1.0},
-            paper="arXiv:2010.03759",
-            description="free energy of the logits",
-        )
-    )

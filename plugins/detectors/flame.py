@@ -78,8 +78,6 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.svm import SVC
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors.features import penultimate
 
 SELECTIONS = ("flame", "random", "uncertainty")
@@ -258,27 +256,3 @@ class _Reindexed:
 
     def query(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._oracle.query(self._order[np.asarray(rows)]))
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="flame",
-            factory=Flame,
-            defaults={
-                "budget": 30,
-                "selection": "flame",
-                "pca_dims": 4,
-                "band": 0.9,
-                "classifier": "svm",
-                "smote": True,
-                "uncertainty_seed": 4,
-                "uncertainty_step": 2,
-            },
-            paper="arXiv:2510.17670",
-            description="few-shot refinement: marginal band (PCA+GMM), k-means diverse "
-            "queries, RBF-SVM; selection flame|random|uncertainty",
-        )
-    )

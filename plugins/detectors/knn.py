@@ -21,8 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors.features import collect, penultimate
 
 CHUNK = 4096  # bank rows per distance block: bounds memory for large fit sets
@@ -65,17 +63,3 @@ class KNN:
             raise RuntimeError("fit the detector first")
         with torch.no_grad():
             return kth_distance(normalise(penultimate(model, batch)), self.bank, self.k)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="knn",
-            factory=KNN,
-            defaults={"k": 50, "scale_k_to": 50_000},
-            paper="arXiv:2204.06507",
-            description="k-th nearest-neighbour distance of L2-normalised penultimate features",
-        )
-    )

@@ -23,8 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors.features import collect, penultimate
 
 
@@ -58,17 +56,3 @@ class Mahalanobis:
     def score(self, model: nn.Module, batch: Any) -> torch.Tensor:
         with torch.no_grad():
             return self.distances(penultimate(model, batch)).amin(dim=1).float()
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="mahalanobis",
-            factory=Mahalanobis,
-            defaults={},
-            paper="arXiv:1807.03888",
-            description="min class-conditional Mahalanobis distance, tied covariance",
-        )
-    )

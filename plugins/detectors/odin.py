@@ -24,8 +24,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors.features import is_continuous
 
 
@@ -61,17 +59,3 @@ class ODIN:
         with torch.no_grad():
             logits = model(batch).float() / self.temperature
         return -torch.softmax(logits, dim=-1).amax(dim=-1)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="odin",
-            factory=ODIN,
-            defaults={"temperature": 1000.0, "epsilon": 0.0014},
-            paper="arXiv:1706.02690",
-            description="temperature-scaled softmax after a confidence-raising input step",
-        )
-    )

@@ -20,8 +20,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors.features import collect, last_layer, penultimate
 
 
@@ -45,17 +43,3 @@ class ReAct:
             layer = last_layer(model)
             logits = nn.functional.linear(h.to(layer.weight.dtype), layer.weight, layer.bias)
             return -torch.logsumexp(logits.float(), dim=-1)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="react",
-            factory=ReAct,
-            defaults={"percentile": 90.0},
-            paper="arXiv:2111.12797",
-            description="energy after clipping penultimate activations at the ID 90th percentile",
-        )
-    )

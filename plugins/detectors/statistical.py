@@ -66,8 +66,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.detectors import pvalues
 from plugins.detectors.features import inputs_of, token_mask
 
@@ -404,26 +402,3 @@ class StatisticalOOD:
     def flag(self, model: nn.Module, batch: Any) -> torch.Tensor:
         """The test's decision at level ``alpha``: True rejects "in-distribution"."""
         return self.pvalue(model, batch) <= self.alpha
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="detector",
-            name="statistical-ood",
-            factory=StatisticalOOD,
-            defaults={
-                "reduction": "mean_max",
-                "layer_combine": "simes",
-                "alpha": 0.05,
-                "calibration_fraction": 0.5,
-                "class_conditional": True,
-                "min_class_samples": 20,
-                "layer_null_fraction": 0.5,
-            },
-            paper="arXiv:2102.12967",
-            description="per-channel empirical p-values, Simes within / Fisher across layers, "
-            "calibrated on held-out ID data (Type-I error control)",
-        )
-    )

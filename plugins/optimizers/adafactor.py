@@ -11,9 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
-
 
 def build_adafactor(
     model: nn.Module, *, lr: float, beta1: float | None, weight_decay: float, clip_threshold: float
@@ -32,18 +29,4 @@ def build_adafactor(
         scale_parameter=False,
         relative_step=False,
         warmup_init=False,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="adafactor",
-            factory=build_adafactor,
-            defaults={"lr": 1e-3, "beta1": None, "weight_decay": 0.0, "clip_threshold": 1.0},
-            paper="arXiv:1804.04235",
-            description="Adafactor (transformers), factored second moment",
-        )
     )

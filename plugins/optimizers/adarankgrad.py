@@ -51,8 +51,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
     HybridOptimizer,
     SeededSampling,
@@ -200,33 +198,4 @@ def build_adarankgrad(
         max_gap=max_gap,
         scale=scale,
         seed=seed,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="adarankgrad",
-            factory=build_adarankgrad,
-            defaults={
-                "lr": 0.01,
-                "max_rank": 128,
-                "eta": 0.9,
-                "tol": 0.5,
-                "min_gap": 10,
-                "max_gap": 200,
-                "scale": 0.25,
-                "beta1": 0.9,
-                "beta2": 0.999,
-                "eps": 1e-8,
-                "weight_decay": 0.0,
-                "seed": 0,
-            },
-            paper="arXiv:2410.17881",
-            description="adaptive-rank subspace by randomized range finder, refreshed when "
-            "the projected gradient's windowed RMS falls to tol of its first window's, "
-            "moments rotated",
-        )
     )

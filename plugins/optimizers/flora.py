@@ -45,9 +45,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
-
 MAX_ASPECT = 4
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 _MASK64 = (1 << 64) - 1
@@ -156,7 +153,7 @@ class Flora(torch.optim.Optimizer):
             state["col"].lerp_(sq.mean(dim=0), 1 - beta2)
             r = (state["row"] / state["row"].mean()).rsqrt().unsqueeze(1)
             c = state["col"].rsqrt().unsqueeze(0)
-            return grad * r * c
+            return torch.mul(grad, r).mul_(c)  # (grad * r) * c, one temporary
         if "v" not in state:
             state["v"] = torch.zeros_like(grad)
         state["v"].lerp_(sq, 1 - beta2)
@@ -193,10 +190,11 @@ class Flora(torch.optim.Optimizer):
             update = state["exp_avg"]
         else:
             update = g
+        # A fresh tensor from here on (the division), so the rest works in place.
         update = update / (_rms(update) / group["clip_threshold"]).clamp(min=1.0)
         if group["weight_decay"]:
             weight.mul_(1 - lr * group["weight_decay"])
-        weight.sub_(update * lr)
+        weight.sub_(update.mul_(lr))
         if low:
             p.copy_(weight)
 
@@ -209,7 +207,8 @@ class Flora(torch.optim.Optimizer):
         a = projection()
         if "momentum" not in state:
             state["momentum"] = torch.zeros_like(down(g, a))
-        update = (1 - b1) * g + b1 * up(state["momentum"], a, shape)
+        # (1 - b1)·g + b1·up(m_c), in place on the two temporaries (same roundings).
+        update = torch.mul(g, 1 - b1).add_(up(state["momentum"], a, shape).mul_(b1))
         if state["step"] % group["kappa"] == 0:  # carry the momentum to a fresh projection
             restored = up(state["momentum"], a, shape)
             state["seed"] = mix_seed(state["seed"])
@@ -242,26 +241,4 @@ def build_flora(
         weight_decay=weight_decay,
         scale_parameter=scale_parameter,
         seed=seed,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="flora",
-            factory=build_flora,
-            defaults={
-                "lr": 1e-3,
-                "rank": 8,
-                "kappa": 1000,
-                "beta1": 0.9,
-                "weight_decay": 0.0,
-                "scale_parameter": True,
-                "seed": 0,
-            },
-            paper="arXiv:2402.03293",
-            description="Adafactor with momentum compressed by seeded random projections",
-        )
     )

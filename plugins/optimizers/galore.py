@@ -27,8 +27,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
     HybridOptimizer,
     adam_subspace_step,
@@ -98,27 +96,4 @@ def build_galore(
         rank=rank,
         update_gap=update_gap,
         scale=scale,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="galore",
-            factory=build_galore,
-            defaults={
-                "lr": 0.01,
-                "rank": 128,
-                "update_gap": 200,
-                "scale": 0.25,
-                "beta1": 0.9,
-                "beta2": 0.999,
-                "eps": 1e-6,
-                "weight_decay": 0.0,
-            },
-            paper="arXiv:2403.03507",
-            description="Adam in the gradient's SVD subspace, refreshed every update_gap steps",
-        )
     )

@@ -56,8 +56,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
     HybridOptimizer,
     SeededSampling,
@@ -272,32 +270,4 @@ def build_lorenza(
         probes=probes,
         plus=plus,
         seed=seed,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="lorenza",
-            factory=build_lorenza,
-            defaults={
-                "lr": 0.01,
-                "rank": 128,
-                "update_gap": 200,
-                "rho": 0.05,
-                "mu": 1e-3,
-                "probes": 1,
-                "plus": False,
-                "beta1": 0.9,
-                "beta2": 0.999,
-                "eps": 1e-8,
-                "weight_decay": 0.0,
-                "seed": 0,
-            },
-            paper="arXiv:2502.19571",
-            description="low-rank Adam on a SAM gradient whose ascent direction is estimated "
-            "by zeroth-order probes in the gradient's subspace",
-        )
     )

@@ -28,8 +28,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import HybridOptimizer, param_groups
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
@@ -125,26 +123,4 @@ def build_muon(
         ns_steps=ns_steps,
         ns_dtype=ns_dtype,
         adam_lr=adam_lr,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="muon",
-            factory=build_muon,
-            defaults={
-                "lr": 0.02,
-                "momentum": 0.95,
-                "nesterov": True,
-                "weight_decay": 0.0,
-                "ns_steps": 5,
-                "ns_dtype": "auto",
-                "adam_lr": 3e-4,
-            },
-            paper="kellerjordan.github.io/posts/muon (2024)",
-            description="momentum orthogonalised by 5 Newton-Schulz steps on hidden 2-D weights",
-        )
     )

@@ -50,8 +50,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
     HybridOptimizer,
     SeededSampling,
@@ -234,29 +232,4 @@ def build_plumage(
         update_gap=update_gap,
         scale=scale,
         seed=seed,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="plumage",
-            factory=build_plumage,
-            defaults={
-                "lr": 0.01,
-                "rank": 128,
-                "update_gap": 200,
-                "scale": 0.25,
-                "beta1": 0.9,
-                "beta2": 0.999,
-                "eps": 1e-6,
-                "weight_decay": 0.0,
-                "seed": 0,
-            },
-            paper="arXiv:2505.18313",
-            description="GaLore with sampled unbiased minimum-variance subspaces and moment "
-            "realignment",
-        )
     )

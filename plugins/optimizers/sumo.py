@@ -46,8 +46,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.optimizers.lowrank import (
     HybridOptimizer,
     param_groups,
@@ -175,29 +173,4 @@ def build_sumo(
         weight_decay=weight_decay,
         perp_scale=perp_scale,
         orthogonalizer=orthogonalizer,
-    )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="optimizer",
-            name="sumo",
-            factory=build_sumo,
-            defaults={
-                "lr": 1e-3,
-                "rank": 8,
-                "update_gap": 200,
-                "alpha": 4.0,
-                "gamma": 1.1,
-                "momentum": 0.95,
-                "nesterov": True,
-                "weight_decay": 1e-2,
-                "perp_scale": 1.0,
-                "orthogonalizer": "svd",
-            },
-            paper="arXiv:2505.24749",
-            description="moment orthogonalised by exact SVD in the GaLore subspace",
-        )
     )

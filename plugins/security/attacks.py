@@ -33,8 +33,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchmark import hookimpl
-from benchmark.kinds import AttackSpec
 from plugins.security.attack_training import (
     choose,
     fine_tune,
@@ -42,7 +40,6 @@ from plugins.security.attack_training import (
     parameter_groups,
     tuned_copy,
 )
-from plugins.security.traffic import TrafficAttack
 
 
 class FineTuneAttack:
@@ -298,65 +295,3 @@ class _SubspaceFill(nn.Module):
 
 # Budgets are steps, never wall clock: on a loaded machine a time cap, not the attack,
 # would decide the outcome.
-_VARIANTS: dict[str, tuple[Any, dict[str, Any], str]] = {
-    "finetune": (
-        FineTuneAttack,
-        {"n_samples": 64, "steps": 100},
-        "fine-tune the stolen untrusted part with 64 labelled samples",
-    ),
-    "finetune-1024": (
-        FineTuneAttack,
-        {"n_samples": 1024, "steps": 300},
-        "fine-tune the stolen untrusted part with 1024 labelled samples",
-    ),
-    "lowrank": (
-        SubspaceAttack,
-        {"n_samples": 64, "steps": 100, "subspace_lr": 0.02},
-        "read the removed subspace off the residual's spectrum, fit its map on 64 samples",
-    ),
-    "lowrank-1024": (
-        SubspaceAttack,
-        {"n_samples": 1024, "steps": 300, "subspace_lr": 0.02},
-        "read the removed subspace off the residual's spectrum, fit its map on 1024 samples",
-    ),
-    "traffic-64": (
-        TrafficAttack,
-        {"n_served": 64, "n_samples": 64, "steps": 100, "min_r2": 0.9},
-        "least squares on the clear-text traffic of 64 served inputs, then fine-tune on 64",
-    ),
-    "traffic-1024": (
-        TrafficAttack,
-        {"n_served": 1024, "n_samples": 64, "steps": 100, "min_r2": 0.9},
-        "least squares on the clear-text traffic of 1024 served inputs, then fine-tune on 64",
-    ),
-}
-
-
-@hookimpl
-def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
-    for name, (factory, defaults, description) in _VARIANTS.items():
-        register(
-            AttackSpec(
-                name=name,
-                factory=factory,
-                defaults=defaults,
-                paper="arXiv:2407.10886",
-                description=description,
-            )
-        )
-    register(
-        AttackSpec(
-            name="untrusted-only",
-            factory=_untrusted_only,
-            defaults={},
-            description="the untrusted part alone, missing parts at random init",
-        )
-    )
-    register(
-        AttackSpec(
-            name="untrusted-random",
-            factory=RandomFillAttack,
-            defaults={},
-            description="the untrusted part alone, what is missing filled at random",
-        )
-    )

@@ -20,8 +20,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from benchmark.measure.crossings import Exchange, SiteOf, keyed_site, record_transcript
 
 PARAMETERISED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)
@@ -179,48 +177,3 @@ class ShieldUnits:
             trusted[name.replace(".", "__")] = module
             _set_submodule(untrusted, name, _Proxy(module))
         return ModuleSplit(trusted, untrusted, untrusted)
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="no-split",
-            factory=NoSplit,
-            description="everything untrusted: the exposed bound",
-        )
-    )
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="all-trusted",
-            factory=AllTrusted,
-            description="everything trusted: the secure, expensive bound",
-        )
-    )
-    for position, mimics in (
-        ("shallow", "Serdab"),
-        ("deep", "DarkneTZ"),
-        ("intermediate", "SOTER's shielded middle"),
-    ):
-        register(
-            MethodSpec(
-                kind="security_split",
-                name=f"shield-{position}",
-                factory=ShieldUnits,
-                defaults={"position": position, "trusted_units": 1},
-                paper="arXiv:2310.07152",
-                description=f"the {position} unit(s) of the model trusted ({mimics}-style TEE "
-                "partition, as benchmarked by Zhang et al., S&P 2024)",
-            )
-        )
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="layer-split",
-            factory=LayerSplit,
-            defaults={"trusted_layers": 1},
-            description="first and last parameterised layers trusted",
-        )
-    )

@@ -22,8 +22,6 @@ import copy
 import torch
 from torch import nn
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from plugins.security.baselines import _Proxy, _set_submodule
 from plugins.security.slip import (
     SLIPSplit,
@@ -119,37 +117,3 @@ class RandomMask:
             ranks={},
             site_of=additive_site(set(layers)),
         )
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="random-mask",
-            factory=RandomMask,
-            defaults={
-                "trusted_fraction": 0.1,
-                "layers": "all-linear",
-                "seed": 0,
-                "criterion": "random",
-            },
-            description="a random fraction of each weight's entries trusted, the rest untrusted",
-        )
-    )
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="magnitude-mask",
-            factory=RandomMask,
-            defaults={
-                "trusted_fraction": 0.01,
-                "layers": "all-linear",
-                "seed": 0,
-                "criterion": "magnitude",
-            },
-            paper="arXiv:2310.07152",
-            description="the largest-magnitude 1% of each weight's entries trusted (the "
-            "'Magnitude' TEE partition benchmarked by Zhang et al., S&P 2024)",
-        )
-    )

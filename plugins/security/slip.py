@@ -66,8 +66,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
 from benchmark.measure.crossings import Exchange, SiteOf, keyed_site, record_transcript
 from plugins.layers import decomposable, select_layers
 from plugins.security.baselines import _Proxy, _set_submodule
@@ -474,25 +472,3 @@ def _tied_users(
         if any(p.data_ptr() in secret for p in module.parameters(recurse=False)):
             users.append(name)
     return users
-
-
-@hookimpl
-def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
-    register(
-        MethodSpec(
-            kind="security_split",
-            name="slip",
-            factory=SLIP,
-            defaults={
-                "layers": "all-linear",
-                "rank": 8,
-                "energy": None,
-                "mask": True,
-                "mask_std": 1e4,
-                "mask_dtype": "float64",
-                "mask_seed": None,
-            },
-            paper="arXiv:2407.10886",
-            description="top-k SVD components trusted, residual untrusted, masked activations",
-        )
-    )

@@ -1,0 +1,163 @@
+"""Descent detection: the peaks of a noisy curve that stand out of its seed band.
+
+A test-loss curve over model size (or training steps) that falls, rises to a peak near the
+interpolation threshold and falls again shows "double descent" (Belkin et al. 2019,
+arXiv:1812.11118; Nakkiran et al. 2019, arXiv:1912.02292); two peaks make "triple
+descent". With a few seeds per point, every curve has local maxima; this module keeps only
+the ones its 95% intervals support.
+
+Definitions, for points ``i`` in order of x, with mean ``m`` and half-width ``h`` (of a
+95% interval over seeds; ``inf`` or NaN where a point has none):
+
+- ``i`` *rises* significantly from ``j`` (``j < i``) when ``m[i] - m[j] > h[i] + h[j]``:
+  the two intervals do not overlap. ``j`` ranges over the points after the previous real
+  peak (or from the start): the rise is measured from the valley since then.
+- ``i`` *falls* significantly to ``k`` (``k > i``) when ``m[i] - m[k] > h[i] + h[k]``,
+  with ``k`` before the next point higher than ``m[i]`` (or the end): the fall is measured
+  to the valley before the curve climbs past the peak again.
+- ``i`` is a *real peak* when it rises significantly from some ``j`` and falls
+  significantly to some ``k``. Points are judged from left to right; after a real peak,
+  the next one must rise significantly from a point after it.
+
+Consequences: a point without an interval (one seed) is never a peak nor a witness; a
+curve's first point cannot be a peak (nothing rose to it) nor its last (nothing falls
+after it: a sweep that ends still climbing has not descended again); on a plateau of
+equal values only its first point can be the peak, and only once; on a noisy top the
+highest point is the peak (a lower point's fall is cut short by the higher one after it);
+a monotone curve, however noisy, has no real peak unless its noise leaves the band.
+
+``n_peaks`` counts the real peaks; ``n_descents = n_peaks + 1`` counts the falling
+stretches the peaks separate, the papers' convention: no peak is "single descent", one
+peak "double descent", two "triple descent" (whether the curve actually falls before its
+first peak is not checked: a curve that only rises to one real peak and falls back is
+also called "double descent" here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+DESCENT_NAMES = {1: "single", 2: "double", 3: "triple", 4: "quadruple"}
+
+
+@dataclass(frozen=True)
+class Peak:
+    """One real peak: its index and x, its mean, and the points its significant rise and
+    fall are measured against (the ones with the widest margin beyond the intervals)."""
+
+    index: int
+    x: float
+    value: float
+    rise_from: int
+    fall_to: int
+    rise: float  # |m[i] - m[rise_from]|, in the curve's units
+    fall: float  # |m[i] - m[fall_to]|
+
+
+@dataclass(frozen=True)
+class Descents:
+    """What ``find_descents`` found. ``judged`` is False when no two points had intervals
+    (fewer than two seeds everywhere): then no peak could be real, and ``reason`` says so."""
+
+    peaks: tuple[Peak, ...]
+    judged: bool = True
+    reason: str | None = None
+
+    @property
+    def n_peaks(self) -> int:
+        return len(self.peaks)
+
+    @property
+    def n_descents(self) -> int:
+        """The falling stretches the peaks separate: ``n_peaks + 1``."""
+        return self.n_peaks + 1
+
+    @property
+    def descent_type(self) -> str:
+        """``single descent`` (no real peak), ``double descent`` (one), ``triple descent``
+        (two), ...; ``not judged`` when there were no intervals to judge by."""
+        if not self.judged:
+            return "not judged"
+        name = DESCENT_NAMES.get(self.n_descents, f"{self.n_descents}-fold")
+        return f"{name} descent"
+
+    @property
+    def peak_x(self) -> list[float]:
+        return [p.x for p in self.peaks]
+
+
+def _as_array(values: Sequence[float | None]) -> np.ndarray:
+    return np.asarray([math.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def find_descents(
+    x: Sequence[float],
+    mean: Sequence[float | None],
+    half_width: Sequence[float | None],
+    *,
+    lower_is_better: bool = True,
+) -> Descents:
+    """The real peaks of a curve (module docstring), in order of x.
+
+    ``x`` strictly increasing; ``mean`` the mean over seeds at each x (None/NaN: the point
+    is left out); ``half_width`` its 95% interval's half-width (None/NaN: no interval, as
+    with one seed). ``lower_is_better`` False: the curve is a quality (accuracy, AUROC)
+    and its peaks of loss are dips, so the detector runs on ``-mean`` (a peak's value is
+    the curve's own; its rise and fall are sizes, positive)."""
+    xs, ms, hs = _as_array(x), _as_array(mean), _as_array(half_width)
+    if not (len(xs) == len(ms) == len(hs)):
+        raise ValueError(
+            f"x, mean and half_width differ in length: {len(xs)}, {len(ms)}, {len(hs)}"
+        )
+    if np.isnan(xs).any() or (np.diff(xs) <= 0).any():
+        raise ValueError("x must be finite and strictly increasing")
+    if (hs < 0).any():
+        raise ValueError("a half-width cannot be negative")
+    keep = np.isfinite(ms)
+    xs, ms, hs = xs[keep], ms[keep], hs[keep]
+    hs = np.where(np.isfinite(hs), hs, math.inf)
+    sign = 1.0 if lower_is_better else -1.0
+    m = sign * ms
+    with_band = int(np.isfinite(hs).sum())
+    if with_band < 2:
+        reason = (
+            "no point has an interval (one seed each): peaks need two or more seeds"
+            if with_band == 0
+            else "only one point has an interval: peaks need two or more seeds at two points"
+        )
+        return Descents(peaks=(), judged=False, reason=reason)
+
+    n = len(m)
+    peaks: list[Peak] = []
+    start = 0  # the rise is measured from points at or after this index
+    for i in range(n):
+        if not math.isfinite(hs[i]):
+            continue
+        rise_margins = [(m[i] - m[j] - (hs[i] + hs[j]), j) for j in range(start, i)]
+        rise = max(rise_margins, default=(-math.inf, -1))
+        if not rise[0] > 0:
+            continue
+        higher = np.nonzero(m[i + 1 :] > m[i])[0]
+        stop = i + 1 + int(higher[0]) if higher.size else n
+        fall_margins = [(m[i] - m[k] - (hs[i] + hs[k]), k) for k in range(i + 1, stop)]
+        fall = max(fall_margins, default=(-math.inf, -1))
+        if not fall[0] > 0:
+            continue
+        j, k = rise[1], fall[1]
+        peaks.append(
+            Peak(
+                index=int(np.nonzero(keep)[0][i]),
+                x=float(xs[i]),
+                value=float(ms[i]),
+                rise_from=int(np.nonzero(keep)[0][j]),
+                fall_to=int(np.nonzero(keep)[0][k]),
+                rise=float(m[i] - m[j]),
+                fall=float(m[i] - m[k]),
+            )
+        )
+        start = i + 1
+    return Descents(peaks=tuple(peaks))
