@@ -60,6 +60,11 @@ def _preload(modules: list[str]) -> None:
     for name in [*CORE_MODULES, *modules]:
         with contextlib.suppress(Exception, SystemExit):
             importlib.import_module(name)
+    with contextlib.suppress(Exception):  # package versions, read once for every run
+        from benchmark.measure.environment import PACKAGES, _version
+
+        for package in PACKAGES:
+            _version(package)
 
 
 def _child(request: dict[str, object], out_fd: int, err_fd: int, server: int) -> int:

@@ -8,7 +8,7 @@ import json
 import os
 import platform
 import subprocess
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,10 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@cache
 def _version(name: str) -> str | None:
+    """Installed versions do not change under a running process (and the fork server
+    reads them once for all its runs)."""
     try:
         return md.version(name)
     except md.PackageNotFoundError:
