@@ -65,7 +65,7 @@ def test_combined_interval_is_the_sum_of_both_half_widths() -> None:
 def test_monotone_noisy_curve_with_realistic_bands_has_no_peak() -> None:
     # A falling loss that flattens out, three seeds with noise sd 0.05 (this draw leaves
     # two local maxima that rise and fall in the mean: a detector without the band sees
-    # them, one with the seeds' t-interval must not; no false peak over 200 such draws).
+    # them, one with the seeds' t-interval must not).
     rng = np.random.default_rng(119)
     x = np.geomspace(8, 1024, 12)
     truth = 1.0 + 2.0 * np.exp(-x / 100)
@@ -139,3 +139,20 @@ def test_bad_input_is_refused() -> None:
         find_descents([1, 2, 3], [1.0, 2.0, 1.0], [0.1, -0.1, 0.1])
     with pytest.raises(ValueError, match="length"):
         find_descents([1, 2], [1.0, 2.0, 1.0], flat(3))
+
+
+def test_names_say_what_the_bands_support() -> None:
+    small = [0.05] * 5
+    # Falls, peaks, falls: double descent.
+    assert find_descents(range(5), [3, 1, 3, 1, 0.5], small).descent_type == "double descent"
+    # Only rises to a peak and falls back: not a double descent.
+    rf = find_descents(range(5), [1, 2, 3, 2, 1], small)
+    assert rf.n_peaks == 1 and not rf.initial_descent and rf.descent_type == "rise and fall"
+    # No peak: falling, still rising at the end, or nothing beyond the bands.
+    assert find_descents(range(4), [4, 3, 2, 1], small[:4]).descent_type == "single descent"
+    rising = find_descents(range(4), [1, 2, 3, 4], small[:4])
+    assert rising.descent_type == "rising, no peak in range"
+    dip_then_rise = find_descents(range(4), [3, 1, 2, 3], small[:4])
+    assert dip_then_rise.descent_type == "rising, no peak in range"
+    flat = find_descents(range(4), [1, 1.01, 0.99, 1], [0.1] * 4)
+    assert flat.descent_type == "flat within the bands"

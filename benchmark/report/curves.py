@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -29,7 +29,7 @@ import pandas as pd
 from benchmark.kinds import KIND_INFO
 from benchmark.metrics.intervals import mean_interval
 from benchmark.records import Axis, RunRecord
-from benchmark.report.descent import Descents, find_descents
+from benchmark.report.descent import MAX_JUDGED_POINTS, Descents, find_descents
 from benchmark.store import hparams_label
 
 LOG_RATIO = 8.0  # auto scale: log when every x is positive and max/min reaches this
@@ -42,6 +42,9 @@ class CurvePoint:
     x: float
     values: tuple[float, ...]
     seeds: tuple[int, ...]
+    # The runs' own 95% half-widths of the metric (a test set's sampling error), where
+    # their records carry one: the band is never narrower than their mean.
+    run_half_widths: tuple[float, ...] = ()
 
     @property
     def n(self) -> int:
@@ -58,8 +61,18 @@ class CurvePoint:
 
     @property
     def half_width(self) -> float | None:
+        """The seeds' t-interval half-width, floored by the runs' own mean half-width
+        (seeds that agree to the last digit still measured on a finite test set)."""
         ci = self.interval
-        return None if ci is None else (ci[1] - ci[0]) / 2
+        if ci is None:
+            return None
+        seeds = (ci[1] - ci[0]) / 2
+        runs = (
+            math.fsum(self.run_half_widths) / len(self.run_half_widths)
+            if self.run_half_widths
+            else 0.0
+        )
+        return max(seeds, runs)
 
 
 @dataclass
@@ -191,6 +204,34 @@ def _declarations(records: list[RunRecord]) -> dict[tuple[str, Axis], list[RunRe
     return out
 
 
+def judged_indices(n: int, limit: int = MAX_JUDGED_POINTS) -> list[int]:
+    """At most ``limit`` of ``n`` points, evenly spread, the first and last included."""
+    if n <= limit:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+
+
+def _judge(points: list[CurvePoint], *, lower_is_better: bool, thin: bool) -> Descents:
+    """Descents of a curve; a step axis (hundreds of evaluations) is judged on at most
+    ``MAX_JUDGED_POINTS`` of its points, so that comparing every point with every other
+    does not make false peaks by multiplicity. Peak indices refer to ``points``."""
+    keep = judged_indices(len(points)) if thin else list(range(len(points)))
+    sub = [points[i] for i in keep]
+    found = find_descents(
+        [p.x for p in sub],
+        [p.mean for p in sub],
+        [p.half_width for p in sub],
+        lower_is_better=lower_is_better,
+    )
+    if len(keep) == len(points):
+        return found
+    peaks = tuple(
+        replace(p, index=keep[p.index], rise_from=keep[p.rise_from], fall_to=keep[p.fall_to])
+        for p in found.peaks
+    )
+    return replace(found, peaks=peaks)
+
+
 def build_curves(records: list[RunRecord]) -> list[AxisFigure]:
     """One figure per (kind, axis) the records declare, in the order first seen."""
     figures = []
@@ -211,6 +252,7 @@ def build_curves(records: list[RunRecord]) -> list[AxisFigure]:
         for key, runs in sorted(groups.items()):
             config = json.loads(key)
             at: dict[float, list[tuple[int, float]]] = {}
+            own: dict[float, list[float]] = {}
             left_out = 0
             for r in runs:
                 if r.status != "ok":
@@ -224,6 +266,9 @@ def build_curves(records: list[RunRecord]) -> list[AxisFigure]:
                     value = r.value(metric)
                     x = _number(_x_of(r, axis))
                     pts = [] if value is None or x is None else [(x, float(value))]
+                    m = r.metrics.get(metric)
+                    if pts and m is not None and m.ci_low is not None and m.ci_high is not None:
+                        own.setdefault(pts[0][0], []).append((m.ci_high - m.ci_low) / 2)
                 if not pts:
                     left_out += 1
                 for x, y in pts:
@@ -233,16 +278,12 @@ def build_curves(records: list[RunRecord]) -> list[AxisFigure]:
                     x=x,
                     values=tuple(v for _, v in sorted(at[x])),
                     seeds=tuple(s for s, _ in sorted(at[x])),
+                    run_half_widths=tuple(own.get(x, ())),
                 )
                 for x in sorted(at)
             ]
             if points:
-                descents = find_descents(
-                    [p.x for p in points],
-                    [p.mean for p in points],
-                    [p.half_width for p in points],
-                    lower_is_better=not higher,
-                )
+                descents = _judge(points, lower_is_better=not higher, thin=steps)
             else:
                 descents = Descents(peaks=(), judged=False, reason=f"no run reports {metric}")
             curves.append(
@@ -321,6 +362,7 @@ def curves_json(figures: list[AxisFigure]) -> list[dict[str, Any]]:
                         "n_peaks": c.descents.n_peaks,
                         "n_descents": c.descents.n_descents,
                         "descent_type": c.descents.descent_type,
+                        "initial_descent": c.descents.initial_descent,
                         "judged": c.descents.judged,
                         "reason": c.descents.reason,
                         "peaks": [
@@ -371,6 +413,7 @@ def curves_frame(figures: list[AxisFigure]) -> pd.DataFrame:
                         "n_peaks": c.descents.n_peaks,
                         "n_descents": c.descents.n_descents,
                         "descent_type": c.descents.descent_type,
+                        "initial_descent": c.descents.initial_descent,
                         "peak_x": ";".join(f"{x:g}" for x in c.descents.peak_x),
                     }
                 )
