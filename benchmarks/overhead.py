@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 import math
 import os
@@ -107,12 +106,15 @@ def optimizer_loop(reg: Registry, device: torch.device, quick: bool) -> HotLoop:
     model = wl.build_model(0, device)
     model.train()
     opt = _method(reg, "optimizer", "adamw", model, lr=3e-3)
-    batches = wl.train_batches(0, device)
+    # One fixed set of batches, the same for every block: bare and harness blocks then
+    # run identical work (a shared stream would hand them different batches).
+    stream = wl.train_batches(0, device)
+    fixed = [next(stream) for _ in range(15)]
 
     def bare(n: int) -> float:
         def run() -> None:
-            for _ in range(n):
-                _train_step(wl, model, opt, next(batches))
+            for i in range(n):
+                _train_step(wl, model, opt, fixed[i % len(fixed)])
 
         return _block_clock(device, run)
 
@@ -126,7 +128,7 @@ def optimizer_loop(reg: Registry, device: torch.device, quick: bool) -> HotLoop:
             synchronize(device)
             start = time.perf_counter()
             for step in range(1, n + 1):
-                batch = next(batches)
+                batch = fixed[(step - 1) % len(fixed)]
                 synchronize(device)
                 t0 = time.perf_counter()
                 loss = _train_step(wl, model, opt, batch)
@@ -158,7 +160,9 @@ def detector_loops(reg: Registry, device: torch.device, quick: bool) -> list[Hot
     model = wl.model(device)
     detector = _method(reg, "detector", "energy")
     detector.fit(model, wl.fit_batches(device))
-    batches = itertools.cycle(list(wl.test_batches("in", device)))
+    # Every block scores the same batches from the first (a shared cycle would give the
+    # bare and the harness blocks different batch sizes, in step with the alternation).
+    fixed = list(wl.test_batches("in", device))
 
     def score(batch: Any) -> torch.Tensor:
         out = detector.score(model, batch)
@@ -167,8 +171,8 @@ def detector_loops(reg: Registry, device: torch.device, quick: bool) -> list[Hot
     def bare(n: int) -> float:
         def run() -> None:
             with torch.inference_mode():
-                for _ in range(n):
-                    score(next(batches))
+                for i in range(n):
+                    score(fixed[i % len(fixed)])
 
         return _block_clock(device, run)
 
@@ -178,8 +182,8 @@ def detector_loops(reg: Registry, device: torch.device, quick: bool) -> list[Hot
         synchronize(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            for _ in range(n):
-                batch = next(batches)
+            for i in range(n):
+                batch = fixed[i % len(fixed)]
                 synchronize(device)
                 t0 = time.perf_counter()
                 out = score(batch)
@@ -364,6 +368,50 @@ def phase_enter_exit(device: torch.device, n: int) -> dict:
     }
 
 
+def per_step_harness_cost(device: torch.device, n: int = 200_000) -> dict:
+    """What the harness adds to one step, measured alone: the protocols' per-step timing
+    code (synchronise, two clock reads, the loss read, list appends) around a step that
+    does nothing, minus the bare loop, over ``n`` iterations. Inside a phase nothing else
+    runs per step (the host peak is the kernel's VmHWM, read at the phase's ends; NVML has
+    no thread off a GPU), so this bounds the meters' cost per step without the noise of
+    timing a real step twice. (On CUDA the synchronise is the protocol's own, not the
+    harness's: the step must finish before its time is read.)"""
+    loss = torch.zeros(())
+    values: list[float] = []
+    times: list[float] = []
+    sink = 0
+
+    def empty() -> float:
+        nonlocal sink
+        t0 = time.perf_counter()
+        for i in range(n):
+            sink += i
+        return time.perf_counter() - t0
+
+    def harness() -> float:
+        nonlocal sink
+        t0 = time.perf_counter()
+        for i in range(n):
+            synchronize(device)
+            t1 = time.perf_counter()
+            sink += i
+            value = float(loss.detach())
+            synchronize(device)
+            dt = time.perf_counter() - t1
+            values.append(value)
+            times.append(dt)
+        return time.perf_counter() - t0
+
+    empties, harnesses = [], []
+    for _ in range(5):
+        empties.append(empty())
+        harnesses.append(harness())
+        values.clear()
+        times.clear()
+    per_step = (statistics.median(harnesses) - statistics.median(empties)) / n
+    return {"per_step_s": per_step, "n": n, "repeats": 5}
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -399,6 +447,21 @@ def render(result: dict) -> str:
             f"| {'yes' if r['meets_target'] else 'no'} |"
         )
     pe = result["phase_enter_exit"]
+    cost = result["per_step_harness"]["per_step_s"]
+    lines += [
+        "",
+        f"Per-step harness code measured alone (synchronise, two clock reads, the loss "
+        f"read, appends; n={result['per_step_harness']['n']:,} iterations, median of 5): "
+        f"{cost * 1e6:.2f} us per step, i.e. "
+        + ", ".join(
+            f"{r['hot_loop']} {cost / r['bare_step_s_median']:.4%}"
+            for r in rows
+            if "in phase" not in r["hot_loop"]
+        )
+        + " of the bare step. Nothing else runs per step inside a phase (the host peak is "
+        "the kernel's VmHWM read at the phase's ends), so this is the meters' per-step "
+        "cost; the interleaved ratios above measure it together with this machine's noise.",
+    ]
     wide = [r["hot_loop"] for r in rows if r["ratio_ci95"][1] - r["ratio_ci95"][0] > 0.02]
     if wide:
         lines += [
@@ -471,6 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "kernel_peak_unavailable": kernel_peak_unavailable(),
         "phase_enter_exit": phase_enter_exit(device, 5 if args.quick else 20),
+        "per_step_harness": per_step_harness_cost(device, 2_000 if args.quick else 200_000),
         "rows": rows,
         "loadavg_start": load_start,
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],

@@ -28,10 +28,11 @@ from typing import Any
 from benchmark.measure.environment import capture_environment
 
 REGIMES: dict[str, tuple[list[str], dict[str, str]]] = {
-    "spawn per run, jobs 1": (["--jobs", "1"], {"METHODBENCH_FORKSERVER": "0"}),
-    "fork server, jobs 1": (["--jobs", "1"], {}),
-    "fork server, jobs 2": (["--jobs", "2"], {}),
-    "ray (local), jobs = Ray's": (["--executor", "ray"], {}),
+    # name: (bench run flags, environment)
+    "spawn-jobs1": (["--jobs", "1"], {"METHODBENCH_FORKSERVER": "0"}),
+    "fork-jobs1": (["--jobs", "1"], {}),
+    "fork-jobs2": (["--jobs", "2"], {}),
+    "ray-local": (["--executor", "ray"], {}),
 }
 
 

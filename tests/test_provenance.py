@@ -127,3 +127,36 @@ def test_core_slots_are_disjoint_and_cover_equal_shares() -> None:
     assert core_slots(8, [0, 1]) == [[0], [1]]  # never more jobs than cores
     slots = core_slots(3, range(12))
     assert sum(len(s) for s in slots) == 12 and len({c for s in slots for c in s}) == 12
+
+
+def test_changing_a_registered_default_changes_the_run_id() -> None:
+    """Defaults live in a package's registration, not in the module that runs: a run that
+    leaves ``rank`` at its default must get a new id when the default changes, or resume
+    would keep records made with the old value."""
+    import dataclasses
+
+    from benchmark.host import Registry
+    from benchmark.provenance import with_code
+    from benchmark.records import Budget
+
+    reg = Registry()
+    spec = RunSpec(
+        suite="t",
+        kind="optimizer",
+        method="galore",
+        hparams={"lr": 0.01},
+        workload="tiny-llama",
+        seed=0,
+        device="cpu",
+        budget=Budget(steps=5),
+    )
+    (before,) = with_code([spec], reg)
+    galore = reg.methods[("optimizer", "galore")]
+    reg.methods[("optimizer", "galore")] = dataclasses.replace(
+        galore, defaults={**galore.defaults, "rank": 64}
+    )
+    (after,) = with_code([spec], reg)
+    assert before.code != after.code and before.id != after.id
+    # The same defaults give the same id (nothing else moved).
+    reg.methods[("optimizer", "galore")] = galore
+    assert with_code([spec], reg)[0].id == before.id
