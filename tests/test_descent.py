@@ -156,3 +156,15 @@ def test_names_say_what_the_bands_support() -> None:
     assert dip_then_rise.descent_type == "rising, no peak in range"
     flat = find_descents(range(4), [1, 1.01, 0.99, 1], [0.1] * 4)
     assert flat.descent_type == "flat within the bands"
+
+
+def test_a_quality_curve_is_named_as_drawn() -> None:
+    small = [0.01] * 5
+    up = find_descents(range(4), [0.5, 0.7, 0.9, 0.99], small[:4], lower_is_better=False)
+    assert up.descent_type == "single ascent"
+    best_then_worse = find_descents(
+        range(4), [0.5, 0.95, 0.7, 0.6], small[:4], lower_is_better=False
+    )
+    assert best_then_worse.descent_type == "falling, no dip in range"
+    dip = find_descents(range(5), [0.5, 0.9, 0.6, 0.95, 0.99], small, lower_is_better=False)
+    assert dip.n_peaks == 1 and dip.descent_type == "double ascent"

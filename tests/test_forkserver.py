@@ -103,7 +103,9 @@ def test_a_dead_server_fails_its_runs_and_the_suite_ends(
     executor = LocalExecutor(tmp_path, registry, plugins=plugins)
     out: list = []
     thread = threading.Thread(
-        target=lambda: out.extend(executor.run([spec("faulty-sleep", timeout_s=100)]))
+        target=lambda: out.extend(
+            executor.run([spec("faulty-sleep", timeout_s=100), spec("signsgd")])
+        )
     )
     thread.start()
     deadline = time.monotonic() + 120
@@ -118,9 +120,17 @@ def test_a_dead_server_fails_its_runs_and_the_suite_ends(
     os.kill(server.pid, signal.SIGKILL)
     thread.join(timeout=60)
     assert not thread.is_alive()
-    (record,) = out
+    record, after = out
     assert record.status == "failed" and "fork server" in (record.reason or "")
     worker.wait(timeout=5)  # killed with its server (PR_SET_PDEATHSIG)
+    # The rest of the batch is not lost: it falls back to a fresh interpreter per run.
+    assert after.status == "ok" and after.harness["launcher"] == "subprocess"
+
+
+def test_a_single_run_is_spawned_not_served(tmp_path: Path, plugins: list[str]) -> None:
+    registry = Registry(extra_plugins=plugins)
+    (record,) = LocalExecutor(tmp_path, registry, plugins=plugins).run([spec("signsgd")])
+    assert record.status == "ok" and record.harness["launcher"] == "subprocess"
 
 
 def test_jobs_auto_is_a_core_per_run_on_cpu_and_one_on_a_gpu() -> None:

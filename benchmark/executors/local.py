@@ -308,7 +308,9 @@ class LocalExecutor:
         start leaves the runs to fresh interpreters, with a warning."""
         self._server, self.launcher, self._events = None, "subprocess", events
         self._server_share_s = 0.0
-        if self.use_forkserver and specs:
+        # One run gains nothing from a server (it would pay the server's start and the
+        # fork): a Ray task, which hands each node one spec, spawns its run.
+        if self.use_forkserver and len(specs) >= 2:
             try:
                 self._server = ForkServer(self._preload(specs), handoff / "forkserver.log")
                 self.launcher = "forkserver"

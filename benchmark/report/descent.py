@@ -33,7 +33,9 @@ stretches the peaks separate, the papers' convention: one peak is "double descen
 and fall". Without a peak, the name says what the bands support: "single descent" (it
 falls significantly somewhere and never rises significantly), "rising, no peak in range"
 (a sweep that ends still climbing, or a curve that falls and then rises), or "flat within
-the bands".
+the bands". For a quality (``lower_is_better=False``: AUROC) the same judgement runs on
+the loss direction and the names describe the curve as drawn: "single ascent", "double
+ascent", "fall and rise", "falling, no dip in range".
 
 The intervals are the caller's: per point, the seeds' t-interval, which
 ``report.curves`` floors with the runs' own test-set intervals (seeds that agree exactly
@@ -86,6 +88,9 @@ class Descents:
     initial_descent: bool = False
     falls: bool = False
     rises: bool = False
+    # A quality (AUROC, accuracy) is judged as its loss direction (-value); its names are
+    # turned back so that they describe the curve as drawn ("single ascent").
+    higher_is_better: bool = False
 
     @property
     def n_peaks(self) -> int:
@@ -102,16 +107,20 @@ class Descents:
         (two), ...; ``not judged`` when there were no intervals to judge by."""
         if not self.judged:
             return "not judged"
+        q = self.higher_is_better
         if not self.peaks:
             if self.rises:
-                return "rising, no peak in range"
-            return "single descent" if self.falls else "flat within the bands"
+                return "falling, no dip in range" if q else "rising, no peak in range"
+            if not self.falls:
+                return "flat within the bands"
+            return "single ascent" if q else "single descent"
         if not self.initial_descent:
-            return (
-                "rise and fall" if self.n_peaks == 1 else f"{self.n_peaks} peaks, no first descent"
-            )
+            if self.n_peaks == 1:
+                return "fall and rise" if q else "rise and fall"
+            kind = "dips, no first ascent" if q else "peaks, no first descent"
+            return f"{self.n_peaks} {kind}"
         name = DESCENT_NAMES.get(self.n_descents, f"{self.n_descents}-fold")
-        return f"{name} descent"
+        return f"{name} {'ascent' if q else 'descent'}"
 
     @property
     def peak_x(self) -> list[float]:
@@ -197,10 +206,17 @@ def find_descents(
     if peaks:
         first = int(np.searchsorted(np.nonzero(keep)[0], peaks[0].rise_from))
         initial = any(significant(j, k) for k in range(first + 1) for j in range(k))
-        return Descents(peaks=tuple(peaks), initial_descent=initial, falls=True, rises=True)
+        return Descents(
+            peaks=tuple(peaks),
+            initial_descent=initial,
+            falls=True,
+            rises=True,
+            higher_is_better=not lower_is_better,
+        )
     pairs = [(j, k) for k in range(n) for j in range(k)]
     return Descents(
         peaks=(),
         falls=any(significant(j, k) for j, k in pairs),
         rises=any(significant(k, j) for j, k in pairs),
+        higher_is_better=not lower_is_better,
     )
