@@ -341,9 +341,11 @@ def test_a_long_step_curve_is_judged_on_few_points() -> None:
 
     from benchmark.report.curves import CurvePoint, _judge, judged_indices
 
-    assert judged_indices(5) == [0, 1, 2, 3, 4]
-    idx = judged_indices(200)
-    assert len(idx) == 12 and idx[0] == 0 and idx[-1] == 199
+    assert judged_indices([1, 2, 3, 4, 5]) == [0, 1, 2, 3, 4]
+    steps = [0.0, *(40.0 * k for k in range(1, 200))]
+    idx = judged_indices(steps)
+    assert len(idx) <= 12 and idx[0] == 0 and idx[-1] == 199
+    assert 1 in idx and idx[2] < 10, "log spacing keeps the early evaluations"
     rng = np.random.default_rng(0)
     x = np.arange(1, 201) * 40.0
     seeds = 1.0 + 2.0 * np.exp(-x / 2000) + rng.normal(0, 0.05, size=(3, x.size))

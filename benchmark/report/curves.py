@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmark.kinds import KIND_INFO
@@ -204,18 +206,28 @@ def _declarations(records: list[RunRecord]) -> dict[tuple[str, Axis], list[RunRe
     return out
 
 
-def judged_indices(n: int, limit: int = MAX_JUDGED_POINTS) -> list[int]:
-    """At most ``limit`` of ``n`` points, evenly spread, the first and last included."""
+def judged_indices(xs: Sequence[float], limit: int = MAX_JUDGED_POINTS) -> list[int]:
+    """At most ``limit`` of the points at ``xs`` (increasing), spread evenly on a log scale
+    of x (training changes fastest early: an epoch-wise curve's first minimum lies in its
+    first percent of steps), the first and last included."""
+    n = len(xs)
     if n <= limit:
         return list(range(n))
-    return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    positive = [i for i, x in enumerate(xs) if x > 0]
+    if len(positive) < 2:
+        return sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    logs = np.log([xs[i] for i in positive])
+    chosen = {0, n - 1}
+    for target in np.linspace(logs[0], logs[-1], limit - len(chosen)):
+        chosen.add(positive[int(np.argmin(np.abs(logs - target)))])
+    return sorted(chosen)
 
 
 def _judge(points: list[CurvePoint], *, lower_is_better: bool, thin: bool) -> Descents:
     """Descents of a curve; a step axis (hundreds of evaluations) is judged on at most
     ``MAX_JUDGED_POINTS`` of its points, so that comparing every point with every other
     does not make false peaks by multiplicity. Peak indices refer to ``points``."""
-    keep = judged_indices(len(points)) if thin else list(range(len(points)))
+    keep = judged_indices([p.x for p in points]) if thin else list(range(len(points)))
     sub = [points[i] for i in keep]
     found = find_descents(
         [p.x for p in sub],
