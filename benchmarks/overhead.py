@@ -456,11 +456,12 @@ def render(result: dict) -> str:
         + ", ".join(
             f"{r['hot_loop']} {cost / r['bare_step_s_median']:.4%}"
             for r in rows
-            if "in phase" not in r["hot_loop"]
+            if "in phase" not in r["hot_loop"] and "control" not in r["hot_loop"]
         )
         + " of the bare step. Nothing else runs per step inside a phase (the host peak is "
         "the kernel's VmHWM read at the phase's ends), so this is the meters' per-step "
-        "cost; the interleaved ratios above measure it together with this machine's noise.",
+        "cost; the interleaved ratios above measure it together with this machine's noise, "
+        "whose size the control rows (each bare loop against itself) show.",
     ]
     wide = [r["hot_loop"] for r in rows if r["ratio_ci95"][1] - r["ratio_ci95"][0] > 0.02]
     if wide:
@@ -510,8 +511,15 @@ def main(argv: list[str] | None = None) -> dict:
         loops += detector_loops(reg, device, args.quick)
     if "compressor" in wanted:
         loops += compressor_loops(reg, device, args.quick)
+    # The method's own noise floor: each kind's bare loop against itself (the ratio a
+    # harness that costs nothing would read on this machine).
+    controls = [
+        HotLoop(f"{lp.name} (control: bare vs bare)", lp.what, "none", lp.block, lp.bare, lp.bare)
+        for lp in loops
+        if "in phase" not in lp.name
+    ]
     rows = []
-    for loop in loops:
+    for loop in [*loops, *controls]:
         row = measure(
             loop,
             budget_s=budget,

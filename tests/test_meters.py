@@ -148,6 +148,8 @@ def test_overhead_quick_writes_its_report(tmp_path: Path) -> None:
         "optimizer",
         "compressor",
         "compressor in phase",
+        "optimizer (control: bare vs bare)",
+        "compressor (control: bare vs bare)",
     ]
     for row in result["rows"]:
         assert row["pairs"] == len(row["ratios"]) >= 3
