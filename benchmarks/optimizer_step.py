@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -209,7 +210,7 @@ def external_impls(shape: Shape) -> list[Impl]:
 
         impls.append(Impl("galore-torch GaLoreAdamW", build_gt, "galore", 200, ours=False))
     except ImportError:
-        pass
+        print("galore-torch is not installed: its rows are left out", file=sys.stderr)
     try:
         import pytorch_optimizer as po
 
@@ -242,7 +243,7 @@ def external_impls(shape: Shape) -> list[Impl]:
         impls.append(Impl("pytorch-optimizer GaLore", build_po_galore, "galore", 200, False))
         impls.append(Impl("pytorch-optimizer Muon", build_po_muon, "muon", None, False))
     except ImportError:
-        pass
+        print("pytorch-optimizer is not installed: its rows are left out", file=sys.stderr)
     return impls
 
 
