@@ -201,6 +201,24 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from benchmark.api import load_results
+
+    frame = load_results(args.results, current=not args.all)
+    out = Path(args.out or Path(args.results) / f"results.{args.format}")
+    if args.format == "parquet":
+        try:
+            frame.to_parquet(out, index=False)
+        except ImportError as exc:
+            raise UsageError(
+                f"--format parquet needs pyarrow (pip install pyarrow): {exc}"
+            ) from None
+    else:
+        frame.to_csv(out, index=False)
+    print(f"{len(frame)} runs, {len(frame.columns)} columns -> {out}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from benchmark import store
     from benchmark.report.compare import parse_rule
@@ -554,6 +572,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("results", metavar="RESULTS_DIR")
     p.add_argument("--out", metavar="DIR", help="where to write (default: RESULTS_DIR)")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="one row per run (every metric with unit, n and interval; hyperparameters and "
+        "options as columns) to CSV or Parquet",
+    )
+    p.add_argument("results", metavar="RESULTS_DIR")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--out", metavar="FILE", help="default: RESULTS_DIR/results.<format>")
+    p.add_argument(
+        "--all", action="store_true", help="every record, not only the leaderboards' current ones"
+    )
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "compare",
