@@ -17,11 +17,36 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from benchmark.executors.local import RunEvents
-    from benchmark.records import RunRecord
+    from benchmark.host import Registry
+    from benchmark.records import RunRecord, RunSpec
     from benchmark.suite import Suite
+
+from benchmark.suite import MAX_RUNS
 
 HPARAM_PREFIX = "hparam."
 OPTION_PREFIX = "option."
+
+
+def plan_suite(
+    suite: Suite | str | Path,
+    registry: Registry,
+    *,
+    device: str | None = None,
+    max_runs: int | None = MAX_RUNS,
+) -> tuple[Suite, list[RunSpec]]:
+    """A suite (or the path of its YAML) checked against the registry and expanded into its
+    runs, each with its code fingerprint and so its final id: what ``bench run``, ``bench
+    compare --against`` and ``run_suite`` all start from. ``max_runs`` None: no cap."""
+    from benchmark.provenance import with_code
+    from benchmark.suite import Suite as SuiteModel
+    from benchmark.suite import check_names, expand, load_suite
+
+    path: str | Path = "<suite>"
+    if not isinstance(suite, SuiteModel):
+        path = suite
+        suite = load_suite(path)
+    check_names(suite, registry, path)
+    return suite, with_code(expand(suite, device=device, max_runs=max_runs), registry)
 
 
 def run_suite(
@@ -43,17 +68,9 @@ def run_suite(
     from benchmark import store
     from benchmark.executors.local import LocalExecutor
     from benchmark.host import Registry
-    from benchmark.provenance import with_code
-    from benchmark.suite import Suite as SuiteModel
-    from benchmark.suite import check_names, expand, load_suite
 
     registry = Registry(extra_plugins=list(plugins))
-    path: str | Path = "<suite>"
-    if not isinstance(suite, SuiteModel):
-        path = suite
-        suite = load_suite(path)
-    check_names(suite, registry, path)
-    specs = with_code(expand(suite, device=device), registry)
+    suite, specs = plan_suite(suite, registry, device=device)
     results_dir = Path(results) if results is not None else Path("results") / suite.name
     store.check_writable(results_dir)
     with store.exclusive(results_dir):

@@ -103,13 +103,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import store
-    from benchmark.provenance import with_code
-    from benchmark.suite import check_names, expand, load_suite
+    from benchmark.api import plan_suite
 
     registry = _registry(args)
-    suite = load_suite(args.suite)
-    check_names(suite, registry, args.suite)
-    specs = with_code(expand(suite, device=args.device, max_runs=_max_runs(args)), registry)
+    suite, specs = plan_suite(args.suite, registry, device=args.device, max_runs=_max_runs(args))
     results_dir = Path(args.results or Path("results") / suite.name)
     store.check_writable(results_dir)
     with store.exclusive(results_dir):
@@ -260,15 +257,12 @@ def _compare_against(args: argparse.Namespace, rules: list) -> int:  # type: ign
     import time
 
     from benchmark.ab import ABError, git_root, run_ab, worktree
-    from benchmark.provenance import with_code
-    from benchmark.suite import check_names, expand, load_suite
+    from benchmark.api import plan_suite
 
     if args.new is not None:
         raise UsageError("with --against, give one suite file: bench compare --against REV SUITE")
     registry = _registry(args)
-    suite = load_suite(args.old)
-    check_names(suite, registry, args.old)
-    specs = with_code(expand(suite, device=None, max_runs=_max_runs(args)), registry)
+    suite, specs = plan_suite(args.old, registry, max_runs=_max_runs(args))
     results = Path(args.results or tempfile.mkdtemp(prefix="methodbench-ab-results-"))
     started = time.perf_counter()
     try:
