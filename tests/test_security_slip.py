@@ -13,8 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from benchmark.measure.hybrid import count_flops_by_side, trace_hybrid
 from benchmark.protocols import security_split
-from benchmark.protocols.security_split import AttackContext, count_flops_by_side, trace_hybrid
+from benchmark.protocols.security_split import AttackContext
 from benchmark.records import Budget, Metric, RunRecord, RunSpec
 from benchmark.report.leaderboard import build_leaderboard
 from plugins.security.attacks import FineTuneAttack, fill_missing, missing_subspace

@@ -6,12 +6,13 @@ tensor_memory: live tensor bytes by category (params, grads, state, activations)
 train step, the same definition on every device.
 nvml: device/process VRAM, power and energy sampled on a thread.
 meters: one ``phase`` context bundling the memory and energy meters.
-flops: torch's FLOP counter, whole-call or per module.
+flops: torch's FLOP counter.
+hybrid: a security split's hybrid forward measured per side (time, FLOPs, crossings).
 environment: what every record says about where it ran, and its timing regime.
 """
 
 from benchmark.measure.environment import capture_environment
-from benchmark.measure.flops import count_flops, count_flops_by_module
+from benchmark.measure.flops import count_flops
 from benchmark.measure.meters import phase
 from benchmark.measure.timing import Stats, Stopwatch, synchronize, time_calls
 
@@ -20,7 +21,6 @@ __all__ = [
     "Stopwatch",
     "capture_environment",
     "count_flops",
-    "count_flops_by_module",
     "phase",
     "synchronize",
     "time_calls",

@@ -41,8 +41,6 @@ sanity gate), or the run fails.
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,10 +48,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.kinds import ContractError, SplitModel
-from benchmark.measure.attribution import SideMeter
-from benchmark.measure.crossings import CrossingRecorder
+from benchmark.measure.hybrid import (
+    HybridModule,
+    count_flops_by_side,
+    median_trace,
+    sides_of,
+)
 from benchmark.measure.tensors import module_bytes
-from benchmark.measure.timing import clock_label, synchronize, time_interleaved
+from benchmark.measure.timing import clock_label, time_interleaved
 from benchmark.protocols import security_attacks as scratch_baseline_code
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.protocols.options import PROTOCOL_OPTIONS
@@ -76,90 +78,6 @@ __all__ = ["AttackContext", "recovered_ratio", "run"]
 
 OPTIONS: dict[str, Any] = PROTOCOL_OPTIONS["security_split"]
 BATCH = 64
-
-
-class HybridModule(nn.Module):
-    """Lets workload code that expects an nn.Module evaluate the hybrid forward."""
-
-    def __init__(self, split: SplitModel) -> None:
-        super().__init__()
-        self._split = [split]  # not a submodule: its parts are registered below
-        self.trusted = split.trusted
-        self.untrusted = split.untrusted
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._split[0].forward(x)
-
-
-@dataclass
-class Trace:
-    trusted_s: float = 0.0
-    total_s: float = 0.0
-    crossings: int = 0
-    crossing_bytes: int = 0
-    offline_s: float = 0.0
-    untrusted_s: float = 0.0
-
-
-def sides_of(split: SplitModel) -> dict[str, nn.Module]:
-    """The split's parts as measured sides; ``offline`` only when the split has one."""
-    sides = {"trusted": split.trusted, "untrusted": split.untrusted}
-    offline = getattr(split, "offline", None)
-    if isinstance(offline, nn.Module):
-        sides["offline"] = offline
-    return sides
-
-
-def trace_hybrid(split: SplitModel, x: torch.Tensor, device: torch.device) -> Trace:
-    """Time spent on each side, and the crossings between sides, for one forward.
-
-    Crossings follow ``benchmark.measure.crossings`` (the rules an attacker's transcript
-    follows too; here without copying tensors). Time is charged to the innermost running
-    module's side; time outside every side's modules counts as untrusted (the host
-    application).
-    """
-    sides = sides_of(split)
-
-    def clock() -> float:
-        synchronize(device)
-        return time.perf_counter()
-
-    meter = SideMeter(sides, clock)
-    with (
-        torch.inference_mode(),
-        CrossingRecorder(sides, keep_tensors=False) as recorder,
-        meter.installed(),
-    ):
-        recorder.finish(split.forward(x))
-    t = meter.totals
-    return Trace(
-        trusted_s=t["trusted"],
-        total_s=t["total"],
-        crossings=recorder.crossings,
-        crossing_bytes=recorder.sent_bytes + recorder.received_bytes,
-        offline_s=t.get("offline", 0.0),
-        untrusted_s=t["untrusted"] + t["unattributed"],
-    )
-
-
-def count_flops_by_side(split: SplitModel, fn: Any) -> dict[str, int]:
-    """FLOPs of ``fn()`` per side (innermost running module), plus ``"total"``."""
-    with FlopCounterMode(display=False) as counter:
-        meter = SideMeter(sides_of(split), lambda: float(counter.get_total_flops()))
-        with meter.installed():
-            fn()
-    return {k: int(v) for k, v in meter.totals.items()}
-
-
-def _median_trace(
-    split: SplitModel, x: torch.Tensor, device: torch.device, repeats: int = 15
-) -> Trace:
-    for _ in range(3):
-        trace_hybrid(split, x, device)
-    traces = sorted(
-        (trace_hybrid(split, x, device) for _ in range(repeats)), key=lambda t: t.total_s
-    )
-    return traces[len(traces) // 2]
 
 
 def run(ctx: RunContext) -> ProtocolResult:
@@ -197,7 +115,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         lat_orig, lat_hybrid = time_interleaved(
             [lambda: original(x), lambda: hybrid(x)], device=device, warmup=3, repeats=20
         )
-    trace = _median_trace(split, x, device)
+    trace = median_trace(split, x, device)
     untrusted_s = trace.untrusted_s
     transfer_s = (
         trace.crossings * opts["link_latency_s"] + trace.crossing_bytes / opts["link_bandwidth_Bps"]
