@@ -8,13 +8,15 @@ curves and the environment.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from benchmark.hashing import short_hash
 
 Status = Literal["ok", "failed", "diverged", "oom", "timeout", "skipped"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "diverged", "oom", "timeout", "skipped")
@@ -115,6 +117,24 @@ class Axis(BaseModel):
         return self.label or self.key or "step"
 
 
+def mapping_label(values: Mapping[str, object]) -> str:
+    """``k=v`` pairs sorted by key and joined by commas: the one way hyperparameters,
+    workload options, protocol options and budgets are written in labels, legends, table
+    cells and comparison keys, so the same run reads the same everywhere."""
+    return ",".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+
+def hparams_label(hparams: Mapping[str, object]) -> str:
+    """A table cell for a mapping: its ``mapping_label``, or ``defaults`` when empty."""
+    return mapping_label(hparams) or "defaults"
+
+
+def bracketed(name: str, values: Mapping[str, object]) -> str:
+    """``name[k=v,...]``, or the bare name when ``values`` is empty."""
+    label = mapping_label(values)
+    return f"{name}[{label}]" if label else name
+
+
 class RunSpec(BaseModel):
     """One run: a method with its hyperparameters on a workload, with one seed on one device."""
 
@@ -165,24 +185,19 @@ class RunSpec(BaseModel):
     @property
     def id(self) -> str:
         """Content hash: the same run (whatever suite file it came from) has the same id."""
-        return hashlib.sha256(self.content().encode()).hexdigest()[:16]
+        return short_hash(self.content())
 
     @property
     def workload_label(self) -> str:
         """The workload and its options: runs on ``mnist-cnn`` with ``ood: mnist-noise`` and
         with the default OOD set are different experiments, never seeds of one."""
-        opts = ",".join(f"{k}={v}" for k, v in sorted(self.workload_options.items()))
-        return f"{self.workload}[{opts}]" if opts else self.workload
+        return bracketed(self.workload, self.workload_options)
 
     @property
     def label(self) -> str:
         """Short human label: method, the hyperparameters that differ from nothing, seed."""
-        hp = ",".join(f"{k}={v}" for k, v in sorted(self.hparams.items()))
-        return (
-            f"{self.kind}/{self.method}"
-            + (f"[{hp}]" if hp else "")
-            + (f" on {self.workload} seed={self.seed}")
-        )
+        method = bracketed(f"{self.kind}/{self.method}", self.hparams)
+        return f"{method} on {self.workload} seed={self.seed}"
 
 
 class Metric(BaseModel):

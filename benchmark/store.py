@@ -19,7 +19,7 @@ import filelock
 from pydantic import ValidationError
 
 from benchmark.fileio import atomic_write_text
-from benchmark.records import RunRecord
+from benchmark.records import RunRecord, hparams_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -138,10 +138,6 @@ def current_records(records: list[RunRecord]) -> tuple[list[RunRecord], list[Run
             superseded.append(latest[key])
         latest[key] = r
     return list(latest.values()), superseded
-
-
-def hparams_label(hparams: dict[str, object]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(hparams.items())) or "defaults"
 
 
 METRIC_FIELDS = ("unit", "n", "ci_low", "ci_high", "std", "reason")

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmark.hashing import config_key
 from benchmark.kinds import ContractError, SplitModel
 from benchmark.measure.hybrid import (
     HybridModule,
@@ -72,7 +73,7 @@ from benchmark.protocols.security_attacks import (
     within_noise_of,
 )
 from benchmark.records import Metric
-from benchmark.workloads.cache import cached_json, config_key, source_fingerprint
+from benchmark.workloads.cache import cached_json, source_fingerprint
 
 __all__ = ["AttackContext", "recovered_ratio", "run"]
 

@@ -44,8 +44,7 @@ from scipy import stats
 
 from benchmark.kinds import KIND_INFO
 from benchmark.measure.environment import describe_regime, regime_key
-from benchmark.records import RunRecord, is_timing
-from benchmark.store import hparams_label
+from benchmark.records import RunRecord, hparams_label, is_timing
 
 _RULE = re.compile(
     r"^(?P<metric>[A-Za-z0-9_.\-]+):(?P<sign>[+-])(?P<amount>\d+(\.\d+)?)(?P<pct>%?)$"

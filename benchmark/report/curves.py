@@ -30,9 +30,8 @@ import pandas as pd
 
 from benchmark.kinds import KIND_INFO
 from benchmark.metrics.intervals import mean_interval
-from benchmark.records import Axis, RunRecord
+from benchmark.records import Axis, RunRecord, hparams_label
 from benchmark.report.descent import MAX_JUDGED_POINTS, Descents, find_descents
-from benchmark.store import hparams_label
 
 LOG_RATIO = 8.0  # auto scale: log when every x is positive and max/min reaches this
 

@@ -59,8 +59,7 @@ from benchmark.kinds import KIND_INFO, KindInfo
 from benchmark.measure.environment import describe_regime, regime_key
 from benchmark.measure.environment import regime as regime_of
 from benchmark.metrics.intervals import mean_interval, overlap
-from benchmark.records import Metric, RunRecord, is_timing
-from benchmark.store import hparams_label
+from benchmark.records import Metric, RunRecord, hparams_label, is_timing
 
 FALLBACK = KindInfo(primary="", higher_is_better=True, columns=())
 

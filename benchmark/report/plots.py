@@ -13,9 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from benchmark.records import hparams_label
 from benchmark.report.curves import AxisCurve, AxisFigure
 from benchmark.report.leaderboard import Cell, Row, Table, format_cell
-from benchmark.store import hparams_label
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -27,7 +27,7 @@ def _png(fig: plt.Figure) -> bytes:
 
 
 def _label(row: Row) -> str:
-    return row.method if row.hparams == "defaults" else f"{row.method} [{row.hparams}]"
+    return row.method if row.hparams == "defaults" else f"{row.method}[{row.hparams}]"
 
 
 def _mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:

@@ -21,12 +21,6 @@ from benchmark.assets import cache_dir
 from benchmark.fileio import atomic_write
 
 
-def config_key(*parts: object) -> str:
-    """A short stable hash of a configuration (JSON of its parts)."""
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def cached_state(
     name: str, train: Callable[[], dict[str, torch.Tensor]]
 ) -> dict[str, torch.Tensor]:
