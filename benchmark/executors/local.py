@@ -283,12 +283,13 @@ class LocalExecutor:
                         if run.slot is not None:
                             self._free_slots.append(run.slot)
             finally:
-                # Interrupted: a run that finished (its record file is complete) is stored;
-                # the others are stopped, with whatever they started.
+                # Interrupted: a run that finished (its record file is complete: it is
+                # renamed into place whole) is stored, even while its process still tears
+                # down; the others are stopped, with whatever they started.
                 for run in running:
                     if run.stored:
                         continue
-                    if run.proc.poll() is not None and run.record_path.exists():
+                    if run.record_path.exists():
                         try:
                             records.append(on_record(self._collect(run)))
                             continue
