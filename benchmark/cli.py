@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -31,6 +32,9 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 
 EXIT_USAGE = 2
 EXIT_REGRESSION = 1
+# `bench run --observe NAME` loads this module as a plugin: the observers shipped with
+# methodbench (plugins/observers/) are opt-in, never discovered.
+OBSERVER_MODULE = "plugins.observers.{}_observer"
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -44,42 +48,130 @@ class UsageError(Exception):
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    """Every registration (kind, name, plugin, paper) and every plugin with its errors; with
+    NAME, one registration: its plugin, paper, docstring and typed hyperparameters."""
+    from benchmark import catalogue
+
     registry = _registry(args, strict=False)
-    if args.json:
-        out = [
-            {
-                "name": p.name,
-                "source": p.source,
-                "distribution": p.distribution,
-                "version": p.version,
-                "registered": p.registered,
-                "errors": p.errors,
-            }
-            for p in registry.plugins.values()
-        ]
-        print(json.dumps(out, indent=2))
+    if args.name is not None or args.kind is not None:
+        if args.name is None:
+            raise UsageError("--kind picks among registrations of one NAME: bench plugins NAME")
+        entry = catalogue.find(registry, args.name, args.kind)
+        if args.json:
+            print(json.dumps(catalogue.detail_json(entry), indent=2))
+        else:
+            _print_entry(registry, entry)
         return 0
-    table = Table(title="methodbench plugins", show_lines=False)
-    for col in ("plugin", "source", "distribution", "registered", "status"):
-        table.add_column(col, overflow="fold")
+    if args.json:
+        print(json.dumps(catalogue.listing_json(registry), indent=2))
+        return 0
+    listing = catalogue.entries(registry)
+    for category, title, last in (
+        ("method", "methods", "paper"),
+        ("workload", "workloads", "description"),
+        ("attack", "attacks", "paper"),
+    ):
+        rows = [e for e in listing if e.category == category]
+        if not rows:
+            continue
+        table = Table(title=f"{title} ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD)
+        # Kinds, names and plugins are identifiers: never cut; papers fold, descriptions
+        # (long) keep one line, cut: `bench plugins NAME` has the rest.
+        used = 0
+        for col, values in (
+            ("kind", [e.kind for e in rows]),
+            ("name", [e.name for e in rows]),
+            ("plugin", [e.plugin for e in rows]),
+        ):
+            widest = min(max(len(v) for v in values), 24)
+            table.add_column(col, min_width=widest, overflow="fold")
+            used += widest + 3  # padding and the gap to the next column
+        if last == "paper":
+            table.add_column("paper", min_width=min(16, console.width // 5), overflow="fold")
+        else:
+            room = max(console.width - used - 3, 12)
+            table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
+        for e in rows:
+            extra = (e.paper or "-") if last == "paper" else (e.description or "-")
+            table.add_row(Text(e.kind), Text(e.name), Text(e.plugin), Text(extra))
+        console.print(table, soft_wrap=False)
+    table = Table(title="plugins", title_justify="left", box=box.SIMPLE_HEAD)
+    widest = max((len(p.name) for p in registry.plugins.values()), default=6)
+    table.add_column("plugin", min_width=min(widest, 32), overflow="fold")
+    table.add_column("source", no_wrap=True)
+    table.add_column("distribution", overflow="fold")
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for p in registry.plugins.values():
         dist = f"{p.distribution or '?'} {p.version or ''}".strip()
-        status = "[green]ok[/]" if p.ok else "[red]" + escape("\n".join(p.errors)) + "[/]"
-        table.add_row(
-            escape(p.name),
-            escape(p.source),
-            escape(dist),
-            escape("\n".join(p.registered)) or "-",
-            status,
-        )
-    console.print(table)
+        status = Text("ok", style="green") if p.ok else Text("errors", style="red")
+        table.add_row(Text(p.name), Text(p.source), Text(dist), str(len(p.registered)), status)
+    console.print(table, soft_wrap=False)
+    # Errors are long (an exception and where it was raised): full width, one per line.
+    for p in registry.plugins.values():
+        for error in p.errors:
+            line = Text.assemble((p.name, "red"), f": {error}")
+            console.print(line, soft_wrap=False, highlight=False)
+    console.print(
+        "n: registrations. bench plugins NAME: one in full; --json: for tools.",
+        markup=False,
+        soft_wrap=False,
+    )
     broken = [p for p in registry.plugins.values() if not p.ok]
     if broken:
         console.print(
             f"[yellow]{len(broken)} plugin(s) reported errors and were skipped "
-            "(in part or whole); the rest are usable.[/]"
+            "(in part or whole); the rest are usable.[/]",
+            soft_wrap=False,
         )
     return 0
+
+
+def _print_entry(registry, entry) -> None:  # type: ignore[no-untyped-def]
+    """``bench plugins NAME``: what one registration is, where it comes from, what it
+    takes. Every string is the plugin's text, printed literally, never as rich markup."""
+    from benchmark import catalogue
+
+    owner = registry.owner_of(entry.kind, entry.name)
+    origin = entry.plugin
+    if owner is not None:
+        dist = " ".join(x for x in (owner.distribution, owner.version) if x)
+        origin += f" ({owner.source}{', ' + dist if dist else ''})"
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", no_wrap=True)
+    facts.add_column(overflow="fold")
+    for label, value in (
+        ("kind", entry.what),
+        ("plugin", origin),
+        ("paper", entry.paper or "-"),
+        ("description", entry.description or "-"),
+        ("factory", entry.factory),
+    ):
+        facts.add_row(label, Text(value))
+    console.print(Text(entry.qualified, style="bold"), soft_wrap=False)
+    console.print(facts, soft_wrap=False)
+    doc, source = catalogue.factory_doc(entry.spec)
+    if doc:
+        console.print(soft_wrap=False)
+        console.print(Text(doc), soft_wrap=False)
+        console.print(Text(f"(from the {source} docstring)", style="dim"), soft_wrap=False)
+    hps, note = catalogue.hyperparameters(entry.spec)
+    what = "options" if entry.category == "workload" else "hyperparameters"
+    console.print(soft_wrap=False)
+    if not hps:
+        console.print(f"{what}: none", markup=False, soft_wrap=False)
+        return
+    table = Table(title=what, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("name", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("default", overflow="fold")
+    table.add_column("doc", overflow="fold")
+    for h in hps:
+        default = "required" if h.required else repr(h.default)
+        table.add_row(Text(h.name), Text(h.type), Text(default), Text(h.doc or ""))
+    console.print(table, soft_wrap=False)
+    if note:
+        console.print(Text(note, style="dim"), soft_wrap=False)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -406,17 +498,43 @@ def _max_runs(args: argparse.Namespace) -> int | None:
 
 
 def _plugins(args: argparse.Namespace) -> list[str]:
-    """Modules named with --plugin before and after the subcommand, in order, once each."""
+    """Modules named with --plugin before and after the subcommand, then the observers
+    named with --observe, in order, once each."""
     both = [*getattr(args, "plugin_before_command", []), *getattr(args, "plugin", [])]
+    both += [_observer_module(name) for name in getattr(args, "observe", [])]
     return list(dict.fromkeys(both))
 
 
-def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> None:
-    from benchmark.report import write_reports
+def _observer_module(name: str) -> str:
+    """The module ``--observe NAME`` loads; an unknown name is a usage error that lists the
+    observers shipped (found on disk, none imported)."""
+    import pkgutil
 
-    paths = write_reports(results_dir, out_dir)
-    md_path = paths.get("markdown") or next(iter(paths.values()))
-    console.print(Path(md_path).read_text(), markup=False, highlight=False, soft_wrap=True)
+    from benchmark.host import suggest
+
+    package = importlib.util.find_spec(OBSERVER_MODULE.rpartition(".")[0])
+    places = list(package.submodule_search_locations or []) if package else []
+    suffix = OBSERVER_MODULE.rpartition(".")[2].replace("{}", "")
+    shipped = sorted(
+        m.name.removesuffix(suffix) for m in pkgutil.iter_modules(places) if m.name.endswith(suffix)
+    )
+    if name not in shipped:
+        raise UsageError(
+            f"--observe {name}: no such observer{suggest(name, shipped)}; "
+            f"shipped: {', '.join(shipped) or 'none'} (any other: --plugin MODULE)"
+        )
+    return OBSERVER_MODULE.format(name)
+
+
+def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> None:
+    """Write every report; print a summary that fits the terminal (the Markdown, with every
+    column and note, is in the file)."""
+    from benchmark.report.render import load_report
+    from benchmark.report.summary import print_summary
+
+    report = load_report(results_dir)
+    paths = report.write(out_dir or results_dir)
+    print_summary(console, report.tables, str(paths["markdown"]))
     console.print("reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
 
 
@@ -516,7 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("plugins", parents=[common], help="list plugins and what they registered")
+    p = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list every method, workload and attack, and the plugins; NAME: one in full",
+    )
+    p.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a method, workload or attack (KIND/NAME where the name alone is ambiguous)",
+    )
+    p.add_argument("--kind", metavar="KIND", help="with NAME: the kind (or method, workload)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_plugins)
 
@@ -555,6 +684,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray cluster to join (e.g. ray://head:10001); default: a local Ray instance",
     )
     p.add_argument("--no-report", action="store_true", help="skip writing the leaderboard")
+    p.add_argument(
+        "--observe",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="log every run to an observer shipped with methodbench (repeatable): mlflow "
+        "(needs methodbench[mlflow]; MLFLOW_TRACKING_URI, default ./mlruns)",
+    )
     _add_max_runs(p)
     p.set_defaults(func=cmd_run)
 

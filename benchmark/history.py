@@ -14,14 +14,13 @@ by PELT (Killick, Fearnhead & Eckley, JASA 2012, arXiv:1101.1438) from ``rupture
 the L2 cost, segments of at least two commits (one odd point is an outlier, not a step)
 and the penalty 6·σ²·ln(n), where σ is the noise level estimated from the series itself:
 the median absolute first difference / (0.6745·√2), robust to the steps it looks for. The
-factor 6 (three times BIC's) was chosen on simulated Gaussian series (300 each): a false
-step in 5% of 10-commit and 1.3% of 30-commit series of pure noise, a 5σ step found at
-its exact commit in 90%. A step is reported at the first commit of each new segment; a
-step at the newest commit is not reported until a second commit confirms it (with one
-point after it, the two-commit segment would put it one commit too early). Where the
-series itself shows no noise (deterministic re-runs), σ is floored at the figures' own
-test-set standard error, so a change within that error is no step. A single outlying
-commit can still read as two steps around it.
+factor 6 (three times BIC's) was chosen on simulated Gaussian series; its false-step and
+detection rates are in ``docs/REGRESSION_TRACKING.md``. A step is reported at the first
+commit of each new segment; a step at the newest commit is not reported until a second
+commit confirms it (with one point after it, the two-commit segment would put it one
+commit too early). Where the series itself shows no noise (deterministic re-runs), σ is
+floored at the figures' own test-set standard error, so a change within that error is no
+step. A single outlying commit can still read as two steps around it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ so one plugin that raises is reported and skipped while the others still registe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -15,10 +15,18 @@ import pluggy
 from benchmark import PROJECT_NAME
 
 if TYPE_CHECKING:
-    from benchmark.kinds import AttackSpec, MethodSpec, WorkloadSpec
-    from benchmark.records import RunRecord
+    from benchmark.kinds import AttackSpec, KindDef, MethodSpec, WorkloadSpec
+    from benchmark.records import RunRecord, RunSpec
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+@hookspec
+def methodbench_register_kinds(register: Callable[[KindDef], None]) -> None:
+    """Offer kinds: one ``KindDef`` per kind (its method contract, optional capabilities,
+    workload contract, protocol, options, ranking, plot and metrics). Collected before
+    methods and workloads, which must name a registered kind; the built-in four come
+    through this hook too (``benchmark.kinds``)."""
 
 
 @hookspec
@@ -38,4 +46,25 @@ def methodbench_register_attacks(register: Callable[[AttackSpec], None]) -> None
 
 @hookspec
 def methodbench_run_finished(record: RunRecord) -> None:
-    """Observe each finished run (loggers such as MLflow); called after the record is stored."""
+    """Observe each finished run (loggers such as MLflow); called after the record is stored.
+
+    Runs in the process that stores records (the ``bench run`` parent, the Ray driver), once
+    per record, whatever its status. An observer that raises is reported as a warning
+    beside the run and never changes the record, which is already stored."""
+
+
+@hookspec
+def methodbench_run_progress(spec: RunSpec, step: int, metrics: Mapping[str, float]) -> None:
+    """Observe a run while it goes on: ``metrics`` is what the protocol knows at ``step``.
+
+    Called from ``RunContext.progress`` in the process that executes the run (a run's own
+    worker process, whether spawned or forked, which discovers plugins itself; inline and
+    on a Ray node, that process), so a logger sees curves as they are drawn. ``spec``
+    identifies the run (``id``, ``suite``, ``kind``, ``method``, ``hparams``, ``workload``,
+    ``seed``). Steps are the kind's own: the optimizer's training step at each evaluation
+    (``train_loss``, ``eval_loss``), a detector's phases (0 after fitting, 1 after
+    scoring), a compressor's (0 the original, 1 the compressed model), a security split's
+    (0 the split's equivalence, then one per attack). Calls come outside the timed code,
+    but inside a run's measured phases: keep an observer cheap and buffer writes. An
+    observer that raises is reported once in the run's log and its record's
+    ``info["observer_errors"]`` and not called again for that run; the run goes on."""

@@ -1,7 +1,7 @@
 """Plugin discovery and the registry of methods, workloads and attacks.
 
-Order of discovery: built-ins (every package under ``plugins`` and ``benchmark.workloads``
-whose ``__init__`` implements a hook; their factories are ``module:attribute`` references,
+Order of discovery: built-ins (every package under ``plugins`` whose ``__init__`` implements
+a hook, the built-in workloads included; their factories are ``module:attribute`` references,
 imported when a run needs one), then the ``methodbench`` entry-point group, then modules named
 with ``--plugin``. ``METHODBENCH_PLUGINS`` (comma-separated entry-point or distribution
 names; empty means none) is an allow-list for entry-point plugins and
@@ -30,13 +30,27 @@ from typing import Any
 import pluggy
 
 from benchmark import PROJECT_NAME, __version__, hookspecs
-from benchmark.kinds import AttackSpec, ContractError, MethodSpec, Spec, WorkloadSpec, check_spec
+from benchmark.kinds import (
+    AttackSpec,
+    ContractError,
+    KindDef,
+    MethodSpec,
+    Spec,
+    WorkloadSpec,
+    check_kind,
+    check_spec,
+    register_kind,
+)
+from benchmark.kinds.registered import KindConflict
 
 ENTRY_POINT_GROUP = "methodbench"
 ALLOW_ENV = "METHODBENCH_PLUGINS"
 DENY_ENV = "METHODBENCH_DISABLE_PLUGINS"
-BUILTIN_PACKAGES = ("benchmark.workloads", "plugins")
-_REGISTER_HOOKS = {
+# ``benchmark.kinds`` registers the four built-in kinds through the kinds hook.
+BUILTIN_PACKAGES = ("benchmark.kinds", "plugins")
+# Kinds first: a method or workload must name a kind that is registered.
+_REGISTER_HOOKS: dict[str, type] = {
+    "methodbench_register_kinds": KindDef,
     "methodbench_register_methods": MethodSpec,
     "methodbench_register_workloads": WorkloadSpec,
     "methodbench_register_attacks": AttackSpec,
@@ -59,7 +73,8 @@ class PluginInfo:
         return not self.errors
 
 
-_HOOK_NAMES = frozenset({*_REGISTER_HOOKS, "methodbench_run_finished"})
+_OBSERVER_HOOKS = ("methodbench_run_finished", "methodbench_run_progress")
+_HOOK_NAMES = frozenset({*_REGISTER_HOOKS, *_OBSERVER_HOOKS})
 
 
 def _name_set(raw: str) -> set[str]:
@@ -94,6 +109,7 @@ class Registry:
         self.methods: dict[tuple[str, str], MethodSpec] = {}
         self.workloads: dict[tuple[str, str], WorkloadSpec] = {}
         self.attacks: dict[str, AttackSpec] = {}
+        self.kinds: dict[str, KindDef] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self.extra_plugins = tuple(extra_plugins)
         if builtins:
@@ -171,10 +187,8 @@ class Registry:
             return
         if self.pm.is_registered(module):
             return  # named with --plugin but already loaded (a built-in, an entry point)
-        if (
-            only_if_hooks
-            and not any(hasattr(module, h) for h in _REGISTER_HOOKS)
-            and not hasattr(module, "methodbench_run_finished")
+        if only_if_hooks and not any(
+            hasattr(module, h) for h in (*_REGISTER_HOOKS, *_OBSERVER_HOOKS)
         ):
             return
         if distribution is None:
@@ -230,13 +244,29 @@ class Registry:
                 except (Exception, SystemExit) as exc:
                     info.errors.append(f"{hook_name} raised: {_describe(exc)}")
 
-    def _add(self, spec: Spec, info: PluginInfo, expected: type) -> None:
+    def _add_kind(self, kind: KindDef, info: PluginInfo) -> None:
+        check_kind(kind)
+        if kind.name in self.kinds:
+            owner = self._owners.get(("kind", kind.name), "another plugin")
+            raise ContractError(f"duplicate kind {kind.name!r}: already registered by {owner}")
+        try:
+            register_kind(kind)  # the process's table, which reports read
+        except KindConflict as exc:
+            raise ContractError(str(exc)) from None
+        self.kinds[kind.name] = kind
+        self._owners[("kind", kind.name)] = info.name
+        info.registered.append(f"kind {kind.name}")
+
+    def _add(self, spec: Spec | KindDef, info: PluginInfo, expected: type) -> None:
         try:
             if not isinstance(spec, expected):
                 raise ContractError(
                     f"this hook registers {expected.__name__}s, got {type(spec).__name__}"
                 )
-            check_spec(spec)
+            if isinstance(spec, KindDef):
+                self._add_kind(spec, info)
+                return
+            check_spec(spec, self.kinds)
             table: dict[Any, Any]
             key: Any
             if isinstance(spec, AttackSpec):
@@ -264,6 +294,15 @@ class Registry:
         return None if plugin is None else self.plugins.get(plugin)
 
     # ------------------------------------------------------------------ lookups
+
+    def kind(self, name: str) -> KindDef:
+        try:
+            return self.kinds[name]
+        except KeyError:
+            raise UnknownName(
+                f"unknown kind {name!r}{suggest(name, self.kinds)}; "
+                f"known: {', '.join(sorted(self.kinds)) or 'none'}"
+            ) from None
 
     def method(self, kind: str, name: str) -> MethodSpec:
         try:
@@ -308,14 +347,11 @@ class Registry:
 def unknown_hparams(
     spec: MethodSpec | AttackSpec | WorkloadSpec, given: Iterable[str]
 ) -> list[tuple[str, str]]:
-    """(key, message) for each hyperparameter/option the spec does not declare."""
-    what = "option" if isinstance(spec, WorkloadSpec) else "hyperparameter"
-    accepts = ", ".join(sorted(spec.defaults)) or "none"
-    return [
-        (k, f"{spec.name} has no {what} {k!r}{suggest(k, spec.defaults)}; it accepts: {accepts}")
-        for k in given
-        if k not in spec.defaults
-    ]
+    """(key, message) for each hyperparameter/option the spec's factory does not take
+    (``benchmark.hparams``: its signature, or its declared defaults)."""
+    from benchmark.hparams import unknown_problems
+
+    return unknown_problems(spec, given)
 
 
 def _kind_of(value: object) -> str | None:
@@ -342,7 +378,15 @@ def mistyped_hparams(
     or ``lr: [1, 2]`` is refused before anything runs instead of failing every run later.
     ``axes``: the values are lists of candidates (a grid or variants axis). A default of
     None accepts anything; numbers accept ints and floats alike; a string default also
-    accepts a list of strings (a name or several names, as FineGates' ``layers``)."""
+    accepts a list of strings (a name or several names, as FineGates' ``layers``).
+    A spec whose factory's signature is readable is checked against its annotations
+    instead (``benchmark.hparams``: bounds and ``Literal`` choices too)."""
+    if what is None and hasattr(spec, "factory"):
+        from benchmark.hparams import type_problems
+
+        typed = type_problems(spec, given, axes=axes)
+        if typed is not None:
+            return typed
     what = what or ("option" if isinstance(spec, WorkloadSpec) else "hyperparameter")
     problems = []
     for key, value in given.items():

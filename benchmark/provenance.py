@@ -148,7 +148,7 @@ def fingerprint_modules(roots: Iterable[str], declared: str = "") -> tuple[str, 
 
 def run_roots(spec: RunSpec, registry: Registry) -> list[str]:
     """The modules whose code a run executes directly."""
-    roots = [RUNNER, f"benchmark.protocols.{spec.kind}"]
+    roots = [RUNNER, registry.kind(spec.kind).run_module]
     roots.append(registry.method(spec.kind, spec.method).module or "")
     roots.append(registry.workload(spec.kind, spec.workload).module or "")
     roots += [registry.attack(a).module or "" for a in spec.attacks]
@@ -160,6 +160,9 @@ def declared_defaults(spec: RunSpec, registry: Registry) -> str:
     JSON: a run that leaves a hyperparameter at its default runs with whatever the
     registration says, so changing a default must change the run's id."""
     declared = {
+        # The protocol's option defaults live with its kind (``KindDef.options``), in
+        # ``benchmark.kinds``, which is plumbing: hashed here instead.
+        "protocol": dict(registry.kind(spec.kind).options),
         "method": dict(registry.method(spec.kind, spec.method).defaults),
         "workload": dict(registry.workload(spec.kind, spec.workload).defaults),
         "attacks": {a: dict(registry.attack(a).defaults) for a in spec.attacks},

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from benchmark.host import Registry, UnknownName, mistyped_hparams, suggest, unknown_hparams
-from benchmark.kinds import KIND_INFO, Kind
+from benchmark.kinds import KIND_INFO, Kind, get_kind, registered_kinds
 from benchmark.records import Axis, Budget, RunSpec, refuse_non_json
 from benchmark.suite_yaml import SuiteDocumentError, read_suite_document
 
@@ -154,6 +154,18 @@ class Experiment(BaseModel):
     # mapping form); see ``records.Axis``. Carried by every run, not part of its id.
     axis: Annotated[Axis | None, BeforeValidator(_axis_shorthand)] = None
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        """A kind registered in this process (built-ins, and those of the plugins a
+        ``Registry`` has loaded: every caller builds it before loading a suite)."""
+        known = registered_kinds()
+        if kind not in known:
+            raise ValueError(
+                f"unknown kind {kind!r}{suggest(kind, known)}; known: {', '.join(sorted(known))}"
+            )
+        return kind
+
     @field_validator("protocol")
     @classmethod
     def _finite(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +272,11 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
 
     for i, exp in enumerate(suite.experiments):
         base = ("experiments", i)
+        try:
+            registry.kind(exp.kind)
+        except UnknownName as exc:
+            add((*base, "kind"), str(exc))
+            continue
         for j, w in enumerate(exp.workloads):
             try:
                 spec = registry.workload(exp.kind, w.name)
@@ -339,8 +356,12 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
             )
         for loc, msg in axis_problems(exp):
             add((*base, "axis", *loc), msg)
-        if exp.attacks and exp.kind != "security_split":
-            add((*base, "attacks"), "attacks apply to security_split experiments only")
+        if exp.attacks and not _kind_of(exp).takes_attacks:
+            takers = [k.name for k in registry.kinds.values() if k.takes_attacks]
+            add(
+                (*base, "attacks"),
+                f"attacks apply to {' and '.join(takers) or 'no'} experiments only",
+            )
         for j, name in enumerate(exp.attacks):
             try:
                 if problem := registry.attack(name).reference_problem():
@@ -351,8 +372,17 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
         raise SuiteError(problems)
 
 
-# The curves a kind's protocol records over training steps, for ``axis: steps``.
-STEP_CURVES: dict[str, tuple[str, ...]] = {"optimizer": ("eval_loss", "train_loss")}
+def step_curves(kind: str) -> tuple[str, ...]:
+    """The curves a kind's protocol records over training steps, for ``axis: steps``."""
+    found = get_kind(kind)
+    return found.step_curves if found is not None else ()
+
+
+def _kind_of(exp: Experiment) -> Any:
+    """The experiment's registered kind (``check_names`` has refused an unknown one)."""
+    found = get_kind(exp.kind)
+    assert found is not None, exp.kind
+    return found
 
 
 def axis_values(exp: Experiment) -> list[Any]:
@@ -382,7 +412,7 @@ def axis_metric(exp: Experiment) -> str:
     assert exp.axis is not None
     if exp.axis.metric:
         return exp.axis.metric
-    curves = STEP_CURVES.get(exp.kind, ())
+    curves = step_curves(exp.kind)
     if exp.axis.source == "steps" and curves:
         return curves[0]
     return KIND_INFO[exp.kind].primary
@@ -396,7 +426,7 @@ def axis_problems(exp: Experiment) -> list[tuple[tuple[Any, ...], str]]:
     if axis is None:
         return []
     if axis.source == "steps":
-        curves = STEP_CURVES.get(exp.kind, ())
+        curves = step_curves(exp.kind)
         if not curves:
             return [((), f"the {exp.kind} protocol records no curve over steps")]
         metric = axis_metric(exp)
@@ -444,9 +474,8 @@ def grid_size(method: MethodEntry) -> int:
 
 def protocol_options(kind: str) -> dict[str, Any]:
     """The options a kind's protocol accepts, with defaults."""
-    from benchmark.protocols.options import PROTOCOL_OPTIONS
-
-    return dict(PROTOCOL_OPTIONS.get(kind, {}))
+    found = get_kind(kind)
+    return dict(found.options) if found is not None else {}
 
 
 # --------------------------------------------------------------------------- expansion

@@ -25,9 +25,9 @@ import torch
 from benchmark.measure.environment import capture_environment
 from benchmark.measure.tensors import tensor_bytes
 from benchmark.measure.timing import Stats, synchronize
-from benchmark.workloads.text import CorpusLM
 from plugins.optimizers.galore import build_galore
 from plugins.optimizers.lowrank import split_params
+from plugins.workloads.text import CorpusLM
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:

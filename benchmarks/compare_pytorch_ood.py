@@ -35,12 +35,12 @@ from scipy import stats
 from benchmark.measure.environment import capture_environment
 from benchmark.measure.timing import Stats
 from benchmark.metrics.ood import auroc
-from benchmark.workloads.images import ImageClassification
 from plugins.detectors.baselines import Energy, MaxSoftmax
 from plugins.detectors.knn import KNN
 from plugins.detectors.mahalanobis import Mahalanobis
 from plugins.detectors.odin import ODIN
 from plugins.detectors.react import ReAct
+from plugins.workloads.images import ImageClassification
 
 Scorer = Callable[[torch.Tensor], torch.Tensor]
 

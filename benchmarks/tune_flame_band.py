@@ -39,7 +39,7 @@ import torch
 
 from benchmark.metrics.ood import auroc
 from benchmark.protocols.base import seed_everything
-from benchmark.workloads.fewshot import FewShotPair
+from plugins.detectors.fewshot_pair import FewShotPair
 from plugins.detectors.flame import Flame
 
 CPU = torch.device("cpu")

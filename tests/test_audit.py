@@ -18,8 +18,8 @@ from benchmark.metrics.intervals import wilson
 from benchmark.protocols import detector
 from benchmark.protocols.base import seed_everything
 from benchmark.records import Metric
-from benchmark.workloads.audit import AuditWorkload, SocialMediaSim
 from plugins.detectors.audit import AuditTest, sample_complexity
+from plugins.detectors.audit_sim import AuditWorkload, SocialMediaSim
 
 from .helpers import context
 
@@ -147,7 +147,7 @@ def test_every_split_of_both_policies_is_redrawn_per_run_seed() -> None:
     """Both policies' datasets (fair: Type-I error; shifting: power), test and validation,
     change with the bound run seed, and none changes when the ``seed`` option fixes them:
     a stream left on seed 0 for one policy would freeze that rate's spread over seeds."""
-    from benchmark.workloads.audit import AuditWorkload
+    from plugins.detectors.audit_sim import AuditWorkload
 
     def draws(run_seed: int, **options: object) -> dict[tuple[str, str], torch.Tensor]:
         wl = AuditWorkload(n_samples=40, n_datasets=20, val_datasets=10, **options)  # type: ignore[arg-type]

@@ -161,10 +161,10 @@ SUITES: list[tuple[str, str | bytes, str]] = [
         with_method("name: adamw\n        hparams: {lrr: 0.1}"),
         "did you mean 'lr'",
     ),
-    ("hparam-word", with_method("name: adamw\n        hparams: {lr: fast}"), "is a number"),
-    ("hparam-list", with_method("name: adamw\n        hparams: {lr: [1, 2]}"), "is a number"),
-    ("hparam-mapping", with_method("name: adamw\n        hparams: {lr: {a: 1}}"), "is a number"),
-    ("hparam-bool", with_method("name: adamw\n        hparams: {lr: true}"), "is a number"),
+    ("hparam-word", with_method("name: adamw\n        hparams: {lr: fast}"), "valid number"),
+    ("hparam-list", with_method("name: adamw\n        hparams: {lr: [1, 2]}"), "valid number"),
+    ("hparam-mapping", with_method("name: adamw\n        hparams: {lr: {a: 1}}"), "valid number"),
+    ("hparam-bool", with_method("name: adamw\n        hparams: {lr: true}"), "valid number"),
     ("hparam-nan", with_method("name: adamw\n        hparams: {lr: .nan}"), "finite"),
     ("hparam-inf", with_method("name: adamw\n        hparams: {lr: .inf}"), "finite"),
     (
@@ -177,12 +177,16 @@ SUITES: list[tuple[str, str | bytes, str]] = [
     ("grid-axis-scalar", with_method("name: adamw\n        grid: {lr: 0.1}"), "grid"),
     ("grid-axis-empty", with_method("name: adamw\n        grid: {lr: []}"), "no values"),
     ("grid-axis-unknown", with_method("name: adamw\n        grid: {lrr: [0.1]}"), "did you mean"),
-    ("grid-value-word", with_method("name: adamw\n        grid: {lr: [0.1, fast]}"), "is a number"),
+    (
+        "grid-value-word",
+        with_method("name: adamw\n        grid: {lr: [0.1, fast]}"),
+        "valid number",
+    ),
     ("grid-value-nan", with_method("name: adamw\n        grid: {lr: [0.1, .nan]}"), "finite"),
     (
         "variants-value-word",
         with_method("name: adamw\n        variants: {lr: [slow]}"),
-        "is a number",
+        "valid number",
     ),
     ("variants-axis-empty", with_method("name: adamw\n        variants: {lr: []}"), "no values"),
     (
@@ -206,7 +210,7 @@ SUITES: list[tuple[str, str | bytes, str]] = [
         "grid-explosion",
         with_method(
             "name: adamw\n        grid: {lr: [1,2,3,4,5,6,7,8,9,10], eps: [1,2,3,4,5,6,7,8,9,10],"
-            " beta1: [1,2,3,4,5,6,7,8,9,10], beta2: [1,2,3,4,5,6,7,8,9,10],"
+            " beta1: [0,.1,.2,.3,.4,.5,.6,.7,.8,.9], beta2: [0,.1,.2,.3,.4,.5,.6,.7,.8,.9],"
             " weight_decay: [1,2,3,4,5,6,7,8,9,10]}"
         ),
         "expands to 100,000 runs",

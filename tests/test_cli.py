@@ -42,7 +42,7 @@ def test_plugins_lists_distribution_version_and_registrations(
     capsys: pytest.CaptureFixture[str], example_dist: str
 ) -> None:
     assert main(["plugins", "--plugin", "tests.fixtures.broken_import", "--json"]) == 0
-    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
     example = listing["example"]
     assert example["source"] == "entry-point"
     assert (example["distribution"], example["version"]) == ("methodbench-example", "0.1.0")

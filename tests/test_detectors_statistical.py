@@ -12,9 +12,9 @@ import torch
 from scipy import stats
 
 from benchmark.protocols import detector
-from benchmark.workloads.images import BNConvNet
 from plugins.detectors import pvalues
 from plugins.detectors.statistical import StatisticalOOD, reduce_channels, tracked_layers
+from plugins.workloads.images import BNConvNet
 
 from .helpers import context
 

@@ -25,7 +25,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 
 from benchmark.host import Registry
-from benchmark.workloads.fewshot import BudgetExceeded, FewShotPair, LabelOracle
+from plugins.detectors.fewshot_pair import BudgetExceeded, FewShotPair, LabelOracle
 from plugins.detectors.flame import Flame, marginal_band
 
 CPU = torch.device("cpu")
@@ -129,7 +129,7 @@ def test_band_tuning_never_uses_the_benchmarked_pair(tmp_path: Path) -> None:
 def test_band_tuning_drops_every_held_out_image_the_benchmark_scores() -> None:
     """Tuning pairs draw their held-out proposals from the same held-out digits as the
     benchmarked pair: any image both share is dropped before tuning."""
-    from benchmark.workloads.fewshot import FewShotPair
+    from plugins.detectors.fewshot_pair import FewShotPair
 
     tuner = _tuner()
     benchmarked = FewShotPair(dataset="digits")

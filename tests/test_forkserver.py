@@ -92,7 +92,7 @@ def test_the_preload_names_what_the_runs_use(plugins: list[str]) -> None:
     tiny = spec("adamw").model_copy(update={"workload": "tiny-llama"})
     modules = LocalExecutor(Path("."), registry)._preload([tiny])
     assert "plugins.optimizers.adamw" in modules
-    assert "benchmark.workloads.text" in modules
+    assert "plugins.workloads.text" in modules
     assert "benchmark.protocols.optimizer" in modules
 
 

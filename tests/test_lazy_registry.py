@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.executors.local import InlineExecutor
 from benchmark.host import Registry
-from benchmark.kinds import MethodSpec, WorkloadSpec, _leading_args
+from benchmark.kinds import MethodSpec, WorkloadSpec, _leading_args, check_spec
 from benchmark.records import Budget, RunSpec
 
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -25,7 +25,8 @@ def _imported_after(code: str) -> list[str]:
         f"print('MODULES:' + ','.join(m for m in {HEAVY!r} + tuple(sys.modules) "
         "if m in sys.modules and (m in "
         f"{HEAVY!r} or m.startswith(('plugins.optimizers.', 'plugins.detectors.', "
-        "'plugins.compressors.', 'plugins.security.', 'benchmark.workloads.')))))"
+        "'plugins.compressors.', 'plugins.security.', 'plugins.workloads.', "
+        "'benchmark.workloads.')))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True
@@ -139,3 +140,12 @@ def test_defaults_are_checked_for_each_spec_that_shares_a_factory() -> None:
     reg.method("optimizer", "lazy-sgd").load()  # the shared reference loads fine first
     with pytest.raises(ContractError, match="does not accept"):
         reg.method("optimizer", "lazy-wrong-defaults").load()
+    # One whose signature can be read is refused when it registers, without importing it.
+    spec = MethodSpec(
+        kind="optimizer",
+        name="lazy-typed-wrong-defaults",
+        factory="tests.fixtures.lazy_methods:build_sgd",
+        defaults={"learning_rate": 0.01},
+    )
+    with pytest.raises(ContractError, match=r"declares defaults \['learning_rate'\]"):
+        check_spec(spec)

@@ -203,7 +203,8 @@ def test_timings_in_mixed_regimes_are_withheld_and_never_rank(
     md = render_markdown([], [same])
     # Three identical step times and no test-set interval: the mean, never "[10, 10]".
     identical = "(no interval: seeds identical, no test-set interval)"
-    assert f"| 10 ms {identical} |" in md and f"| 90 ms {identical} |" in md
+    assert f"| 10 {identical} |" in md and f"| 90 {identical} |" in md
+    assert "| step_time (ms) |" in md  # the column's one unit, in its header
     assert "[10, 10]" not in md
     assert "mixed regimes" not in md
 

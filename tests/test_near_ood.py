@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.workloads.images import (
+from plugins.workloads.images import (
     HELDOUT_FRACTION,
     NEAR_OOD,
     NOISE_STD,

@@ -9,7 +9,7 @@ import torch
 from benchmark.kinds import MethodSpec
 from benchmark.protocols import compressor, detector, security_split
 from benchmark.protocols.base import Diverged
-from benchmark.workloads.images import ImageClassification, load_images, load_ood
+from plugins.workloads.images import ImageClassification, load_images, load_ood
 
 from .helpers import context, workload
 

@@ -268,7 +268,7 @@ def test_a_plugin_printing_at_import_does_not_corrupt_json_listing(
     assert main(["plugins", "--json", "--plugin", "tests.fixtures.noisy_import"]) == 0
     out, err = capsys.readouterr()
     listing = json.loads(out)
-    assert any(p["name"] == "tests.fixtures.noisy_import" for p in listing)
+    assert any(p["name"] == "tests.fixtures.noisy_import" for p in listing["plugins"])
     assert "hello from a noisy plugin" in err
 
 
@@ -334,7 +334,7 @@ def test_a_plugin_or_observer_calling_sys_exit_does_not_stop_bench(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main(["plugins", "--json", "--plugin", "tests.fixtures.exiting_plugin"]) == 0
-    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    listing = {p["name"]: p for p in json.loads(capsys.readouterr().out)["plugins"]}
     assert "SystemExit" in " ".join(listing["tests.fixtures.exiting_plugin"]["errors"])
     monkeypatch.setenv("MB_TEST_OBSERVER_EXIT", "1")
     warned: list[str] = []

@@ -21,6 +21,8 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from benchmark.kinds import AttackSpec
+from benchmark.kinds.security_split import AttackRecipe
+from benchmark.kinds.workload import QualityMetric
 from benchmark.measure.crossings import record_transcript
 from benchmark.protocols import security_split
 from benchmark.protocols.security_attacks import (
@@ -30,7 +32,6 @@ from benchmark.protocols.security_attacks import (
 )
 from benchmark.records import Metric, RunRecord, RunSpec
 from benchmark.report.leaderboard import build_leaderboard
-from benchmark.workloads.contracts import AttackRecipe, QualityMetric
 from plugins.security.attacks import SubspaceAttack
 from plugins.security.baselines import LayerSplit, ShieldUnits, units
 from plugins.security.random_mask import RandomMask

@@ -15,11 +15,11 @@ from torch import nn
 
 from benchmark.host import Registry
 from benchmark.kinds import MethodSpec
+from benchmark.kinds.workload import check_split
 from benchmark.metrics.intervals import wilson
 from benchmark.protocols import detector
 from benchmark.protocols.base import RunContext
 from benchmark.records import Budget, RunSpec
-from benchmark.workloads.contracts import check_split
 from plugins.detectors.statistical import RARE, StatisticalOOD
 
 DIM = 8
@@ -149,7 +149,7 @@ def test_protocol_calibrates_on_half_the_validation_split_and_reports_type1_erro
 def _token_model() -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    from benchmark.workloads.textcls import TextClassifier
+    from plugins.workloads.textcls import TextClassifier
 
     torch.manual_seed(0)
     config = BertConfig(

@@ -19,19 +19,19 @@ from scipy import stats
 from torch import nn
 
 from benchmark.kinds import MethodSpec
-from benchmark.protocols import compressor, detector
-from benchmark.protocols.base import RunContext
-from benchmark.records import Budget, RunSpec
-from benchmark.workloads.audit import AuditWorkload
-from benchmark.workloads.contracts import (
+from benchmark.kinds.workload import (
     QualityMetric,
     check_split,
     has_validation,
     perplexity_interval,
     proportion_interval,
 )
-from benchmark.workloads.fewshot import FewShotPair
-from benchmark.workloads.images import SPLIT_SEED, load_images, load_ood, split_indices
+from benchmark.protocols import compressor, detector
+from benchmark.protocols.base import RunContext
+from benchmark.records import Budget, RunSpec
+from plugins.detectors.audit_sim import AuditWorkload
+from plugins.detectors.fewshot_pair import FewShotPair
+from plugins.workloads.images import SPLIT_SEED, load_images, load_ood, split_indices
 
 from .helpers import registry, workload
 
@@ -150,7 +150,7 @@ def test_audit_validation_datasets_are_fresh_draws() -> None:
 
 
 def test_textcls_validation_is_disjoint_and_train_test_unchanged() -> None:
-    from benchmark.workloads.textcls import (
+    from plugins.workloads.textcls import (
         balanced_split,
         balanced_splits,
         load_labelled_texts,
@@ -170,7 +170,7 @@ def test_textcls_validation_is_disjoint_and_train_test_unchanged() -> None:
 
 @pytest.mark.slow
 def test_minilm_workload_serves_a_disjoint_validation_split() -> None:
-    from benchmark.workloads.textcls import TextClassification, load_ood_texts
+    from plugins.workloads.textcls import TextClassification, load_ood_texts
 
     # The small configuration of test_workloads_pretrained (the same cached model: the
     # validation size is not part of its key).

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.workloads.lmeval import heldout_task, rolling_perplexity
-from benchmark.workloads.smollm import PretrainedLM, kjv_chapters
-from benchmark.workloads.textcls import (
+from benchmark.workloads.lmeval import evaluate_task
+from plugins.workloads.smollm import PretrainedLM, kjv_chapters, kjv_task
+from plugins.workloads.textcls import (
     OT_BOOKS,
     TextClassification,
     balanced_split,
@@ -143,9 +143,9 @@ def test_rolling_windows_score_every_token_exactly_once(tiny_lm_dir: Path, tmp_p
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     docs = [" ".join(kjv_chapters()[i].split()[:120]) for i in (0, 3)]  # longer than a window
-    task = heldout_task(_docs(tmp_path, docs))
+    task = kjv_task(_docs(tmp_path, docs))
     vocab = len(tok)
-    res = rolling_perplexity(Uniform(vocab), tok, task, CPU, max_length=16, batch_size=3)
+    res = evaluate_task(Uniform(vocab), tok, task, CPU, max_length=16, batch_size=3).figures
     tokens = sum(len(tok(d, add_special_tokens=False)["input_ids"]) for d in docs)
     words = sum(len(re.split(r"\s+", d)) for d in docs)
     assert res["word_perplexity"] == pytest.approx(math.exp(tokens * math.log(vocab) / words))
@@ -159,11 +159,11 @@ def test_perplexity_equals_a_direct_forward_when_a_document_fits(
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
     lm = AutoModelForCausalLM.from_pretrained(tiny_lm_dir).eval()
     docs = ["In the beginning God created the heaven and the earth .", "And God said"]
-    task = heldout_task(_docs(tmp_path, docs))
-    from benchmark.workloads.smollm import LogitsLM
+    task = kjv_task(_docs(tmp_path, docs))
+    from plugins.workloads.smollm import LogitsLM
 
     model = LogitsLM(lm)
-    res = rolling_perplexity(model, tok, task, CPU, max_length=64, batch_size=2)
+    res = evaluate_task(model, tok, task, CPU, max_length=64, batch_size=2).figures
     total = 0.0
     for d in docs:
         ids = [tok.bos_token_id, *tok(d, add_special_tokens=False)["input_ids"]]
@@ -208,8 +208,7 @@ def test_pretrained_lm_validation_chapters_and_interval(tiny_lm_dir: Path) -> No
 
     from scipy import stats
 
-    from benchmark.workloads.lmeval import rolling_evaluation
-    from benchmark.workloads.text import HOLDOUT_EVERY
+    from plugins.workloads.text import HOLDOUT_EVERY
 
     wl = PretrainedLM(model=str(tiny_lm_dir), eval_docs=3, val_docs=2, max_length=64, seq_len=16)
 
@@ -226,8 +225,10 @@ def test_pretrained_lm_validation_chapters_and_interval(tiny_lm_dir: Path) -> No
     test_ppl, val_ppl = wl.evaluate(model, CPU), wl.evaluate(model, CPU, split="val")
     assert test_ppl != val_ppl
     # The per-chapter figures lm-eval logs reproduce the validation perplexity ...
-    figures, per_doc = rolling_evaluation(model, wl.tokenizer, wl._tasks["val"], CPU, max_length=64)
-    assert figures["word_perplexity"] == pytest.approx(val_ppl)
+    score = evaluate_task(model, wl.tokenizer, wl._tasks["val"], CPU, max_length=64)
+    assert score.figures["word_perplexity"] == pytest.approx(val_ppl)
+    assert score.stderr["word_perplexity"] is None  # lm-eval has none for a weighted ppl
+    per_doc = score.per_doc["word_perplexity"]
     ll = [a for a, _ in per_doc]
     words = [len(re.split(r"\s+", d)) for d in docs("val")]
     assert [w for _, w in per_doc] == words
@@ -245,3 +246,164 @@ def test_pretrained_lm_validation_chapters_and_interval(tiny_lm_dir: Path) -> No
     assert wl.quality_stderr(test_ppl) is None  # the security protocol's gates: unchanged
     with pytest.raises(ValueError, match="evaluation only"):
         wl.labelled_batches("val", 8, 4, seed=0, device=CPU)
+
+
+# --------------------------------------------------------------------------- named lm-eval tasks
+
+CHOICE_TASK = "mb_test_choice"
+QUESTIONS = [
+    ("In the beginning God created the", ["heaven", "waters"], 0),
+    ("And God said , Let there be", ["light", "darkness"], 1),
+    ("And the evening and the morning were the first", ["day", "night"], 0),
+    ("And God called the dry land", ["Earth", "Seas"], 0),
+    ("And God saw that it was", ["good", "evil"], 1),
+    # Two equal choices score alike and lm-eval's argmax picks the first: one right and
+    # one wrong answer whatever the model, so the accuracy is neither 0 nor 1.
+    ("And God blessed the", ["seventh", "seventh"], 0),
+    ("And God blessed the", ["seventh", "seventh"], 1),
+]
+
+
+def _task_dir(tmp_path: Path, name: str, output_type: str, dataset: str) -> Path:
+    """A folder with one lm-eval task YAML: multiple choice over a local JSONL (or a hub
+    data set named by ``dataset``), scored by accuracy."""
+    import json
+
+    folder = tmp_path / f"tasks-{name}"
+    folder.mkdir()
+    data = folder / "questions.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in QUESTIONS
+        )
+    )
+    source = (
+        f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        if dataset == "local"
+        else f"dataset_path: {dataset}\n"
+    )
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\n{source}output_type: {output_type}\ntest_split: test\n"
+        "doc_to_text: '{{question}}'\ndoc_to_choice: choices\ndoc_to_target: answer\n"
+        "generation_kwargs:\n  until: ['.']\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n"
+    )
+    return folder
+
+
+def _choice_logliks(model: nn.Module, tok: object) -> list[list[float]]:
+    """log p(" choice" | BOS question), summed over the choice's tokens, by direct forward."""
+    out = []
+    for question, choices, _ in QUESTIONS:
+        ctx = [tok.bos_token_id, *tok(question, add_special_tokens=False)["input_ids"]]  # type: ignore[attr-defined]
+        row = []
+        for choice in choices:
+            whole = tok(f"{question} {choice}", add_special_tokens=False)["input_ids"]  # type: ignore[attr-defined]
+            ids = ctx + whole[len(ctx) - 1 :]
+            with torch.no_grad():
+                logp = torch.log_softmax(model(torch.tensor([ids])), -1)[0]
+            target = torch.tensor(ids[len(ctx) :])
+            row.append(float(logp[len(ctx) - 1 : -1].gather(1, target[:, None]).sum()))
+        out.append(row)
+    return out
+
+
+def test_the_adapter_scores_continuations_like_a_direct_forward(tiny_lm_dir: Path) -> None:
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from benchmark.workloads.lmeval import _adapter_class
+    from plugins.workloads.smollm import LogitsLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    model = LogitsLM(AutoModelForCausalLM.from_pretrained(tiny_lm_dir)).eval()
+    lm = _adapter_class()(model, tok, CPU, 64, 3)
+    # The context's trailing space moves to the continuation, as lm-eval's models do.
+    requests = [
+        SimpleNamespace(args=(f"{q} ", c) if i % 2 else (q, f" {c}"))
+        for i, (q, cs, _) in enumerate(QUESTIONS)
+        for c in cs
+    ]
+    got = lm.loglikelihood(requests)
+    expected = [ll for row in _choice_logliks(model, tok) for ll in row]
+    assert [ll for ll, _ in got] == pytest.approx(expected, rel=1e-5)
+    # Greedy: true for the model's own argmax word, false for any other.
+    ids = [tok.bos_token_id, *tok("In the", add_special_tokens=False)["input_ids"]]
+    with torch.no_grad():
+        ranked = model(torch.tensor([ids]))[0, -1].argsort(descending=True).tolist()
+    words = [t for t in ranked if t not in tok.all_special_ids and t != tok.unk_token_id]
+    assert words[0] == ranked[0]  # the argmax is an ordinary word (fixed seed)
+    best, other = (tok.convert_ids_to_tokens(t) for t in words[:2])
+    flags = [
+        g
+        for _, g in lm.loglikelihood(
+            [SimpleNamespace(args=("In the", f" {w}")) for w in (best, other)]
+        )
+    ]
+    assert flags == [True, False]
+
+
+def test_a_task_in_an_include_path_is_found_by_name_and_its_stderr_is_the_interval(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    from benchmark.protocols.compressor import quality_metric
+
+    folder = _task_dir(tmp_path, CHOICE_TASK, "multiple_choice", "local")
+    wl = PretrainedLM(
+        model=str(tiny_lm_dir),
+        eval_docs=2,
+        max_length=64,
+        seq_len=16,
+        lm_eval_task=CHOICE_TASK,
+        lm_eval_include_path=str(folder),
+    )
+    assert (wl.quality.name, wl.quality.unit, wl.quality.higher_is_better) == (
+        "acc",
+        "fraction",
+        True,
+    )
+    assert wl.validation is None  # a named task has no validation split of ours
+    model = wl.model(CPU)
+    acc = wl.evaluate(model, CPU)
+    right = [
+        float(max(range(len(row)), key=row.__getitem__) == answer)
+        for row, (_, _, answer) in zip(_choice_logliks(model, wl.tokenizer), QUESTIONS, strict=True)
+    ]
+    assert acc == pytest.approx(sum(right) / len(right))
+    assert 0.0 < acc < 1.0
+    # lm-eval's stderr of a mean (sample standard deviation / sqrt(n)) becomes the interval.
+    n = len(right)
+    se = math.sqrt(sum((r - acc) ** 2 for r in right) / (n - 1) / n)
+    assert wl.quality_stderr(acc) == pytest.approx(se)
+    ci = wl.quality_interval(acc)
+    assert ci is not None and ci.n == n and "acc_stderr" in ci.method
+    assert (ci.low, ci.high) == pytest.approx((acc - 1.96 * se, acc + 1.96 * se))
+    metric = quality_metric(wl, acc)  # what a compressor run records
+    assert (metric.ci_low, metric.ci_high, metric.n) == pytest.approx((ci.low, ci.high, n))
+    with pytest.raises(ValueError, match="no validation split"):
+        wl.evaluate(model, CPU, split="val")
+
+
+def test_a_task_that_cannot_run_offline_fails_before_the_model_loads(tmp_path: Path) -> None:
+    from benchmark.workloads.lmeval import TaskUnavailable, load_task
+
+    hub = _task_dir(tmp_path, "mb_test_hub", "multiple_choice", "methodbench-test/no-such-set")
+    with pytest.raises(TaskUnavailable, match=r"'mb_test_hub'.*not be loaded offline"):
+        load_task("mb_test_hub", hub)
+    # The workload loads its task first: a missing model directory is never reached.
+    with pytest.raises(TaskUnavailable, match="mb_test_hub"):
+        PretrainedLM(
+            model=str(tmp_path / "no-model"),
+            lm_eval_task="mb_test_hub",
+            lm_eval_include_path=str(hub),
+        )
+    gen = _task_dir(tmp_path, "mb_test_gen", "generate_until", "local")
+    with pytest.raises(TaskUnavailable, match=r"'mb_test_gen' asks for 'generate_until'"):
+        load_task("mb_test_gen", gen)
+    with pytest.raises(TaskUnavailable, match="not a directory"):
+        load_task("mb_test_gen", tmp_path / "nowhere")
+    # Not in the include path: lm-eval's own tasks are searched too, then a suggestion.
+    with pytest.raises(TaskUnavailable, match=r"'mb_test_ge' is not one of.*'mb_test_gen'"):
+        load_task("mb_test_ge", gen)

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.assets import asset_path
-from benchmark.workloads import text
-from benchmark.workloads.contracts import OptimizerWorkload
-from benchmark.workloads.text import HOLDOUT_EVERY, PRESETS, CorpusLM, load_texts
+from benchmark.kinds.optimizer import OptimizerWorkload
+from plugins.workloads import text
+from plugins.workloads.assets import asset_path
+from plugins.workloads.text import HOLDOUT_EVERY, PRESETS, CorpusLM, load_texts
 
 from .helpers import registry
 
@@ -114,7 +114,7 @@ CONCURRENT = textwrap.dedent(
     """
     import hashlib, sys, time
     from pathlib import Path
-    from benchmark.workloads import text
+    from plugins.workloads import text
 
     real = text.train_bpe
 

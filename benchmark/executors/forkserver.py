@@ -3,8 +3,8 @@ child forked from that warm process for every run.
 
 A process per run stays (a crash, an out-of-memory kill or a timeout still ends one run,
 not the suite, and memory figures are the run's), but a run no longer pays a cold Python
-start, torch's import and plugin discovery: about 1.5 s of a CPU run's fixed cost, half
-of the smoke suite's wall time before this existed. The server is single-threaded and
+start, torch's import and plugin discovery, which were most of a CPU run's fixed cost
+(measured: ``results/scaling/README.md``). The server is single-threaded and
 never runs torch code before forking, so the children inherit no thread pools or locks.
 
 Linux only (elsewhere the executor spawns a worker per run as before). Protocol, on a

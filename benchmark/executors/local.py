@@ -347,7 +347,10 @@ class LocalExecutor:
     def _preload(self, specs: Sequence[RunSpec]) -> list[str]:
         """The modules the runs will import: each kind's protocol and the modules of the
         methods, workloads and attacks they name (known without importing them)."""
-        modules = {f"benchmark.protocols.{spec.kind}" for spec in specs}
+        from benchmark.kinds import get_kind
+
+        kinds = [get_kind(spec.kind) for spec in specs]
+        modules = {kind.run_module for kind in kinds if kind is not None}
         if self.registry is not None:
             for spec in specs:
                 with contextlib.suppress(LookupError):

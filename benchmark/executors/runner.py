@@ -9,14 +9,15 @@ add what a process boundary can see: timeouts and hard crashes.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import time
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from benchmark.host import Registry
+from benchmark.kinds import ContractError, KindDef
 from benchmark.protocols.base import Diverged, RunContext, seed_everything
 from benchmark.provenance import run_fingerprint
 from benchmark.records import RunRecord, RunSpec, Status
@@ -39,6 +40,26 @@ def _environment(spec: RunSpec, registry: Registry) -> dict[str, object]:
         # stored under the id it was asked for, and says it.
         env["code"]["expected"] = spec.code
     return env
+
+
+def _observer_notes(ctx: RunContext | None, info: dict[str, Any]) -> dict[str, Any]:
+    """The run's info with what its progress observers raised, when one did: the record
+    says that a logger's curves for it are incomplete."""
+    if ctx is None or not ctx.observer_errors:
+        return info
+    return {**info, "observer_errors": list(ctx.observer_errors)}
+
+
+def _check_declared(kind: KindDef, metrics: dict[str, Any], workload: Any) -> None:
+    """Every metric a protocol emits must be one its kind declares (``KindDef.metrics``, or
+    one the workload adds, as an autoencoder's ``figure_units``): the glossary
+    (``docs/METRICS.md``) then says what every figure of every record is."""
+    undeclared = kind.undeclared(metrics, workload)
+    if undeclared:
+        raise ContractError(
+            f"the {kind.name} protocol emitted metrics its kind does not declare: "
+            f"{', '.join(undeclared)} (declare them in the kind's metrics)"
+        )
 
 
 def _classify(exc: BaseException) -> Status:
@@ -71,6 +92,7 @@ def execute(
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     environment = _environment(spec, registry)
     harness: dict[str, object] = {"launcher": launcher}
+    ctx: RunContext | None = None
     try:
         method = registry.method(spec.kind, spec.method)
         wspec = registry.workload(spec.kind, spec.workload)
@@ -79,7 +101,8 @@ def execute(
         method.load()
         for attack in spec.attacks:
             registry.attack(attack).load()
-        protocol = importlib.import_module(f"benchmark.protocols.{spec.kind}")
+        kind = registry.kind(spec.kind)
+        run_protocol = kind.load_run()
         # The run's own work starts here: everything before it is the harness's.
         harness["start_s"] = time.monotonic() - (entered if handed_at is None else handed_at)
         seed_everything(spec.seed)
@@ -91,10 +114,11 @@ def execute(
             workload=workload,
             device=torch.device(spec.device),
             registry=registry,
-            progress=progress,
+            say=progress,
         )
-        result = protocol.run(ctx)
+        result = run_protocol(ctx)
         harness["protocol_end"] = time.monotonic()
+        _check_declared(kind, result.metrics, workload)
     except BaseException as exc:  # a run never takes the suite down
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -109,6 +133,7 @@ def execute(
             duration_s=time.perf_counter() - t0,
             log_tail="".join(traceback.format_exception(exc))[-TRACEBACK_TAIL:],
             harness=harness,
+            info=_observer_notes(ctx, {}),
         )
     return RunRecord(
         id=spec.id,
@@ -116,7 +141,7 @@ def execute(
         status="ok",
         metrics=result.metrics,
         curves=result.curves,
-        info=result.info,
+        info=_observer_notes(ctx, result.info),
         environment=environment,
         started_at=started,
         duration_s=time.perf_counter() - t0,

@@ -1,87 +1,74 @@
-"""The four kind contracts and the specs that plugins register.
+"""Kinds, and the specs that plugins register.
 
-A plugin registers *specs* (plain data plus a factory). The host checks each spec against
-its kind's contract when it is registered (``check_spec``) and checks the object a factory
-builds when a run uses it (``check_built``), so a broken plugin is reported with a reason
+A kind is one ``KindDef`` in one module (``benchmark/kinds/<kind>.py`` for the built-in
+four: its method contract, optional capabilities, workload contract, protocol, options,
+ranking, plot and metrics), registered through ``methodbench_register_kinds``
+(``registered.py`` keeps the process's table). A plugin registers *specs* (plain data plus
+a factory) of a registered kind. The host checks each spec when it is registered
+(``check_spec``) and the object a factory builds when a run uses it (``check_built``,
+against the kind's ``built`` contract), so a broken plugin is reported with a reason
 instead of failing somewhere deep inside a protocol.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Verdict
+from benchmark.kinds.registered import (
+    KIND_INFO,
+    get_kind,
+    methodbench_register_kinds,
+    register_kind,
+    registered_kinds,
+)
 
 if TYPE_CHECKING:  # the host lists and validates without importing torch
     import torch
     from torch import nn
 
-Kind = Literal["optimizer", "compressor", "security_split", "detector"]
-KINDS: tuple[str, ...] = get_args(Kind)
+# A kind's name: one of the registered kinds (``registered_kinds()``), checked when a spec
+# is registered and when a suite is checked.
+Kind = str
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
+__all__ = [
+    "KIND_INFO",
+    "AttackSpec",
+    "ContractError",
+    "Kind",
+    "KindDef",
+    "KindInfo",
+    "MethodSpec",
+    "MetricDecl",
+    "Verdict",
+    "WorkloadSpec",
+    "check_built",
+    "check_kind",
+    "check_spec",
+    "get_kind",
+    "methodbench_register_kinds",
+    "register_kind",
+    "registered_kinds",
+]
 
 
 class ContractError(ValueError):
     """A plugin's spec or built object does not satisfy its kind's contract."""
 
 
-# --------------------------------------------------------------------------- method side
+def suggest(name: str, options: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the options close to ``name``, else ""."""
+    close = difflib.get_close_matches(name, list(options), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
-@runtime_checkable
-class Compressor(Protocol):
-    """What a compressor factory builds: ``compress`` returns a real smaller/faster model."""
-
-    def compress(self, model: nn.Module, ctx: Any) -> nn.Module: ...
-
-
-@runtime_checkable
-class SplitModel(Protocol):
-    """A model partitioned between a trusted and an untrusted device.
-
-    ``untrusted_state`` is what an attacker holding the untrusted device stores, keyed by
-    the original model's parameter names (a residual under the original name, a missing
-    layer simply absent), so attacks can load it into a fresh copy of the architecture.
-
-    A split should also offer ``transcript(inputs) -> list[Exchange]``
-    (``benchmark.measure.crossings``): what the untrusted device sent and received, round
-    trip by round trip, during one hybrid forward, with the original modules the trusted
-    side computed; ``record_transcript`` builds it from hooks. A split without it still
-    runs, but the traffic attack fails on it, so its verdict is ``incomplete``. Optional
-    attributes: ``offline`` (a module of input-independent precomputation, with
-    ``offline_side`` naming the side that holds it) and ``untrusted_dtype``.
-    """
-
-    trusted: nn.Module
-    untrusted: nn.Module
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor: ...
-
-    def untrusted_state(self) -> dict[str, torch.Tensor]: ...
-
-
-@runtime_checkable
-class SecuritySplitter(Protocol):
-    """What a security_split factory builds."""
-
-    def split(self, model: nn.Module) -> SplitModel: ...
-
-
-@runtime_checkable
-class Detector(Protocol):
-    """What a detector factory builds. Higher scores mean more likely out-of-distribution.
-
-    A detector may also offer ``pvalue(model, batch) -> Tensor`` (small means anomalous);
-    the detector protocol then reports the Type-I error at alpha as well.
-    """
-
-    def fit(self, model: nn.Module, in_distribution_batches: Iterable[Any]) -> None: ...
-
-    def score(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]*$")
 
 
 @runtime_checkable
@@ -167,6 +154,22 @@ class _Factory:
     factory: Callable[..., Any] | str
     defaults: Mapping[str, Any]
     name: str
+    # Whether ``defaults`` is read from the factory's signature (``benchmark.hparams``).
+    derive_hparams = True
+
+    def __post_init__(self) -> None:
+        """``defaults`` becomes the factory's signature defaults with the registration's
+        own ``defaults`` (a variant's overrides) applied; the registration's are kept as
+        ``declared``. A factory whose signature cannot be read keeps the declared ones."""
+        if not isinstance(self.defaults, Mapping):
+            return  # check_spec refuses it with the reason
+        object.__setattr__(self, "declared", dict(self.defaults))
+        if self.derive_hparams:
+            from benchmark.hparams import derived_defaults
+
+            derived = derived_defaults(self)
+            if derived is not None:
+                object.__setattr__(self, "defaults", derived)
 
     def load(self) -> Callable[..., Any]:
         """The factory itself, importing its module on first use (a lazy reference is
@@ -178,6 +181,7 @@ class _Factory:
         key = (self.factory, repr(sorted(dict(self.defaults).items())))
         if key not in _CHECKED:
             _check_binds(factory, _leading_args(self), self.defaults)
+            _check_declared_types(self)
             _CHECKED.add(key)
         return factory
 
@@ -198,8 +202,10 @@ class _Factory:
 class MethodSpec(_Factory):
     """One method a plugin offers.
 
-    ``defaults`` lists every hyperparameter the factory accepts with its default; a suite
-    that names any other hyperparameter is rejected with a "did you mean".
+    ``defaults`` lists every hyperparameter the factory accepts with its default, read
+    from the factory's signature (``benchmark.hparams``); what a registration passes as
+    ``defaults`` overrides it (a variant sharing a factory). A suite that names any other
+    hyperparameter is rejected with a "did you mean".
     """
 
     kind: Kind
@@ -223,6 +229,8 @@ class WorkloadSpec(_Factory):
     factory: Callable[..., Any] | str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Declared, not derived, while the workloads move to plugins/ (issue 19, item 1).
+    derive_hparams = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -263,8 +271,16 @@ def _check_binds(factory: Callable[..., Any], leading: int, defaults: Mapping[st
         ) from exc
 
 
-def check_spec(spec: object) -> None:
-    """Reject a registration that breaks its kind's contract, with the reason."""
+def _check_declared_types(spec: Any) -> None:
+    from benchmark.hparams import type_problems
+
+    for key, message in type_problems(spec, getattr(spec, "declared", {})) or []:
+        raise ContractError(f"{spec.name}: declared default {key!r}: {message}")
+
+
+def check_spec(spec: object, kinds: Mapping[str, KindDef] | None = None) -> None:
+    """Reject a registration that breaks its kind's contract, with the reason. ``kinds``:
+    the kinds the registering host knows (default: every kind registered in the process)."""
     if not isinstance(spec, MethodSpec | WorkloadSpec | AttackSpec):
         raise ContractError(
             f"register() takes a MethodSpec, WorkloadSpec or AttackSpec, got {type(spec).__name__}"
@@ -273,8 +289,12 @@ def check_spec(spec: object) -> None:
         raise ContractError(
             f"name {spec.name!r} must be lower-case letters, digits, '_', '-' or '.'"
         )
-    if not isinstance(spec, AttackSpec) and spec.kind not in KINDS:
-        raise ContractError(f"{spec.name}: kind {spec.kind!r} is not one of {list(KINDS)}")
+    known = registered_kinds() if kinds is None else kinds
+    if not isinstance(spec, AttackSpec) and spec.kind not in known:
+        raise ContractError(
+            f"{spec.name}: kind {spec.kind!r} is not one of {sorted(known)}"
+            f"{suggest(str(spec.kind), known)}"
+        )
     if isinstance(spec.factory, str):
         if not FACTORY_REF.match(spec.factory):
             raise ContractError(
@@ -287,154 +307,71 @@ def check_spec(spec: object) -> None:
         raise ContractError(f"{spec.name}: defaults must be a mapping of hyperparameters")
     if not isinstance(spec.factory, str):  # a lazy one is checked when it is loaded
         _check_binds(spec.factory, _leading_args(spec), spec.defaults)
+    _check_declared(spec)
+
+
+def _check_declared(spec: MethodSpec | WorkloadSpec | AttackSpec) -> None:
+    """A registration's overrides must name parameters its factory's signature has (read
+    without importing the factory; their types are checked when the factory loads, so
+    that listing plugins needs no pydantic)."""
+    from benchmark.hparams import signature_problem
+
+    problem = signature_problem(spec)
+    if problem is not None and problem.startswith("declares defaults"):
+        raise ContractError(f"{spec.name}: {problem}")
+
+
+def check_kind(kind: object) -> None:
+    """Reject a kind definition that the host could not use, with the reason: a bad name,
+    a reference that is not ``module:attribute``, a ranking column or step curve that is
+    not one of its declared metrics (a leaderboard would show a column nothing defines)."""
+    if not isinstance(kind, KindDef):
+        raise ContractError(f"register() takes a KindDef, got {type(kind).__name__}")
+    if not isinstance(kind.name, str) or not _NAME.match(kind.name):
+        raise ContractError(f"kind name {kind.name!r} must be lower-case letters, digits, '_'")
+    refs = {"built": kind.built, "run": kind.run, "plot": kind.plot}
+    for what, ref in refs.items():
+        if ref is not None and not (isinstance(ref, str) and FACTORY_REF.match(ref)):
+            raise ContractError(
+                f"kind {kind.name}: {what} {ref!r} is not a 'package.module:attribute' reference"
+            )
+    names = [d.name for d in kind.metrics]
+    if len(set(names)) != len(names):
+        raise ContractError(f"kind {kind.name}: a metric is declared twice")
+    undeclared = kind.undeclared(kind.ranking.metric_names())
+    if undeclared:
+        raise ContractError(
+            f"kind {kind.name}: its ranking reads undeclared metrics {undeclared}; declare "
+            "them in its metrics"
+        )
 
 
 def _leading_args(spec: object) -> int:
     """Positional arguments a factory takes before its hyperparameters (an optimizer's
-    model)."""
-    return 1 if isinstance(spec, MethodSpec) and spec.kind == "optimizer" else 0
-
-
-_BUILT_CONTRACT: dict[str, type] = {
-    "compressor": Compressor,
-    "security_split": SecuritySplitter,
-    "detector": Detector,
-}
+    model): the kind's ``leading_args``."""
+    kind = get_kind(spec.kind) if isinstance(spec, MethodSpec) else None
+    return len(kind.leading_args) if kind is not None else 0
 
 
 def check_built(spec: MethodSpec | AttackSpec, obj: object) -> None:
-    """Check what a factory returned before a protocol relies on it."""
+    """Check what a factory returned before a protocol relies on it: an instance of its
+    kind's ``built`` class or Protocol."""
     if isinstance(spec, AttackSpec):
         if not callable(obj):
             raise ContractError(f"attack {spec.name}: factory must return a callable")
         return
-    if spec.kind == "optimizer":
-        import torch
-
-        if not isinstance(obj, torch.optim.Optimizer):
-            raise ContractError(
-                f"optimizer {spec.name}: factory returned {type(obj).__name__}, "
-                "expected a torch.optim.Optimizer"
-            )
+    kind = get_kind(spec.kind)
+    if kind is None:
+        raise ContractError(f"{spec.name}: kind {spec.kind!r} is not registered")
+    contract = kind.load_built()
+    if isinstance(obj, contract):
         return
-    proto = _BUILT_CONTRACT[spec.kind]
-    if not isinstance(obj, proto):
+    if getattr(contract, "_is_protocol", False):
         raise ContractError(
             f"{spec.kind} {spec.name}: factory returned {type(obj).__name__}, which lacks "
-            f"the {proto.__name__} interface"
+            f"the {contract.__name__} interface"
         )
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A label column: ``bad`` when the mean ``metric`` >= ``threshold``, else ``good``;
-    ``missing`` when the metric is null in any of the row's runs (e.g. an attack failed,
-    so the worst case is unknown), or "n/a" where the null's reason does not start with
-    ``missing`` (nothing to measure). Rows labelled ``bad`` rank below every good row, and
-    ``missing`` rows below those: an unmeasured row is never ranked as safe."""
-
-    metric: str
-    threshold: float
-    bad: str
-    good: str
-    column: str = "verdict"
-    missing: str = "n/a"
-    # When set: a row whose point estimate is good but whose 95% interval (a single run's)
-    # reaches the threshold gets this label, ranked between good and bad rows.
-    uncertain: str | None = None
-
-
-@dataclass(frozen=True)
-class KindInfo:
-    """How a kind's runs are ranked on a leaderboard.
-
-    Rows rank by ``primary`` (rounded to multiples of ``primary_bin`` when given, so that
-    figures within noise of each other tie), then by each ``(metric, higher_is_better)``
-    of ``tiebreak``; a ``verdict`` puts its bad rows last."""
-
-    primary: str
-    higher_is_better: bool
-    columns: tuple[str, ...]
-    tiebreak: tuple[tuple[str, bool], ...] = ()
-    primary_bin: float | None = None
-    verdict: Verdict | None = None
-
-
-KIND_INFO: dict[str, KindInfo] = {
-    "optimizer": KindInfo(
-        primary="eval_loss",
-        higher_is_better=False,
-        columns=(
-            "eval_loss",
-            "perplexity",
-            "steps_to_target",
-            "time_to_target",
-            "step_time",
-            "tokens_per_s",
-            "peak_memory",
-            "optimizer_state_bytes",
-            "train_host_rss_growth",
-        ),
-    ),
-    "compressor": KindInfo(
-        primary="quality_after",
-        higher_is_better=True,
-        columns=(
-            "quality_before",
-            "quality_after",
-            "params_kept_ratio",
-            "bytes_kept_ratio",
-            "latency_speedup",
-            "compression_time",
-        ),
-    ),
-    # Ranked by the tuple (what the attacker recovers, trusted compute with the trusted
-    # side's offline work against the whole model's, modelled overhead); recovered ratios
-    # in the same 0.05 bin count as equally secure; a split whose attacker closes half the
-    # gap to the original or more is "exposed", one whose interval reaches that line
-    # "inconclusive", and one whose worst case is unknown (an attack failed)
-    # "incomplete", ranked last.
-    "security_split": KindInfo(
-        primary="attack_recovered_ratio",
-        higher_is_better=False,
-        columns=(
-            "max_abs_output_diff",
-            "quality",
-            "trusted_flops_share",
-            "trusted_flops_vs_original",
-            "trusted_bytes_vs_original",
-            "offline_flops",
-            "latency_overhead",
-            "modelled_latency_overhead",
-            "attack_recovered_ratio",
-            "mia_auroc",
-        ),
-        tiebreak=(("trusted_flops_vs_original", False), ("modelled_latency_overhead", False)),
-        primary_bin=0.05,
-        verdict=Verdict(
-            "attack_recovered_ratio",
-            0.5,
-            bad="exposed",
-            good="protected",
-            missing="incomplete",
-            uncertain="inconclusive",
-        ),
-    ),
-    "detector": KindInfo(
-        primary="auroc",
-        higher_is_better=True,
-        columns=(
-            "auroc",
-            "aupr_in",
-            "aupr_out",
-            "fpr_at_95_tpr",
-            "fpr_at_95_tpr_id",
-            "type1_error_at_alpha",
-            "power_at_alpha",
-            "target_f1",
-            "labels_used",
-            "fit_time",
-            "latency_per_sample",
-        ),
-    ),
-}
+    raise ContractError(
+        f"{spec.kind} {spec.name}: factory returned {type(obj).__name__}, expected a "
+        f"{kind.built.replace(':', '.')}"
+    )

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmark.kinds import SplitModel
+from benchmark.kinds.security_split import Offline, SplitModel
 from benchmark.measure.attribution import SideMeter
 from benchmark.measure.crossings import CrossingRecorder
 from benchmark.measure.timing import synchronize
@@ -50,7 +50,7 @@ class Trace:
 def sides_of(split: SplitModel) -> dict[str, nn.Module]:
     """The split's parts as measured sides; ``offline`` only when the split has one."""
     sides = {"trusted": split.trusted, "untrusted": split.untrusted}
-    offline = getattr(split, "offline", None)
+    offline = split.offline if isinstance(split, Offline) else None
     if isinstance(offline, nn.Module):
         sides["offline"] = offline
     return sides

@@ -2,11 +2,12 @@
 
 Why tensors and not the process or the allocator: on a CPU the resident set carries half
 a gigabyte of interpreter, torch and allocator slack, which buries an optimizer state of a
-few megabytes (AdamW and GaLore read 917 vs 696 MiB RSS while their states differed by
-0.5 MiB); a CUDA allocator peak is better but rounds every block and exists on one kind
-of device only. Live tensor storages are the same figure on every device, exact to the
-byte, and they can be attributed: memory-efficient optimizers claim a smaller state, so
-the state has to be a column of its own, not a guess from a difference of totals.
+few megabytes (two optimizers' RSS can differ by hundreds of MiB while their states differ
+by under one: ``results/overhead/README.md``); a CUDA allocator peak is better but rounds
+every block and exists on one kind of device only. Live tensor storages are the same
+figure on every device, exact to the byte, and they can be attributed: memory-efficient
+optimizers claim a smaller state, so the state has to be a column of its own, not a guess
+from a difference of totals.
 
 Why a ``TorchDispatchMode`` of our own rather than torch's ``MemTracker``
 (``torch.distributed._tools.mem_tracker``): MemTracker is private API; it names a
@@ -30,8 +31,8 @@ fragmentation, and scratch space inside one kernel (never a tensor) is not seen;
 without a storage (sparse, nested) are skipped, and a storage resized outside an op
 (``UntypedStorage.resize_``) is re-read the next time an op returns it. Every device is
 summed (AdamW keeps its ``step`` counters on the CPU when the parameters are on a GPU).
-The cost is a Python call per aten op, about 5-15 us on a CPU, so the meter runs on a
-couple of extra steps outside any timed phase.
+The cost is a Python call per aten op (measured: ``results/overhead/README.md``), so
+the meter runs on a couple of extra steps outside any timed phase.
 
 How the categories at the peak stay consistent: a storage's role is only certain when
 the references are in place, so roles are read at "classification moments": on entry,

@@ -10,6 +10,8 @@ a record with that status.
 from __future__ import annotations
 
 import random
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,8 @@ from benchmark.kinds import check_built
 from benchmark.records import Curve, Metric, RunSpec
 
 if TYPE_CHECKING:
+    from pluggy import HookImpl
+
     from benchmark.host import Registry
     from benchmark.kinds import MethodSpec
 
@@ -48,14 +52,60 @@ class Diverged(RuntimeError):
 
 @dataclass
 class RunContext:
-    """Everything a protocol needs for one run."""
+    """Everything a protocol needs for one run.
+
+    Two ways to say how a run goes: ``say(text)`` is the status line a person watches
+    (``bench run`` shows it live), ``progress(step, **metrics)`` gives figures to the
+    plugins that observe runs (``methodbench_run_progress``: loggers, trackers)."""
 
     spec: RunSpec
     method: MethodSpec
     workload: Any
     device: torch.device
     registry: Registry
-    progress: Callable[[str], None] = field(default=lambda message: None)
+    say: Callable[[str], None] = field(default=lambda message: None)
+    # What observers of this run's progress raised, one line each (the runner puts them
+    # in the record's info).
+    observer_errors: list[str] = field(default_factory=list)
+    # The progress observers still called; None until first looked up.
+    _observers: list[HookImpl] | None = field(default=None, init=False, repr=False)
+
+    def progress(self, step: int, **metrics: float | None) -> None:
+        """Hand ``metrics`` at ``step`` to every ``methodbench_run_progress`` observer.
+
+        Free when no plugin observes progress (the usual case): the implementations are
+        looked up once per run and an empty list returns at once, so a protocol may call
+        this at every evaluation. An observer that raises is reported once (stderr, which
+        is the run's log, and ``observer_errors``) and not called again for this run:
+        a logger's failure never changes a run's outcome."""
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(
+                f"progress(step, **metrics) takes an integer step, got {step!r}; "
+                "a status line goes to ctx.say(text)"
+            )
+        observers = self._observers
+        if observers is None:
+            hook = self.registry.pm.hook.methodbench_run_progress
+            observers = self._observers = list(hook.get_hookimpls())
+        if not observers:
+            return
+        # None: a figure this step does not have (an attack's undefined ratio).
+        values = {name: float(v) for name, v in metrics.items() if v is not None}
+        for impl in list(observers):
+            # As pluggy calls it: an implementation may take any subset of the arguments.
+            given = {"spec": self.spec, "step": step, "metrics": dict(values)}
+            try:
+                impl.function(*(given[name] for name in impl.argnames))
+            except (Exception, SystemExit) as exc:  # an observer never ends the run
+                observers.remove(impl)
+                where = traceback.extract_tb(exc.__traceback__)
+                at = f" ({where[-1].filename}:{where[-1].lineno})" if where else ""
+                line = (
+                    f"progress observer {impl.plugin_name} raised at step {step}: "
+                    f"{type(exc).__name__}: {exc}{at}; not called again in this run"
+                )
+                self.observer_errors.append(line)
+                print(line, file=sys.stderr, flush=True)
 
     @property
     def hparams(self) -> dict[str, Any]:

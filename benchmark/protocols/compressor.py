@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from benchmark.kinds import ContractError
+from benchmark.kinds.compressor import ReportsInfo
+from benchmark.kinds.workload import QualityIntervals, has_validation
 from benchmark.measure.meters import phase
 from benchmark.measure.tensors import module_bytes
 from benchmark.measure.timing import clock_label, synchronize, time_interleaved
 from benchmark.protocols.base import ProtocolResult, RunContext
 from benchmark.records import Budget, Metric
-from benchmark.workloads.contracts import has_validation
 
 LATENCY_BATCH = 64
 CALIBRATION_SAMPLES = 512
@@ -71,8 +72,7 @@ def quality_metric(wl: Any, value: float, split: str = "test") -> Metric:
     """The workload's quality figure on a split, with its 95% interval over that split's
     items where the workload gives one (``quality_interval``)."""
     q = wl.quality
-    fn = getattr(wl, "quality_interval", None)
-    ci = fn(value, split) if fn is not None else None
+    ci = wl.quality_interval(value, split) if isinstance(wl, QualityIntervals) else None
     return Metric(
         value=value,
         unit=q.unit,
@@ -107,6 +107,7 @@ def run(ctx: RunContext) -> ProtocolResult:
     validation = has_validation(wl)
     val_before = wl.evaluate(model, device, split="val") if validation else None
     before = footprint(model)
+    ctx.progress(0, quality=quality_before)
 
     compressor = ctx.build_method()
     cctx = CompressionContext(
@@ -119,7 +120,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         device=device,
         seed=spec.seed,
     )
-    ctx.progress("compressing")
+    ctx.say("compressing")
     with phase("compress", device) as compress_phase:
         synchronize(device)
         t0 = time.perf_counter()
@@ -129,11 +130,17 @@ def run(ctx: RunContext) -> ProtocolResult:
     if not isinstance(compressed, nn.Module):
         raise ContractError(f"compress() returned {type(compressed).__name__}, not an nn.Module")
     compressed.eval()
-    ctx.progress("measuring the compressed model")
+    ctx.say("measuring the compressed model")
     quality_after = wl.evaluate(compressed, device)
     val_after = wl.evaluate(compressed, device, split="val") if validation else None
     after = footprint(compressed)
-    ctx.progress("timing the original and the compressed model, interleaved")
+    ctx.progress(
+        1,
+        quality=quality_after,
+        compression_time=compression_time,
+        params_kept_ratio=after.params / before.params,
+    )
+    ctx.say("timing the original and the compressed model, interleaved")
     model.eval()
     with torch.inference_mode():
         lat_before, lat_after = time_interleaved(
@@ -206,18 +213,19 @@ def run(ctx: RunContext) -> ProtocolResult:
         metrics["val_quality_before"] = quality_metric(wl, val_before, "val")
         metrics["val_quality_after"] = quality_metric(wl, val_after, "val")
     metrics.update(compress_phase.metrics())
-    fn = getattr(wl, "quality_interval", None)
-    ci = fn(quality_after, "test") if fn is not None else None
+    ci = wl.quality_interval(quality_after, "test") if isinstance(wl, QualityIntervals) else None
     info = {
         "representation": representation,
         "quality_metric": q.name,
         "latency_batch": LATENCY_BATCH,
         # What the validation split holds (None: the workload has none, so no val_ figures).
-        "validation": getattr(wl, "validation", None) if validation else None,
+        "validation": wl.validation if validation else None,
         "quality_interval": ci.method if ci is not None else "none: the workload gives none",
         # What the method says about its own run (e.g. a quantizer: integer arithmetic is
         # simulated; WGSEF: how many groups its prox zeroed): reports print ``note`` and
         # ``arithmetic`` beside the row.
-        "method": _json_safe(getattr(compressor, "info", None) or {}),
+        "method": _json_safe(
+            (compressor.info if isinstance(compressor, ReportsInfo) else None) or {}
+        ),
     }
     return ProtocolResult(metrics=metrics, info=info)

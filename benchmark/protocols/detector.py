@@ -56,12 +56,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.kinds.detector import CalibrationSource, Filters, LabelOracle, PValues, RunSeeded
+from benchmark.kinds.workload import has_validation
 from benchmark.measure.timing import Stats, clock_label, synchronize
 from benchmark.metrics.intervals import auroc_interval, wilson
 from benchmark.metrics.ood import auroc, ood_metrics
 from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
 from benchmark.records import Curve, Metric
-from benchmark.workloads.contracts import has_validation
 
 DEFAULT_ALPHA = 0.05
 TYPE1_LEVELS = {"type1_error_at_5pct": 0.05, "type1_error_at_1pct": 0.01}
@@ -178,12 +179,11 @@ def _target_metrics(detector, model, wl, device) -> dict[str, Metric]:  # type: 
 
 def run(ctx: RunContext) -> ProtocolResult:
     wl, device = ctx.workload, ctx.device
-    bind = getattr(wl, "bind_run_seed", None)
-    if bind is not None:
-        bind(ctx.spec.seed)
+    if isinstance(wl, RunSeeded):
+        wl.bind_run_seed(ctx.spec.seed)
     model = wl.model(device)
     detector = ctx.build_method()
-    ctx.progress("fitting")
+    ctx.say("fitting")
     synchronize(device)
     t0 = time.perf_counter()
     validation = has_validation(wl)
@@ -195,10 +195,12 @@ def run(ctx: RunContext) -> ProtocolResult:
         detector.fit(model, wl.fit_batches(device))
     synchronize(device)
     fit_time = time.perf_counter() - t0
-    ctx.progress("scoring")
+    ctx.progress(0, fit_time=fit_time)
+    ctx.say("scoring")
     s_in, lat_in = _scores(detector.score, model, wl.test_batches("in", device), device)
     s_out, lat_out = _scores(detector.score, model, wl.test_batches("out", device), device)
     m = ood_metrics(s_in, s_out)
+    ctx.progress(1, auroc=m["auroc"], fpr_at_95_tpr=m["fpr_at_95_tpr"])
     timer = clock_label(device)
     # The first batch carries warm-up (lazy initialisation, caches); it is not timed.
     latencies = (lat_in[1:] + lat_out[1:]) or lat_in + lat_out
@@ -227,7 +229,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         higher_is_better=False,
     )
     if validation:
-        ctx.progress("scoring the validation split")
+        ctx.say("scoring the validation split")
         held = wl.test_batches("in", device, "val") if val_in is None else val_in
         v_in, _ = _scores(detector.score, model, held, device)
         v_out, _ = _scores(detector.score, model, wl.test_batches("out", device, "val"), device)
@@ -248,9 +250,9 @@ def run(ctx: RunContext) -> ProtocolResult:
         "n_out": len(s_out),
         "positive_class": "OOD",
         # What the validation split holds (None: the workload has none, so no val_auroc).
-        "validation": getattr(wl, "validation", None) if validation else None,
+        "validation": wl.validation if validation else None,
     }
-    if hasattr(detector, "pvalue"):
+    if isinstance(detector, PValues):
         alpha = float(ctx.hparams.get("alpha", DEFAULT_ALPHA))
         p_in, _ = _scores(detector.pvalue, model, wl.test_batches("in", device), device)
         p_out, _ = _scores(detector.pvalue, model, wl.test_batches("out", device), device)
@@ -268,13 +270,13 @@ def run(ctx: RunContext) -> ProtocolResult:
                 False,
             )
         info["alpha"] = alpha
-    source = getattr(detector, "calibration_source", None)
+    source = detector.calibration_source if isinstance(detector, CalibrationSource) else None
     if source is not None:
         info["calibration"] = source
-    if hasattr(detector, "predict"):
+    if isinstance(detector, Filters):
         metrics.update(_target_metrics(detector, model, wl, device))
         info["target_class"] = f"{wl.in_name} (kept = predict False)"
-    oracle = getattr(wl, "oracle", None)
+    oracle = wl.oracle if isinstance(wl, LabelOracle) else None
     if oracle is not None:
         metrics["labels_used"] = Metric(
             value=float(oracle.used),

@@ -16,10 +16,10 @@ curve, the target and the validation figure a grid winner is chosen on
 loss at the end, with its 95% interval over the test windows.
 
 A run is ``diverged`` when its training loss is non-finite, and also when it exceeds
-``divergence_factor`` times the first step's loss: AdamW at lr=1e3 on the tiny LLaMA
-climbs to ~1e7 nats without ever producing a NaN, and such a run is no result to rank.
-Healthy runs stay far below the bound (the largest rise over the first loss in the
-optimizers-tiny suite, 80 runs, is 1.07x), so 10x flags only blow-ups.
+``divergence_factor`` times the first step's loss: a far too large learning rate can
+climb by orders of magnitude without ever producing a NaN, and such a run is no result to
+rank. Healthy runs stay far below the bound, so 10x flags only blow-ups (both measured:
+``results/optimizers-tiny/README.md``).
 """
 
 from __future__ import annotations
@@ -34,17 +34,17 @@ from typing import Any
 import torch
 from scipy import stats
 
+from benchmark.kinds.optimizer import KIND, ClosureStep, LossUnit, ReportsFigures
 from benchmark.measure.meters import phase
 from benchmark.measure.tensor_memory import measure_step_memory
 from benchmark.measure.tensors import tensor_bytes
 from benchmark.measure.timing import Stats, clock_label, synchronize
 from benchmark.protocols.base import Diverged, ProtocolResult, RunContext
-from benchmark.protocols.options import PROTOCOL_OPTIONS
 from benchmark.records import Curve, Metric
 
 DEFAULT_STEPS = 100
 EVAL_FRACTION = 0.02  # default evaluation interval, as a fraction of the step budget
-OPTIONS: dict[str, Any] = PROTOCOL_OPTIONS["optimizer"]
+OPTIONS: dict[str, Any] = dict(KIND.options)
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -79,7 +79,7 @@ def _train_step(
     wl: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: Any
 ) -> torch.Tensor:
     """One training step, the same for the timed loop and the memory pass."""
-    if getattr(optimizer, "needs_closure", False):
+    if isinstance(optimizer, ClosureStep) and optimizer.needs_closure:
         return optimizer.step(_closure(wl, model, batch, optimizer))
     optimizer.zero_grad(set_to_none=True)
     loss = wl.loss(model, batch)
@@ -113,7 +113,7 @@ def _first_steps_memory(ctx: RunContext, model: torch.nn.Module) -> dict[str, Me
 def _loss_unit(workload: object) -> str:
     """A language model's loss is in nats; a workload whose loss is something else (an
     autoencoder's reconstruction MSE) names its unit in ``loss_unit``."""
-    return str(getattr(workload, "loss_unit", "nats"))
+    return str(workload.loss_unit) if isinstance(workload, LossUnit) else "nats"
 
 
 def _loss_metric(figures: dict[str, float], meter: str, unit: str = "nats") -> Metric:
@@ -204,6 +204,11 @@ def run(ctx: RunContext) -> ProtocolResult:
         eval_curve[0].append(step)
         eval_curve[1].append(loss if math.isfinite(loss) else None)
         points.append((float(step), train_time, loss))
+        # Observers get the curves as they are drawn (after the step's timing).
+        figures = {"eval_loss": loss}
+        if train_loss:
+            figures["train_loss"] = train_loss[-1]
+        ctx.progress(step, **figures)
 
     evaluate(0)
 
@@ -233,7 +238,7 @@ def run(ctx: RunContext) -> ProtocolResult:
             if step % eval_every == 0 or step == steps:
                 evaluate(step)
             if step % max(1, steps // 10) == 0:
-                ctx.progress(f"step {step}/{steps} loss {value:.4f}")
+                ctx.say(f"step {step}/{steps} loss {value:.4f}")
             if time_budget is not None and train_time >= time_budget:
                 stopped_by_time = True
                 break
@@ -278,7 +283,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         )
     # Any other figure the workload's evaluation reports (an autoencoder's train MSE) is
     # kept under its own name, in the workload's ``figure_units`` (lower is better).
-    figure_units = getattr(wl, "figure_units", {})
+    figure_units = wl.figure_units if isinstance(wl, ReportsFigures) else {}
     for name, value in final.items():
         if name in figure_units and name not in metrics and isinstance(value, int | float):
             metrics[name] = Metric(

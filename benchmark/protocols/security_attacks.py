@@ -31,11 +31,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.kinds import ContractError, SplitModel
+from benchmark.kinds import ContractError
+from benchmark.kinds.security_split import (
+    AttackerModel,
+    AttackRecipe,
+    HasAttackRecipe,
+    MembershipData,
+    QualityStderr,
+    SplitModel,
+    Transcript,
+)
 from benchmark.metrics.ood import auroc
 from benchmark.protocols.base import RunContext
 from benchmark.records import Budget, Metric
-from benchmark.workloads.contracts import AttackRecipe
 
 SLICE_BATCH = 32
 VALIDATION_SAMPLES = 256
@@ -126,16 +134,16 @@ def attack_context(
     """The attacker's context; ``scratch`` gives the baseline attacker the black box only
     (served inputs and outputs, no exchanges)."""
     wl, device, spec = ctx.workload, ctx.device, ctx.spec
-    start = getattr(wl, "attacker_model", None)
+    start = wl.attacker_model if isinstance(wl, AttackerModel) else None
+    recipe = wl.attack_recipe if isinstance(wl, HasAttackRecipe) else AttackRecipe()
 
     def transcripts(n: int) -> Iterator[Served]:
-        record = None if scratch or split is None else getattr(split, "transcript", None)
+        record = split.transcript if isinstance(split, Transcript) and not scratch else None
         if record is None and not scratch:
             raise ContractError(
                 f"{type(split).__name__} has no transcript(inputs): its traffic cannot be "
                 "attacked, so its verdict cannot be complete"
             )
-        recipe = getattr(wl, "attack_recipe", AttackRecipe())
         served = wl.labelled_batches("train", n, recipe.batch_size, spec.seed, device)
         for inputs, _ in served:
             if record is None:  # the black box: what the deployed model answers
@@ -161,7 +169,7 @@ def attack_context(
         device=device,
         seed=spec.seed,
         budget=spec.budget,
-        recipe=getattr(wl, "attack_recipe", AttackRecipe()),
+        recipe=recipe,
         pretrained_start=start is not None,
     )
 
@@ -172,8 +180,8 @@ def attack_context(
 def stderr(ctx: RunContext, value: float) -> float | None:
     """The quality's standard error on the test set, on the oriented scale (None when the
     workload cannot give one)."""
-    fn = getattr(ctx.workload, "quality_stderr", None)
-    se = fn(value) if fn is not None else None
+    wl = ctx.workload
+    se = wl.quality_stderr(value) if isinstance(wl, QualityStderr) else None
     if se is None:
         return None
     if ctx.workload.quality.log_scale:
@@ -271,7 +279,8 @@ def membership_auroc(model: nn.Module, members: list[Any], non_members: list[Any
 
 def membership_sets(ctx: RunContext, slices: DataSlices) -> tuple[list[Any], list[Any]] | str:
     """(members, non-members), or why there are none."""
-    if not getattr(ctx.workload, "has_members", True):
+    wl = ctx.workload
+    if isinstance(wl, MembershipData) and not wl.has_members:
         return "the workload's train split is not the model's training data"
     n = sum(len(y) for _, y in slices.members)
     if n == 0:

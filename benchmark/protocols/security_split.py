@@ -48,7 +48,14 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmark.hashing import config_key
-from benchmark.kinds import ContractError, SplitModel
+from benchmark.kinds import ContractError
+from benchmark.kinds.security_split import (
+    KIND,
+    AttackerStart,
+    OfflineSide,
+    SplitModel,
+    UntrustedDtype,
+)
 from benchmark.measure.hybrid import (
     HybridModule,
     count_flops_by_side,
@@ -59,7 +66,6 @@ from benchmark.measure.tensors import module_bytes
 from benchmark.measure.timing import clock_label, time_interleaved
 from benchmark.protocols import security_attacks as scratch_baseline_code
 from benchmark.protocols.base import ProtocolResult, RunContext
-from benchmark.protocols.options import PROTOCOL_OPTIONS
 from benchmark.protocols.security_attacks import (
     AttackContext,
     SanityGateFailed,
@@ -77,7 +83,7 @@ from benchmark.workloads.cache import cached_json, source_fingerprint
 
 __all__ = ["AttackContext", "recovered_ratio", "run"]
 
-OPTIONS: dict[str, Any] = PROTOCOL_OPTIONS["security_split"]
+OPTIONS: dict[str, Any] = dict(KIND.options)
 BATCH = 64
 
 
@@ -98,6 +104,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         diff = float((hybrid(x).float() - original(x).float()).abs().max())
     quality_original = wl.evaluate(original, device)
     quality = wl.evaluate(hybrid, device)
+    ctx.progress(0, max_abs_output_diff=diff, quality=quality, quality_original=quality_original)
 
     flops = count_flops_by_side(split, lambda: hybrid(x))
     online_flops = flops["total"] - flops.get("offline", 0)
@@ -107,7 +114,7 @@ def run(ctx: RunContext) -> ProtocolResult:
     sides = sides_of(split)
     t_bytes, u_bytes = module_bytes(split.trusted), module_bytes(split.untrusted)
     off_bytes = module_bytes(sides["offline"]) if "offline" in sides else 0
-    offline_side = getattr(split, "offline_side", "trusted")
+    offline_side = split.offline_side if isinstance(split, OfflineSide) else "trusted"
     offline_trusted = offline_side.startswith("trusted")
     trusted_work = flops["trusted"] + (flops.get("offline", 0) if offline_trusted else 0)
     trusted_held = t_bytes + (off_bytes if offline_trusted else 0)
@@ -125,7 +132,8 @@ def run(ctx: RunContext) -> ProtocolResult:
     untrusted_dtypes = sorted(
         {str(p.dtype).removeprefix("torch.") for p in split.untrusted.parameters()}
     )
-    untrusted_dtype = getattr(split, "untrusted_dtype", None) or ",".join(untrusted_dtypes)
+    declared_dtype = split.untrusted_dtype if isinstance(split, UntrustedDtype) else None
+    untrusted_dtype = declared_dtype or ",".join(untrusted_dtypes)
 
     metrics: dict[str, Metric] = {
         "max_abs_output_diff": Metric(
@@ -232,7 +240,9 @@ def run(ctx: RunContext) -> ProtocolResult:
         "batch": BATCH,
         "untrusted_dtype": untrusted_dtype,
         "offline_side": offline_side,
-        "attacker_start": getattr(wl, "attacker_start", "the workload's fresh_model"),
+        "attacker_start": wl.attacker_start
+        if isinstance(wl, AttackerStart)
+        else "the workload's fresh_model",
         "attacks": attack_info,
     }
     return ProtocolResult(metrics=metrics, info=info)
@@ -285,8 +295,8 @@ def _attacks(
     undefined: list[str] = []
     worthless: list[str] = []  # the scratch attacker already matches the original
     gate: list[str] = []
-    for name in names:
-        ctx.progress(f"attack {name}")
+    for step, name in enumerate(names, 1):
+        ctx.say(f"attack {name}")
         try:
             aspec = ctx.registry.attack(name)
             hparams = dict(aspec.defaults)
@@ -331,6 +341,10 @@ def _attacks(
         )
         ratio = ratio_metric(ctx, name, quality_original, scratch, attacked)
         out[f"attack_{name}_recovered_ratio"] = ratio
+        ctx.progress(
+            step,
+            **{f"attack_{name}_quality": attacked, f"attack_{name}_recovered_ratio": ratio.value},
+        )
         if ratio.value is None:
             undefined.append(name)
             if within_noise_of(ctx, quality_original, attacked)[0]:

@@ -41,12 +41,11 @@ The intervals are the caller's: per point, the seeds' t-interval, which
 ``report.curves`` floors with the runs' own test-set intervals (seeds that agree exactly
 would otherwise make any wiggle significant) and which it thins to at most
 ``MAX_JUDGED_POINTS`` points along a step axis (each point is compared with every other,
-so a long curve would show false peaks by multiplicity: 200 independent noisy points hold
-one 70% of the time; a flat curve of pure noise, three seeds, 400 draws: 1.5% of 12-point
-curves and 6% of 20-point ones). With three seeds the rule is conservative (the bands must not
-overlap: a difference of about 5 seed standard deviations). A paired test (each seed's
-difference between two points) was tried and dropped: on flat noisy 12-point curves it
-called a peak 18% of the time, the multiplicity of comparing every pair.
+so a long curve would show false peaks by multiplicity). With three seeds the rule is
+conservative (the bands must not overlap: a difference of about 5 seed standard
+deviations). A paired test (each seed's difference between two points) was tried and
+dropped: it called more false peaks, the multiplicity of comparing every pair. The
+measured false-peak rates: ``docs/methods/descent-ae.md``.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -172,6 +173,27 @@ class Table:
     timing_columns: list[str] = field(default_factory=list)
     regime: str | None = None  # the one timing regime, when timings compare
     timing_note: str | None = None  # why timing columns are withheld, when they are
+    # Columns of the kind that no ok run of the table reports a value for, left out of the
+    # table, with the reasons the records give for their nulls ("" where none carries it).
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    def scale(self, column: str) -> tuple[float, str]:
+        """The one (divisor, suffix) every cell of ``column`` is printed in, chosen from
+        the column's largest mean (``column_scale``), so a column never mixes seconds with
+        milliseconds and its unit is said once, in the header."""
+        if column == self.validation_metric:
+            cells = [row.validation for row in self.points or self.rows]
+        else:
+            cells = [row.cells.get(column) for row in self.points or self.rows]
+        means = [c.mean for c in cells if c is not None]
+        return column_scale(means, self.units.get(column, ""))
+
+    def unit_label(self, column: str) -> str | None:
+        """The unit ``column``'s cells are printed in, for its header (None: no unit)."""
+        unit = self.units.get(column)
+        if unit is None:
+            return None
+        return self.scale(column)[1] or unit
 
     @property
     def timing_withheld(self) -> str | None:
@@ -322,8 +344,8 @@ class Table:
             )
         if self.tuning_note:
             note += f"; {self.tuning_note}"
-        if self.kind == "detector":
-            note += "; OOD is the positive class"
+        for kind_note in self.info.notes:
+            note += f"; {kind_note}"
         return note
 
 
@@ -488,6 +510,8 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
             if c in r.metrics:
                 units.setdefault(c, r.metrics[c].unit)
     timing, regime, timing_note = _timing(ok, columns)
+    kept = (primary, info.verdict.metric if info.verdict else primary)
+    shown, dropped = _reported(columns, kept, ok)
 
     configs: dict[tuple[str, str, str], list[RunRecord]] = {}
     for r in ok:
@@ -542,7 +566,7 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
         workload=workload,
         primary=primary,
         higher_is_better=higher,
-        columns=columns,
+        columns=shown,
         units=units,
         rows=ranked,
         failures=failures,
@@ -550,10 +574,30 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
         info=info,
         points=points,
         variants=variants,
-        timing_columns=timing,
+        timing_columns=[c for c in timing if c in shown],
         regime=regime,
         timing_note=timing_note,
+        dropped=dropped,
     )
+
+
+def _reported(
+    columns: list[str], keep: tuple[str, ...], ok: list[RunRecord]
+) -> tuple[list[str], dict[str, str]]:
+    """(the columns some ok run reports a value for, {left-out column: why}). A column
+    no row reports (a detector without p-values has no Type-I error, a workload without
+    a label oracle no ``labels_used``) would only add an n/a per row; it is left out,
+    with the reasons the records give for their nulls. ``keep`` (the primary and the
+    verdict's metric) stays: the ranking is read off it."""
+    shown: list[str] = []
+    dropped: dict[str, str] = {}
+    for c in columns:
+        metrics = [r.metrics[c] for r in ok if c in r.metrics]
+        if c in keep or any(m.value is not None for m in metrics):
+            shown.append(c)
+        else:
+            dropped[c] = "; ".join(sorted({m.reason for m in metrics if m.reason}))
+    return shown, dropped
 
 
 def _config_key(r: RunRecord) -> tuple[str, str, str]:
@@ -810,13 +854,31 @@ def _scale(value: float, unit: str) -> tuple[float, str]:
     return 1, ""
 
 
-def format_value(value: float | None, unit: str, scale: tuple[float, str] | None = None) -> str:
+def column_scale(values: Iterable[float | None], unit: str) -> tuple[float, str]:
+    """One (divisor, suffix) for a whole column, the one its largest magnitude reads best
+    in: milliseconds only when every value is below a second, so 37.85 s and 0.024 s
+    print as 37.85 and 0.02419 under one "(s)", never as "37.85" beside "24.19 ms"."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v)]
+    return _scale(max(finite), unit) if finite else (1, "")
+
+
+def _number(value: float) -> str:
+    """Four significant figures, without an exponent for large figures (12345, not
+    1.234e+04)."""
+    return f"{value:.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def format_value(
+    value: float | None, unit: str, scale: tuple[float, str] | None = None, *, suffix: bool = True
+) -> str:
+    """``value`` in ``scale`` (default: the one it reads best in), followed by the scale's
+    suffix unless ``suffix`` is False (a table column whose header carries the unit)."""
     if value is None:
         return "n/a"
-    divisor, suffix = scale or _scale(value, unit)
-    if unit == "bytes" and suffix == "B":
-        return f"{value:.0f} B"
-    return f"{value / divisor:.4g}" + (f" {suffix}" if suffix else "")
+    divisor, name = scale or _scale(value, unit)
+    if unit == "bytes" and name == "B":
+        return f"{value:.0f}" + (" B" if suffix else "")
+    return _number(value / divisor) + (f" {name}" if name and suffix else "")
 
 
 def _interval_text(mean: float, lo: float, hi: float, integer: bool) -> str:
@@ -832,25 +894,29 @@ def _interval_text(mean: float, lo: float, hi: float, integer: bool) -> str:
     return f"{mean:.4g} [{lo:.4g}, {hi:.4g}]"
 
 
-def format_cell(cell: Cell, unit: str) -> str:
-    """``mean [low, high]`` (the 95% interval) in the mean's scale and unit, the mean alone
-    where there is no interval (marked "no interval" where three or more seeds agree
-    exactly), ``(k/n seeds)`` after a mean over only the k seeds that report the figure,
-    ``n/a`` (with a short note, e.g. "mixed regimes") where the figure is null. Never a
-    standard deviation: one run has none, and a spread is not an interval."""
+def format_cell(cell: Cell, unit: str, scale: tuple[float, str] | None = None) -> str:
+    """``mean [low, high]`` (the 95% interval), the mean alone where there is no interval
+    (marked "no interval" where three or more seeds agree exactly), ``(k/n seeds)`` after
+    a mean over only the k seeds that report the figure, ``n/a`` (with a short note, e.g.
+    "mixed regimes") where the figure is null. Never a standard deviation: one run has
+    none, and a spread is not an interval.
+
+    Without ``scale`` the cell is printed in the scale its mean reads best in, with the
+    suffix ("94 [70, 118] ms"); with one (a table column's, ``Table.scale``) in that
+    scale and without a suffix: the column's header says the unit once."""
     if cell.mean is None:
         return f"n/a ({cell.note})" if cell.note else "n/a"
-    scale = _scale(cell.mean, unit)
+    own = scale is None
+    divisor, suffix = scale or _scale(cell.mean, unit)
     tags = []
     if cell.partial:
         tags.append(f"{cell.n}/{cell.runs} seeds")
     if cell.ci is None:
         if cell.no_interval:
             tags.append("no interval: " + cell.no_interval)
-        text = format_value(cell.mean, unit, scale)
+        text = format_value(cell.mean, unit, (divisor, suffix), suffix=own)
     else:
-        divisor, suffix = scale
         lo, hi = (v / divisor for v in cell.ci)
         text = _interval_text(cell.mean / divisor, lo, hi, unit == "bytes" and suffix == "B")
-        text += f" {suffix}" if suffix else ""
+        text += f" {suffix}" if suffix and own else ""
     return text + (f" ({'; '.join(tags)})" if tags else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import matplotlib
 
@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from benchmark.kinds import get_kind, registered_kinds
 from benchmark.records import hparams_label
 from benchmark.report.curves import AxisCurve, AxisFigure
 from benchmark.report.leaderboard import Cell, Row, Table, format_cell
@@ -154,12 +155,24 @@ def detector_roc(table: Table) -> bytes | None:
     return _png(fig)
 
 
-PLOTS: dict[str, Callable[[Table], bytes | None]] = {
-    "optimizer": optimizer_curves,
-    "compressor": compressor_scatter,
-    "security_split": security_scatter,
-    "detector": detector_roc,
-}
+class _KindPlots(Mapping[str, Callable[[Table], bytes | None]]):
+    """``PLOTS``: each registered kind's plot (``KindDef.plot``), imported when drawn."""
+
+    def __getitem__(self, kind: str) -> Callable[[Table], bytes | None]:
+        found = get_kind(kind)
+        plot = found.load_plot() if found is not None else None
+        if plot is None:
+            raise KeyError(kind)
+        return plot
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(k for k, d in registered_kinds().items() if d.plot is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+PLOTS: Mapping[str, Callable[[Table], bytes | None]] = _KindPlots()
 
 
 def _curve_labels(curves: list[AxisCurve]) -> list[str]:

@@ -9,6 +9,7 @@ import html
 import json
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -165,11 +166,13 @@ def _timing_line(table: Table) -> str | None:
 def _columns(table: Table) -> list[str]:
     verdict = [table.verdict_column] if table.verdict_column else []
     tuning = ["grid points", "chosen on"] if table.collapsed else []
-    return (
-        tuning
-        + verdict
-        + [f"{c} ({table.units[c]})" if c in table.units else c for c in table.columns]
-    )
+    return tuning + verdict + [_header(table, c) for c in table.columns]
+
+
+def _header(table: Table, column: str) -> str:
+    """A metric's header with the one unit its whole column is printed in."""
+    unit = table.unit_label(column)
+    return f"{column} ({unit})" if unit else column
 
 
 def _chosen_on(table: Table, row: Row) -> str:
@@ -194,8 +197,11 @@ def _seeds(row: Row) -> str:
 
 def _row_cells(table: Table) -> list[list[str]]:
     out = []
+    scales = {c: table.scale(c) for c in table.columns}  # one unit per column
     for row in table.rows:
-        cells = [format_cell(row.cells[c], table.units.get(c, "")) for c in table.columns]
+        cells = [
+            format_cell(row.cells[c], table.units.get(c, ""), scales[c]) for c in table.columns
+        ]
         verdict = [row.verdict or "n/a"] if table.verdict_column else []
         tuning = [str(row.grid_points), _chosen_on(table, row)] if table.collapsed else []
         out.append(
@@ -213,26 +219,55 @@ def _row_cells(table: Table) -> list[list[str]]:
     return out
 
 
+def _row_label(row: Row) -> str:
+    return f"{row.method} [{row.hparams}]"
+
+
 def _null_notes(table: Table) -> list[str]:
-    """Why a ranked row's figure is null, and which means cover only some seeds (the
-    others null): such a mean is not a mean over every seed, e.g. steps to target over the
-    seeds that reached it."""
-    notes = []
+    """Why a figure is n/a where its peers in the table have one, and which means cover
+    only some seeds (the others null): such a mean is not a mean over every seed, e.g.
+    steps to target over the seeds that reached it.
+
+    A column no row reports is not in the table (``Table.dropped``): it gets one line,
+    and only where the records say why. The n/a cells of a shown column are grouped, one
+    line per reason and set of rows (the columns they share it for listed together), so
+    six methods without p-values make one line, not twelve."""
+    notes = [
+        f"{c}: no row has a value (n/a because {why}); column left out"
+        for c, why in table.dropped.items()
+        if why
+    ]
+    partial = []
     for row in table.rows:
         cells = [(c, row.cells[c]) for c in table.columns]
         if row.validation is not None:
             cells.append((table.validation_metric, row.validation))
         for c, cell in cells:
-            if cell.mean is None and cell.note is None:  # withheld figures: _timing_line
-                if c in table.columns:
-                    notes.append(f"{row.method} [{row.hparams}] {c}: n/a because {cell.reason}")
-            elif cell.partial:
-                notes.append(
-                    f"{row.method} [{row.hparams}] {c}: mean over {cell.n} of {cell.runs} "
+            if cell.partial:
+                partial.append(
+                    f"{_row_label(row)} {c}: mean over {cell.n} of {cell.runs} "
                     f"seeds, the only ones with a value (null in the others: {cell.reason}); "
                     "not comparable with a mean over every seed"
                 )
-    return notes
+    return notes + _grouped_nulls(table) + partial
+
+
+def _grouped_nulls(table: Table) -> list[str]:
+    """One line per (reason, rows): "cols: n/a for rows because reason"; withheld
+    figures (timings across regimes, ``Cell.note``) are said by ``_timing_line``."""
+    by_column: dict[tuple[str, str], list[str]] = {}  # (column, reason) -> row labels
+    for c in table.columns:
+        for row in table.rows:
+            cell = row.cells[c]
+            if cell.mean is None and cell.note is None:
+                by_column.setdefault((c, cell.reason or "not reported"), []).append(_row_label(row))
+    groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+    for (c, why), rows in by_column.items():
+        groups.setdefault((why, tuple(rows)), []).append(c)
+    return [
+        f"{', '.join(cols)}: n/a for {', '.join(rows)} because {why}"
+        for (why, rows), cols in groups.items()
+    ]
 
 
 METHOD_NOTE_KEYS = ("note", "arithmetic")
@@ -290,8 +325,8 @@ def _tuning_lines(table: Table) -> list[tuple[str, list[str]]]:
 
 
 def _points_head(table: Table) -> list[str]:
-    unit = table.units.get(table.primary)
-    vunit = table.units.get(table.validation_metric, unit)
+    unit = table.unit_label(table.primary)
+    vunit = table.unit_label(table.validation_metric) or unit
     return [
         "variant",
         "hparams",
@@ -309,11 +344,14 @@ def _points_cells(table: Table) -> list[list[str]]:
     out = []
     unit = table.units.get(table.primary, "")
     vunit = table.units.get(table.validation_metric, unit)
+    scale, vscale = table.scale(table.primary), table.scale(table.validation_metric)
     for v in table.variants:
         if not v.collapsed:
             continue
         for row in sorted(v.points, key=lambda r: grid_order(r, v.axes)):
-            val = format_cell(row.validation, vunit) if row.validation is not None else "n/a"
+            val = (
+                format_cell(row.validation, vunit, vscale) if row.validation is not None else "n/a"
+            )
             chosen = [f"winner (rank {row.rank_label})"] if row.winner else []
             if row.incomplete:
                 chosen.append(f"incomplete ({row.incomplete}), not preferred")
@@ -323,7 +361,7 @@ def _points_cells(table: Table) -> list[list[str]]:
                     row.hparams,
                     row.device,
                     _seeds(row),
-                    format_cell(row.cells[table.primary], unit),
+                    format_cell(row.cells[table.primary], unit, scale),
                     val,
                     "; ".join(chosen),
                 ]
@@ -604,26 +642,49 @@ def render_html(
     return "\n".join(parts)
 
 
-def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
+@dataclass
+class Report:
+    """A results directory's current records and what the reports are made of."""
+
+    records: list[RunRecord]
+    tables: list[Table]
+    superseded: int
+    unreadable: Sequence[tuple[Path, str]]
+    figures: Sequence[AxisFigure]
+
+    def write(self, out: Path | str) -> dict[str, Path]:
+        """LEADERBOARD.md, leaderboard.csv, report.html (and the curves, where some record
+        has an axis) in ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "markdown": out / "LEADERBOARD.md",
+            "csv": out / "leaderboard.csv",
+            "html": out / "report.html",
+        }
+        left = (self.records, self.tables, self.superseded, self.unreadable, self.figures)
+        atomic_write_text(paths["markdown"], render_markdown(*left))
+        atomic_write_text(paths["csv"], render_csv(self.tables).to_csv(index=False))
+        atomic_write_text(paths["html"], render_html(*left))
+        if self.figures:  # only suites with an axis have curves
+            paths["curves_json"] = out / "curves.json"
+            paths["curves_csv"] = out / "curves.csv"
+            text = json.dumps(curves_json(self.figures), indent=2)
+            atomic_write_text(paths["curves_json"], text)
+            frame = csv_safe(curves_frame(self.figures))
+            atomic_write_text(paths["curves_csv"], frame.to_csv(index=False))
+        return paths
+
+
+def load_report(results_dir: Path | str) -> Report:
+    """The current records of ``results_dir`` (superseded ones counted, unreadable ones
+    named) with their leaderboard tables and curves."""
     everything, unreadable = store.read_records(results_dir)
     records, superseded = store.current_records(everything)
-    tables = build_leaderboard(records)
-    out = Path(out_dir or results_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": out / "LEADERBOARD.md",
-        "csv": out / "leaderboard.csv",
-        "html": out / "report.html",
-    }
-    figures = build_curves(records)
-    markdown = render_markdown(records, tables, len(superseded), unreadable, figures)
-    atomic_write_text(paths["markdown"], markdown)
-    atomic_write_text(paths["csv"], render_csv(tables).to_csv(index=False))
-    html_text = render_html(records, tables, len(superseded), unreadable, figures)
-    atomic_write_text(paths["html"], html_text)
-    if figures:  # only suites with an axis have curves
-        paths["curves_json"] = out / "curves.json"
-        paths["curves_csv"] = out / "curves.csv"
-        atomic_write_text(paths["curves_json"], json.dumps(curves_json(figures), indent=2))
-        atomic_write_text(paths["curves_csv"], csv_safe(curves_frame(figures)).to_csv(index=False))
-    return paths
+    return Report(
+        records, build_leaderboard(records), len(superseded), unreadable, build_curves(records)
+    )
+
+
+def write_reports(results_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
+    return load_report(results_dir).write(out_dir or results_dir)

@@ -11,14 +11,28 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 
-from benchmark.assets import cache_dir
 from benchmark.fileio import atomic_write
+
+CACHE_ENV = "METHODBENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where fetched assets, trained tokenizers and trained reference models are kept
+    (``$METHODBENCH_CACHE``, else ``$XDG_CACHE_HOME/methodbench``): the host's, because
+    the cache below and every workload plugin share it."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "methodbench"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def cached_state(

@@ -109,18 +109,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="ae-recon",
             factory="plugins.autoencoders.detector:ReconstructionDetector",
-            defaults={
-                "hidden_width": 256,
-                "bottleneck": 8,
-                "depth": 1,
-                "activation": "relu",
-                "steps": 1000,
-                "lr": 1e-3,
-                "batch_size": None,
-                "weight_decay": 0.0,
-                "standardize": False,
-                "seed": None,
-            },
             paper=PAPER,
             description=(
                 "autoencoder fitted on the in-distribution data; score = reconstruction MSE "

@@ -26,12 +26,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+Activation = Literal["linear", "relu", "tanh", "gelu", "leaky_relu", "sigmoid", "silu"]
 ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "linear": None,
     "relu": nn.ReLU,

@@ -25,9 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.autoencoders.core import (
+    Activation,
     Autoencoder,
     as_rows,
     chosen,
@@ -51,14 +53,14 @@ class ReconstructionDetector:
     def __init__(
         self,
         *,
-        hidden_width: int = 256,
-        bottleneck: int = 8,
-        depth: int = 1,
-        activation: str = "relu",
-        steps: int = 1000,
-        lr: float = 1e-3,
-        batch_size: int | None = None,
-        weight_decay: float = 0.0,
+        hidden_width: PositiveInt = 256,
+        bottleneck: PositiveInt = 8,
+        depth: NonNegativeInt = 1,
+        activation: Activation = "relu",
+        steps: PositiveInt = 1000,
+        lr: PositiveFloat = 1e-3,
+        batch_size: PositiveInt | None = None,  # None: the whole training set
+        weight_decay: NonNegativeFloat = 0.0,
         standardize: bool = False,
         seed: int | None = None,
     ) -> None:

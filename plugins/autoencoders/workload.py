@@ -4,7 +4,7 @@ scratch on reconstruction, the method (AdamW by default) being its trainer.
 ``ae-synthetic``: the subspace data model of ``plugins.autoencoders.core`` (this
 project's reading of arXiv:2406.11703, whose data-model section could not be read here).
 ``ae-mnist``: MNIST-5k digits, flattened to 784 values in [0, 1]: the training pool is the
-4,000 images of ``benchmark.workloads.images.split_indices`` (``n_train`` of them, a seeded
+4,000 images of ``plugins.workloads.images.split_indices`` (``n_train`` of them, a seeded
 subset), the test split its 750 held-out images and the validation split its 250 (5,000
 in all: the held-out images are not trained on, so the pool is 4,000, not 5,000).
 
@@ -218,7 +218,7 @@ class MnistAE(AutoencoderReconstruction):
     input_dim = 784
 
     def _draw(self, seed: int) -> None:
-        from benchmark.workloads.images import load_images, split_indices
+        from plugins.workloads.images import load_images, split_indices
 
         x, _ = load_images("mnist-5k")
         idx = split_indices(len(x))

@@ -17,17 +17,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="wgsef",
             factory="plugins.compressors.wgsef:WGSEF",
-            defaults={
-                "groups": "neurons",
-                "keep_fraction": 0.5,
-                "lam": 1.0,
-                "steps": 300,
-                "lr": 0.05,
-                "momentum": 0.0,
-                "finetune_steps": 100,
-                "finetune_lr": 0.001,
-                "prox": True,
-            },
             paper="arXiv:2212.12921",
             description=(
                 "proximal gradient with the weighted group sparse envelope (k groups kept per "
@@ -41,14 +30,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="int8-ptq",
             factory="plugins.compressors.quantize:PostTrainingQuantization",
-            defaults={
-                "bits": 8,
-                "samples": 256,
-                "synthesis_steps": 200,
-                "synthesis_lr": 0.1,
-                "seed": 0,
-                "calibration": "real",
-            },
             paper="arXiv:1712.05877",
             description=(
                 "static post-training quantization (per-channel weights, per-tensor inputs) "
@@ -62,14 +43,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="knowledge-within",
             factory="plugins.compressors.quantize:PostTrainingQuantization",
-            defaults={
-                "bits": 8,
-                "samples": 256,
-                "synthesis_steps": 200,
-                "synthesis_lr": 0.1,
-                "seed": 0,
-                "calibration": "bn-stats",
-            },
+            defaults={"calibration": "bn-stats"},
             paper="arXiv:1912.01274",
             description=(
                 "data-free quantization calibrated on inputs synthesised from BatchNorm "
@@ -84,19 +58,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="finegates",
             factory="plugins.compressors.finegates:FineGates",
-            defaults={
-                "target_sparsity": 0.4,
-                "sparsity_lambda": 50.0,
-                "lr": 0.001,
-                "gate_lr": 0.05,
-                "steps": 300,
-                "lora_rank": 0,
-                "layers": "attention+mlp",
-                "calibrated": True,
-                "seed": 0,
-                "finetune_steps": 0,
-                "finetune_lr": 5e-05,
-            },
             paper="arXiv:2412.12951",
             description="stochastic gates on rows/columns of frozen linears; closed ones removed",
         )
@@ -107,7 +68,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="magnitude-prune",
             factory="plugins.compressors.magnitude:MagnitudePrune",
-            defaults={"sparsity": 0.5},
             paper="arXiv:1506.02626",
             description="global unstructured magnitude pruning (masked-dense)",
         )
@@ -118,14 +78,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="compressor",
             name="structured-prune",
             factory="plugins.compressors.structured:StructuredPrune",
-            defaults={
-                "amount": 0.5,
-                "finetune_steps": 0,
-                "lr": 0.001,
-                "criterion": "l1",
-                "calibration_batches": 2,
-                "seed": 0,
-            },
             paper="arXiv:1608.08710",
             description=(
                 "structured pruning of hidden neurons (L1, weight x activation or random), "

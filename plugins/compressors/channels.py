@@ -8,7 +8,7 @@ be deleted. The consumer is the next ``Conv2d`` (its input channel is dropped) o
 ``Flatten -> Linear`` (the channel's block of ``H*W`` columns is dropped).
 
 The chains are found from the modules' registration order, which must be the forward order
-(true for ``nn.Sequential`` models and ``BNConvNet`` of ``benchmark/workloads/images.py``);
+(true for ``nn.Sequential`` models and ``BNConvNet`` of ``plugins/workloads/images.py``);
 a model with another layout simply yields no chain.
 """
 

@@ -49,9 +49,11 @@ that use it say so in their hyper-parameters.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat
 from torch import nn
 from torch.nn import functional as F
 
@@ -247,17 +249,17 @@ class FineGates:
 
     def __init__(
         self,
-        target_sparsity: float = 0.4,
-        sparsity_lambda: float = 50.0,
-        lr: float = 1e-3,
-        gate_lr: float = 5e-2,
-        steps: int = 300,
-        lora_rank: int = 0,
+        target_sparsity: Annotated[float, Interval(ge=0, lt=1)] = 0.4,
+        sparsity_lambda: NonNegativeFloat = 50.0,
+        lr: PositiveFloat = 1e-3,
+        gate_lr: PositiveFloat = 5e-2,
+        steps: NonNegativeInt = 300,
+        lora_rank: NonNegativeInt = 0,  # 0: no LoRA adapters
         layers: str | list[str] = "attention+mlp",
         calibrated: bool = True,
         seed: int = 0,
-        finetune_steps: int = 0,
-        finetune_lr: float = 5e-5,
+        finetune_steps: NonNegativeInt = 0,
+        finetune_lr: PositiveFloat = 5e-5,
     ) -> None:
         if not 0.0 <= target_sparsity < 1.0:
             raise ValueError(f"target_sparsity must be in [0, 1), got {target_sparsity}")

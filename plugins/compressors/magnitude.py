@@ -8,16 +8,17 @@ shape, so the model is masked-dense: the protocol reports it as such, with no sp
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Interval
 from torch import nn
 
 PRUNABLE = (nn.Linear, nn.Conv2d)
 
 
 class MagnitudePrune:
-    def __init__(self, sparsity: float = 0.5) -> None:
+    def __init__(self, sparsity: Annotated[float, Interval(ge=0, lt=1)] = 0.5) -> None:
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
         self.sparsity = sparsity

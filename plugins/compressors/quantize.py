@@ -28,8 +28,8 @@ byte each, also at 4 bits: no nibble packing, so the bytes reported are the byte
 with float scales; the forward dequantizes them and fake-quantizes the activations, so the
 accuracy is that of the integer model while the arithmetic is float: integer arithmetic is
 simulated, no integer kernel runs, and no speed-up is claimed beyond what the protocol
-measures (in the committed ``compressors`` run the int8 models ran 0.70x (MiniLM-L6) and
-0.95x (SmolLM2) the original's speed). The compressor object carries this as
+measures (the simulated models run slower than the originals:
+``results/compressors/README.md``). The compressor object carries this as
 ``info["arithmetic"]`` (:data:`ARITHMETIC`) so a report can print it beside the row.
 Convolutions keep their ``padding_mode`` ('reflect', 'replicate', 'circular' pad the
 quantized input the way the original layer pads its input). A layer whose weight is tied to
@@ -40,15 +40,18 @@ fine-tuning of the quantized model on synthetic data is not implemented.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 from torch.nn import functional as F
 
 from plugins.compressors.neurons import set_module
 
-CALIBRATIONS = ("real", "bn-stats", "gaussian")
+Calibration = Literal["real", "bn-stats", "gaussian"]
+CALIBRATIONS: tuple[str, ...] = get_args(Calibration)
 ARITHMETIC = (
     "simulated: integer weights stored as int8 bytes (real), dequantized to float with "
     "fake-quantized inputs at run time; no integer kernel, no speed-up claimed"
@@ -175,11 +178,11 @@ class PostTrainingQuantization:
 
     def __init__(
         self,
-        bits: int = 8,
-        calibration: str = "real",
-        samples: int = 256,
-        synthesis_steps: int = 200,
-        synthesis_lr: float = 0.1,
+        bits: Annotated[int, Interval(ge=2, le=8)] = 8,
+        calibration: Calibration = "real",
+        samples: PositiveInt = 256,
+        synthesis_steps: NonNegativeInt = 200,
+        synthesis_lr: PositiveFloat = 0.1,
         seed: int = 0,
     ) -> None:
         if calibration not in CALIBRATIONS:

@@ -6,7 +6,7 @@ and a run imports only the module of the method and workload it uses.
 """
 
 from benchmark import hookimpl
-from benchmark.kinds import MethodSpec
+from benchmark.kinds import MethodSpec, WorkloadSpec
 
 
 @hookimpl
@@ -17,7 +17,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="mahalanobis",
             factory="plugins.detectors.mahalanobis:Mahalanobis",
-            defaults={},
             paper="arXiv:1807.03888",
             description="min class-conditional Mahalanobis distance, tied covariance",
         )
@@ -28,16 +27,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="flame",
             factory="plugins.detectors.flame:Flame",
-            defaults={
-                "budget": 30,
-                "selection": "flame",
-                "pca_dims": 4,
-                "band": 0.9,
-                "classifier": "svm",
-                "smote": True,
-                "uncertainty_seed": 4,
-                "uncertainty_step": 2,
-            },
             paper="arXiv:2510.17670",
             description=(
                 "few-shot refinement: marginal band (PCA+GMM), k-means diverse queries, RBF-SVM; "
@@ -51,7 +40,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="odin",
             factory="plugins.detectors.odin:ODIN",
-            defaults={"temperature": 1000.0, "epsilon": 0.0014},
             paper="arXiv:1706.02690",
             description="temperature-scaled softmax after a confidence-raising input step",
         )
@@ -62,7 +50,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="knn",
             factory="plugins.detectors.knn:KNN",
-            defaults={"k": 50, "scale_k_to": 50000},
             paper="arXiv:2204.06507",
             description="k-th nearest-neighbour distance of L2-normalised penultimate features",
         )
@@ -73,7 +60,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="msp",
             factory="plugins.detectors.baselines:MaxSoftmax",
-            defaults={},
             paper="arXiv:1610.02136",
             description="maximum softmax probability",
         )
@@ -83,7 +69,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="energy",
             factory="plugins.detectors.baselines:Energy",
-            defaults={"temperature": 1.0},
             paper="arXiv:2010.03759",
             description="free energy of the logits",
         )
@@ -94,7 +79,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="audit-test",
             factory="plugins.detectors.audit:AuditTest",
-            defaults={"alpha": 0.05, "randomized": True},
             paper="arXiv:2209.05550",
             description=(
                 "exact one-sided binomial audit of a filtering policy's deflection beyond the "
@@ -108,15 +92,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="statistical-ood",
             factory="plugins.detectors.statistical:StatisticalOOD",
-            defaults={
-                "reduction": "mean_max",
-                "layer_combine": "simes",
-                "alpha": 0.05,
-                "calibration_fraction": 0.5,
-                "class_conditional": True,
-                "min_class_samples": 20,
-                "layer_null_fraction": 0.5,
-            },
             paper="arXiv:2102.12967",
             description=(
                 "per-channel empirical p-values, Simes within / Fisher across layers, calibrated "
@@ -130,8 +105,54 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="react",
             factory="plugins.detectors.react:ReAct",
-            defaults={"percentile": 90.0},
             paper="arXiv:2111.12797",
             description="energy after clipping penultimate activations at the ID 90th percentile",
+        )
+    )
+
+
+@hookimpl
+def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
+    # The workloads only one detector uses: FLAME's few-shot pair, the audit test's simulation.
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="fewshot-pair",
+            factory="plugins.detectors.fewshot_pair:FewShotPair",
+            defaults={
+                "dataset": "mnist-5k",
+                "target": 4,
+                "lookalike": 9,
+                "max_labels": 30,
+                "train_seed": 0,
+            },
+            description=(
+                "MNIST-5k proposals of a CNN trained with 4 and 9 merged; targets 4, false "
+                "positives 9 (+ other), labels through a counting oracle"
+            ),
+        )
+    )
+    register(
+        WorkloadSpec(
+            kind="detector",
+            name="audit-sim",
+            factory="plugins.detectors.audit_sim:AuditWorkload",
+            defaults={
+                "n_samples": 200,
+                "shift": 0.1,
+                "threshold": 0.05,
+                "fair_deflection": None,
+                "n_datasets": 400,
+                "val_datasets": 200,
+                "rounds": 5,
+                "feed_size": 10,
+                "learning_rate": 0.3,
+                "natural_rate": 0.5,
+                "seed": None,
+            },
+            description=(
+                "simulated users under a fair vs a belief-shifting filtering policy; one input = "
+                "one audit dataset of n_samples decisions"
+            ),
         )
     )

@@ -38,10 +38,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Interval
 from scipy.stats import binom
 from torch import nn
 
@@ -62,7 +63,9 @@ def _null_rate(model: nn.Module) -> float:
 
 
 class AuditTest:
-    def __init__(self, alpha: float = 0.05, randomized: bool = True) -> None:
+    def __init__(
+        self, alpha: Annotated[float, Interval(gt=0, lt=1)] = 0.05, randomized: bool = True
+    ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must lie in (0, 1)")
         self.alpha, self.randomized = alpha, randomized

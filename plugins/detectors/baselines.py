@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from pydantic import PositiveFloat
 from torch import nn
 
 
@@ -26,7 +27,7 @@ class MaxSoftmax:
 
 
 class Energy:
-    def __init__(self, temperature: float = 1.0) -> None:
+    def __init__(self, temperature: PositiveFloat = 1.0) -> None:
         if temperature <= 0:
             raise ValueError("temperature must be positive")
         self.temperature = temperature

@@ -37,20 +37,13 @@ read in full; the sketch above is what its abstract and summaries state):
 - the band's width is not given in what could be read of the paper, so the default is
   tuned, on digit pairs the benchmark does not rank (``benchmarks/tune_flame_band.py``:
   MNIST-5k 3 vs 5 and 2 vs 7, each with its own merged-pair CNN; budgets 10 and 30, 5
-  seeds; AUROC on each pair's held-out proposals, minus the 8 images that are also held-out
-  proposals of the benchmarked pair). Mean over pairs and budgets: band 0.25 0.854, 0.5
-  0.938, 0.6 0.928, 0.75 0.967, 0.85 0.974, 0.9 0.982, 0.95 0.981, 1.0 (no mixture at all)
-  0.980 (random sampling 0.977). The default is the best band, 0.9. From 0.9 to 1.0 the
-  figures are within 0.002 of one another, inside the seeds' spread: on these pairs
-  the density step adds nothing measurable over k-means diversity alone (band 1.0), and
-  narrow bands hurt, because the mixture's two modes are not the two classes (on the
-  benchmarked 4/9 pair they agree with the labels on only 59-93% of proposals, by PCA
-  size), so a narrow band puts the labels away from the class boundary. The suite
-  therefore also runs ``band: 1.0`` (no density step) as an ablation. The earlier
-  default, 0.75, had been chosen on the benchmarked pair's test AUROC, where band 1.0
-  also scored higher. On the benchmarked pair's leaderboard (153 test proposals, 3
-  seeds) every selection at either budget lay within the others' 95% intervals: FLAME
-  did not measurably beat random sampling there;
+  seeds; AUROC on each pair's held-out proposals, minus the images that are also held-out
+  proposals of the benchmarked pair). The default is the best band, 0.9; bands up to 1.0
+  (no density step) are as good there, and narrow bands hurt, because the mixture's two
+  modes are not the two classes, so a narrow band puts the labels away from the class
+  boundary. The suite therefore also runs ``band: 1.0`` (no density step) as an
+  ablation. The figures: ``results/tune-flame-band/README.md`` and, for the benchmarked
+  pair, ``results/detectors-fewshot/README.md``;
 - the paper's candidates carry the text-query similarity as an extra feature; this
   workload has no text query, so only visual features are used;
 - SMOTE is our own small implementation (k nearest same-class neighbours, uniform
@@ -66,10 +59,12 @@ torch's global generator, which the runner seeds with the run's seed.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import numpy as np
 import torch
+from annotated_types import Ge, Interval
+from pydantic import NonNegativeInt, PositiveInt
 from scipy.stats import multivariate_normal
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
@@ -80,8 +75,10 @@ from torch import nn
 
 from plugins.detectors.features import penultimate
 
-SELECTIONS = ("flame", "random", "uncertainty")
-CLASSIFIERS = ("svm", "mlp")
+Selection = Literal["flame", "random", "uncertainty"]
+Classifier = Literal["svm", "mlp"]
+SELECTIONS: tuple[str, ...] = get_args(Selection)
+CLASSIFIERS: tuple[str, ...] = get_args(Classifier)
 
 
 def smote(
@@ -140,14 +137,14 @@ def diverse_picks(z: np.ndarray, candidates: np.ndarray, k: int, seed: int) -> n
 class Flame:
     def __init__(
         self,
-        budget: int = 30,
-        selection: str = "flame",
-        pca_dims: int = 4,
-        band: float = 0.9,
-        classifier: str = "svm",
+        budget: Annotated[int, Ge(2)] = 30,
+        selection: Selection = "flame",
+        pca_dims: PositiveInt = 4,
+        band: Annotated[float, Interval(gt=0, le=1)] = 0.9,
+        classifier: Classifier = "svm",
         smote: bool = True,
-        uncertainty_seed: int = 4,
-        uncertainty_step: int = 2,
+        uncertainty_seed: NonNegativeInt = 4,
+        uncertainty_step: PositiveInt = 2,
     ) -> None:
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, not {selection!r}")

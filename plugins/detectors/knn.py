@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from plugins.detectors.features import collect, penultimate
@@ -44,7 +45,7 @@ def kth_distance(queries: torch.Tensor, bank: torch.Tensor, k: int) -> torch.Ten
 
 
 class KNN:
-    def __init__(self, k: int = 50, scale_k_to: int | None = 50_000) -> None:
+    def __init__(self, k: PositiveInt = 50, scale_k_to: PositiveInt | None = 50_000) -> None:
         if k < 1:
             raise ValueError("k must be at least 1")
         self.k_given, self.scale_k_to = k, scale_k_to

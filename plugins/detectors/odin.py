@@ -22,13 +22,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from pydantic import NonNegativeFloat, PositiveFloat
 from torch import nn
 
 from plugins.detectors.features import is_continuous
 
 
 class ODIN:
-    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014) -> None:
+    def __init__(
+        self, temperature: PositiveFloat = 1000.0, epsilon: NonNegativeFloat = 0.0014
+    ) -> None:
         if temperature <= 0:
             raise ValueError("temperature must be positive")
         if epsilon < 0:

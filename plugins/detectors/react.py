@@ -14,17 +14,18 @@ paper and OpenOOD. Energy at T = 1 is the paper's default scoring function.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Interval
 from torch import nn
 
 from plugins.detectors.features import collect, last_layer, penultimate
 
 
 class ReAct:
-    def __init__(self, percentile: float = 90.0) -> None:
+    def __init__(self, percentile: Annotated[float, Interval(gt=0, le=100)] = 90.0) -> None:
         if not 0.0 < percentile <= 100.0:
             raise ValueError("percentile must lie in (0, 100]")
         self.percentile = percentile

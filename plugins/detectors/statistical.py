@@ -61,16 +61,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import torch
+from annotated_types import Interval
+from pydantic import PositiveInt
 from torch import nn
 
 from plugins.detectors import pvalues
 from plugins.detectors.features import inputs_of, token_mask
 
-REDUCTIONS = ("mean", "max", "mean_max")
-LAYER_COMBINES = ("simes", "fisher")
+Reduction = Literal["mean", "max", "mean_max"]
+LayerCombine = Literal["simes", "fisher"]
+REDUCTIONS: tuple[str, ...] = get_args(Reduction)
+LAYER_COMBINES: tuple[str, ...] = get_args(LayerCombine)
 RARE = -1  # group id of the classes too rare for a group of their own, pooled together
 ALL = -2  # group id of every class pooled: only for unseen classes when none is rare
 
@@ -155,13 +159,13 @@ def _lookup(
 class StatisticalOOD:
     def __init__(
         self,
-        reduction: str = "mean_max",
-        layer_combine: str = "simes",
-        alpha: float = 0.05,
-        calibration_fraction: float = 0.5,
+        reduction: Reduction = "mean_max",
+        layer_combine: LayerCombine = "simes",
+        alpha: Annotated[float, Interval(gt=0, lt=1)] = 0.05,
+        calibration_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.5,
         class_conditional: bool = True,
-        min_class_samples: int = 20,
-        layer_null_fraction: float = 0.5,
+        min_class_samples: PositiveInt = 20,
+        layer_null_fraction: Annotated[float, Interval(gt=0, lt=1)] = 0.5,
     ) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")

@@ -8,12 +8,21 @@ other optimizers; without beta1 the state is m + n per matrix.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat
 from torch import nn
 
 
 def build_adafactor(
-    model: nn.Module, *, lr: float, beta1: float | None, weight_decay: float, clip_threshold: float
+    model: nn.Module,
+    *,
+    lr: PositiveFloat = 0.001,
+    beta1: Annotated[float, Interval(ge=0, lt=1)] | None = None,  # None: no first moment
+    weight_decay: NonNegativeFloat = 0.0,
+    clip_threshold: PositiveFloat = 1.0,
 ) -> torch.optim.Optimizer:
     # Imported here: transformers.optimization pulls in peft and costs every run's process
     # seconds at plugin discovery, when only Adafactor runs need it.

@@ -7,12 +7,22 @@ the plain-Adam baselines of the low-rank optimizer papers unless a suite sets it
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat
 from torch import nn
 
 
 def build_adamw(
-    model: nn.Module, *, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float
+    model: nn.Module,
+    *,
+    lr: PositiveFloat = 0.001,
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
+    eps: PositiveFloat = 1e-08,
+    weight_decay: NonNegativeFloat = 0.0,
 ) -> torch.optim.AdamW:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(

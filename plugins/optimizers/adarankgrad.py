@@ -36,11 +36,10 @@ Adam's eps is 1e-8 (torch's AdamW default; GaLore's is 1e-6).
 
 Defaults tol 0.5, min_gap 10 and max_gap 200 are this project's choice (the paper's values
 could not be read): 0.5 refreshes a subspace once it captures half the share of the
-gradient it captured when it was fresh. Measured on tiny-llama (the optimizers-tiny
-settings, lr 0.01, 150 steps, max_gap 50): the windowed share never fell below 0.53 of
-its fresh value, so every refresh there came from ``max_gap``; on that workload the
-method is adaptive-rank GaLore with a 50-step gap, and the rule only acts where the
-gradient leaves its subspace faster.
+gradient it captured when it was fresh. On tiny-llama every refresh comes from
+``max_gap`` (measured: ``docs/methods/low-rank-optimizers.md``): there the method is
+adaptive-rank GaLore, and the rule only acts where the gradient leaves its subspace
+faster.
 
 State per weight: r_t·min(m, n) (projector) + 2·r_t·max(m, n) (moments) + 2 scalars
 (the window's sum of captured shares and the first window's mean), r_t <= max_rank.
@@ -48,7 +47,11 @@ State per weight: r_t·min(m, n) (projector) + 2·r_t·max(m, n) (moments) + 2 s
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import (
@@ -172,18 +175,18 @@ class AdaRankGrad(SeededSampling, HybridOptimizer):
 def build_adarankgrad(
     model: nn.Module,
     *,
-    lr: float,
-    max_rank: int,
-    eta: float,
-    tol: float,
-    min_gap: int,
-    max_gap: int,
-    scale: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    seed: int,
+    lr: PositiveFloat = 0.01,
+    max_rank: PositiveInt = 128,
+    eta: Annotated[float, Interval(gt=0, le=1)] = 0.9,  # fraction of ||G||^2 the rank keeps
+    tol: PositiveFloat = 0.5,  # refresh when the windowed RMS falls to this fraction
+    min_gap: PositiveInt = 10,
+    max_gap: PositiveInt = 200,
+    scale: PositiveFloat = 0.25,
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
+    eps: PositiveFloat = 1e-08,
+    weight_decay: NonNegativeFloat = 0.0,
+    seed: int = 0,
 ) -> AdaRankGrad:
     return AdaRankGrad(
         param_groups(model, {}),

@@ -40,9 +40,11 @@ matrix s·(r·max(m, n) + m + n), any other matrix s·(m·n + m + n), a vector s
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 MAX_ASPECT = 4
@@ -221,11 +223,11 @@ class Flora(torch.optim.Optimizer):
 def build_flora(
     model: nn.Module,
     *,
-    lr: float,
-    rank: int,
-    kappa: int,
-    beta1: float,
-    weight_decay: float,
+    lr: PositiveFloat = 0.001,
+    rank: PositiveInt = 8,
+    kappa: PositiveInt = 1000,  # steps between fresh projections
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    weight_decay: NonNegativeFloat = 0.0,
     scale_parameter: bool = True,
     seed: int = 0,
 ) -> Flora:

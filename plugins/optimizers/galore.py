@@ -24,7 +24,11 @@ it in galore-torch.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import (
@@ -77,14 +81,14 @@ class GaLoreAdamW(HybridOptimizer):
 def build_galore(
     model: nn.Module,
     *,
-    lr: float,
-    rank: int,
-    update_gap: int,
-    scale: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
+    lr: PositiveFloat = 0.01,
+    rank: PositiveInt = 128,
+    update_gap: PositiveInt = 200,  # steps between SVDs of the gradient
+    scale: PositiveFloat = 0.25,
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
+    eps: PositiveFloat = 1e-06,
+    weight_decay: NonNegativeFloat = 0.0,
 ) -> GaLoreAdamW:
     groups = param_groups(model, {"rank": rank, "update_gap": update_gap, "scale": scale})
     return GaLoreAdamW(

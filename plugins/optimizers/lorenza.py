@@ -52,8 +52,11 @@ instead; that is not part of LORENZA and is not done here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Annotated
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import (
@@ -244,18 +247,18 @@ class Lorenza(SeededSampling, HybridOptimizer):
 def build_lorenza(
     model: nn.Module,
     *,
-    lr: float,
-    rank: int,
-    update_gap: int,
-    rho: float,
-    mu: float,
-    probes: int,
-    plus: bool,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    seed: int,
+    lr: PositiveFloat = 0.01,
+    rank: PositiveInt = 128,
+    update_gap: PositiveInt = 200,
+    rho: NonNegativeFloat = 0.05,  # SAM radius
+    mu: PositiveFloat = 0.001,  # finite-difference step of the zeroth-order estimate
+    probes: PositiveInt = 1,
+    plus: bool = False,  # LORENZA+: add the discarded orthogonal gradient
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
+    eps: PositiveFloat = 1e-08,
+    weight_decay: NonNegativeFloat = 0.0,
+    seed: int = 0,
 ) -> Lorenza:
     return Lorenza(
         param_groups(model, {}),

@@ -45,9 +45,11 @@ Hyperparameters: rank and interval (plus GaLore's lr, scale and eps 1e-6, galore
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import (
@@ -153,7 +155,7 @@ def realign(
     realigning optimizers), then weigh by 1/p' and 1/p'² as the new estimator weighs the
     gradients that follow. Carrying the weighted moments instead would leave a re-picked
     direction's second moment inflated by the old 1/p² for ~1/(1-b2) steps and its steps
-    too small by that factor (0.47x of Adam's after a refresh, measured)."""
+    too small by that factor (measured: ``docs/methods/low-rank-optimizers.md``)."""
     old = state["weights"]
     state["exp_avg"] = weigh(state["exp_avg"], old.reciprocal(), shape)
     state["exp_avg_sq"] = weigh(state["exp_avg_sq"], old.square().reciprocal(), shape)
@@ -212,15 +214,15 @@ class Plumage(SeededSampling, HybridOptimizer):
 def build_plumage(
     model: nn.Module,
     *,
-    lr: float,
-    rank: int,
-    update_gap: int,
-    scale: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    weight_decay: float,
-    seed: int,
+    lr: PositiveFloat = 0.01,
+    rank: PositiveInt = 128,
+    update_gap: PositiveInt = 200,
+    scale: PositiveFloat = 0.25,
+    beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
+    beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
+    eps: PositiveFloat = 1e-06,
+    weight_decay: NonNegativeFloat = 0.0,
+    seed: int = 0,
 ) -> Plumage:
     return Plumage(
         param_groups(model, {}),

@@ -43,7 +43,11 @@ the method's weight decay; the class defaults are kept here.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal, get_args
+
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import (
@@ -56,7 +60,8 @@ from plugins.optimizers.lowrank import (
 )
 from plugins.optimizers.muon import newton_schulz
 
-ORTHOGONALIZERS = ("svd", "newton-schulz")
+Orthogonalizer = Literal["svd", "newton-schulz"]
+ORTHOGONALIZERS: tuple[str, ...] = get_args(Orthogonalizer)
 
 
 def orthogonalise(m: torch.Tensor) -> torch.Tensor:
@@ -150,16 +155,16 @@ class SUMO(HybridOptimizer):
 def build_sumo(
     model: nn.Module,
     *,
-    lr: float,
-    rank: int,
-    update_gap: int,
-    alpha: float,
-    gamma: float,
-    momentum: float,
-    nesterov: bool,
-    weight_decay: float,
-    perp_scale: float,
-    orthogonalizer: str,
+    lr: PositiveFloat = 0.001,
+    rank: PositiveInt = 8,
+    update_gap: PositiveInt = 200,
+    alpha: PositiveFloat = 4.0,
+    gamma: PositiveFloat = 1.1,  # norm-growth limit between steps
+    momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.95,
+    nesterov: bool = True,
+    weight_decay: NonNegativeFloat = 0.01,
+    perp_scale: NonNegativeFloat = 1.0,  # weight of the out-of-subspace gradient
+    orthogonalizer: Orthogonalizer = "svd",
 ) -> SUMO:
     return SUMO(
         param_groups(model, {}),

@@ -17,7 +17,6 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
             name="finetune",
             paper="arXiv:2407.10886",
             factory="plugins.security.attacks:FineTuneAttack",
-            defaults={"n_samples": 64, "steps": 100},
             description="fine-tune the stolen untrusted part with 64 labelled samples",
         )
     )
@@ -35,7 +34,6 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
             name="lowrank",
             paper="arXiv:2407.10886",
             factory="plugins.security.attacks:SubspaceAttack",
-            defaults={"n_samples": 64, "steps": 100, "subspace_lr": 0.02},
             description=(
                 "read the removed subspace off the residual's spectrum, fit its map on 64 samples"
             ),
@@ -46,7 +44,7 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
             name="lowrank-1024",
             paper="arXiv:2407.10886",
             factory="plugins.security.attacks:SubspaceAttack",
-            defaults={"n_samples": 1024, "steps": 300, "subspace_lr": 0.02},
+            defaults={"n_samples": 1024, "steps": 300},
             description=(
                 "read the removed subspace off the residual's spectrum, fit its map on 1024 samples"
             ),
@@ -57,7 +55,6 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
             name="traffic-64",
             paper="arXiv:2407.10886",
             factory="plugins.security.traffic:TrafficAttack",
-            defaults={"n_served": 64, "n_samples": 64, "steps": 100, "min_r2": 0.9},
             description=(
                 "least squares on the clear-text traffic of 64 served inputs, then fine-tune on 64"
             ),
@@ -68,7 +65,7 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
             name="traffic-1024",
             paper="arXiv:2407.10886",
             factory="plugins.security.traffic:TrafficAttack",
-            defaults={"n_served": 1024, "n_samples": 64, "steps": 100, "min_r2": 0.9},
+            defaults={"n_served": 1024},
             description=(
                 "least squares on the clear-text traffic of 1024 served inputs, then fine-tune on"
                 " 64"
@@ -79,7 +76,6 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
         AttackSpec(
             name="untrusted-only",
             factory="plugins.security.attacks:_untrusted_only",
-            defaults={},
             description="the untrusted part alone, missing parts at random init",
         )
     )
@@ -87,7 +83,6 @@ def methodbench_register_attacks(register):  # type: ignore[no-untyped-def]
         AttackSpec(
             name="untrusted-random",
             factory="plugins.security.attacks:RandomFillAttack",
-            defaults={},
             description="the untrusted part alone, what is missing filled at random",
         )
     )
@@ -101,15 +96,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="slip",
             factory="plugins.security.slip:SLIP",
-            defaults={
-                "layers": "all-linear",
-                "rank": 8,
-                "energy": None,
-                "mask": True,
-                "mask_std": 10000.0,
-                "mask_dtype": "float64",
-                "mask_seed": None,
-            },
             paper="arXiv:2407.10886",
             description="top-k SVD components trusted, residual untrusted, masked activations",
         )
@@ -120,12 +106,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="random-mask",
             factory="plugins.security.random_mask:RandomMask",
-            defaults={
-                "trusted_fraction": 0.1,
-                "layers": "all-linear",
-                "seed": 0,
-                "criterion": "random",
-            },
             description="a random fraction of each weight's entries trusted, the rest untrusted",
         )
     )
@@ -134,12 +114,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="magnitude-mask",
             factory="plugins.security.random_mask:RandomMask",
-            defaults={
-                "trusted_fraction": 0.01,
-                "layers": "all-linear",
-                "seed": 0,
-                "criterion": "magnitude",
-            },
+            defaults={"trusted_fraction": 0.01, "criterion": "magnitude"},
             paper="arXiv:2310.07152",
             description=(
                 "the largest-magnitude 1% of each weight's entries trusted (the 'Magnitude' TEE "
@@ -153,7 +128,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="no-split",
             factory="plugins.security.baselines:NoSplit",
-            defaults={},
             description="everything untrusted: the exposed bound",
         )
     )
@@ -162,7 +136,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="all-trusted",
             factory="plugins.security.baselines:AllTrusted",
-            defaults={},
             description="everything trusted: the secure, expensive bound",
         )
     )
@@ -171,7 +144,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="shield-shallow",
             factory="plugins.security.baselines:ShieldUnits",
-            defaults={"position": "shallow", "trusted_units": 1},
+            defaults={"position": "shallow"},
             paper="arXiv:2310.07152",
             description=(
                 "the shallow unit(s) of the model trusted (Serdab-style TEE partition, as "
@@ -184,7 +157,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="shield-deep",
             factory="plugins.security.baselines:ShieldUnits",
-            defaults={"position": "deep", "trusted_units": 1},
             paper="arXiv:2310.07152",
             description=(
                 "the deep unit(s) of the model trusted (DarkneTZ-style TEE partition, as "
@@ -197,7 +169,7 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="shield-intermediate",
             factory="plugins.security.baselines:ShieldUnits",
-            defaults={"position": "intermediate", "trusted_units": 1},
+            defaults={"position": "intermediate"},
             paper="arXiv:2310.07152",
             description=(
                 "the intermediate unit(s) of the model trusted (SOTER's shielded middle-style TEE"
@@ -210,7 +182,6 @@ def methodbench_register_methods(register):  # type: ignore[no-untyped-def]
             kind="security_split",
             name="layer-split",
             factory="plugins.security.baselines:LayerSplit",
-            defaults={"trusted_layers": 1},
             description="first and last parameterised layers trusted",
         )
     )

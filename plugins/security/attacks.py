@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from pydantic import NonNegativeInt, PositiveFloat
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -47,7 +48,7 @@ class FineTuneAttack:
     labelled samples for ``steps`` steps with the workload's recipe; the better (on the
     attacker's held-out samples) of the stolen model as it is and fine-tuned is kept."""
 
-    def __init__(self, n_samples: int = 64, steps: int = 100) -> None:
+    def __init__(self, n_samples: NonNegativeInt = 64, steps: NonNegativeInt = 100) -> None:
         self.n_samples, self.steps = n_samples, steps
 
     def __call__(self, untrusted_state: dict[str, torch.Tensor], ctx: Any) -> nn.Module:
@@ -194,7 +195,12 @@ class SubspaceAttack(FineTuneAttack):
     which SLIP's design makes public (Kerckhoffs).
     """
 
-    def __init__(self, n_samples: int = 64, steps: int = 100, subspace_lr: float = 0.02) -> None:
+    def __init__(
+        self,
+        n_samples: NonNegativeInt = 64,
+        steps: NonNegativeInt = 100,
+        subspace_lr: PositiveFloat = 0.02,
+    ) -> None:
         super().__init__(n_samples, steps)
         self.subspace_lr = subspace_lr
 

@@ -15,9 +15,10 @@ trusted layers are replaced by proxies that call into the trusted container.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from benchmark.measure.crossings import Exchange, SiteOf, keyed_site, record_transcript
@@ -82,7 +83,7 @@ def trusted_layer_names(model: nn.Module, first: int, last: int) -> list[str]:
 
 
 class LayerSplit:
-    def __init__(self, trusted_layers: int = 1) -> None:
+    def __init__(self, trusted_layers: NonNegativeInt = 1) -> None:
         if trusted_layers < 0:
             raise ValueError("trusted_layers must be >= 0")
         self.trusted_layers = trusted_layers
@@ -150,7 +151,11 @@ class ShieldUnits:
     and scales the rest, which the S&P benchmark's attacker undoes: the contiguous middle
     stands in for it here). Activations cross in clear at the shielded run's ends."""
 
-    def __init__(self, position: str = "deep", trusted_units: int = 1) -> None:
+    def __init__(
+        self,
+        position: Literal["shallow", "deep", "intermediate"] = "deep",
+        trusted_units: PositiveInt = 1,
+    ) -> None:
         if position not in ("shallow", "deep", "intermediate"):
             raise ValueError(f"position must be shallow, deep or intermediate, not {position!r}")
         if trusted_units < 1:

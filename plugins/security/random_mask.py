@@ -18,8 +18,10 @@ those FLOPs, but no sparse kernel runs here, so none is claimed.
 from __future__ import annotations
 
 import copy
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Interval
 from torch import nn
 
 from plugins.security.baselines import _Proxy, _set_submodule
@@ -67,10 +69,10 @@ class _MaskedLayer(nn.Module):
 class RandomMask:
     def __init__(
         self,
-        trusted_fraction: float = 0.1,
+        trusted_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.1,
         layers: str | list[str] = "all-linear",
         seed: int = 0,
-        criterion: str = "random",
+        criterion: Literal["random", "magnitude"] = "random",
     ) -> None:
         if not 0.0 <= trusted_fraction <= 1.0:
             raise ValueError(f"trusted_fraction must be in [0, 1], got {trusted_fraction}")

@@ -60,9 +60,11 @@ from __future__ import annotations
 import copy
 import secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeInt, PositiveFloat
 from torch import nn
 from torch.nn import functional as F
 
@@ -336,11 +338,12 @@ class SLIP:
     def __init__(
         self,
         layers: str | list[str] = "all-linear",
-        rank: int | None = 8,
-        energy: float | None = None,
+        rank: NonNegativeInt | None = 8,
+        energy: Annotated[float, Interval(gt=0, le=1)]
+        | None = None,  # instead of rank: keep this fraction of energy
         mask: bool = True,
-        mask_std: float = 1e4,
-        mask_dtype: str = "float64",
+        mask_std: PositiveFloat = 1e4,
+        mask_dtype: Literal["float64", "float32", "bfloat16", "float16"] = "float64",
         mask_seed: int | None = None,
     ) -> None:
         if energy is not None:

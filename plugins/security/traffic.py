@@ -21,9 +21,11 @@ import copy
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from annotated_types import Le
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 from torch.nn import functional as F
 
@@ -336,7 +338,11 @@ class TrafficAttack:
     """
 
     def __init__(
-        self, n_served: int = 64, n_samples: int = 64, steps: int = 100, min_r2: float = 0.9
+        self,
+        n_served: PositiveInt = 64,
+        n_samples: NonNegativeInt = 64,
+        steps: NonNegativeInt = 100,
+        min_r2: Annotated[float, Le(1)] = 0.9,  # fit a layer's map below this: give up
     ) -> None:
         self.n_served, self.n_samples, self.steps, self.min_r2 = n_served, n_samples, steps, min_r2
 

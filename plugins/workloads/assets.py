@@ -20,21 +20,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
-CACHE_ENV = "METHODBENCH_CACHE"
+from benchmark.workloads.cache import cache_dir
 
 
 class AssetUnavailable(RuntimeError):
     """An asset could not be found or fetched; the message says how to get it."""
-
-
-def cache_dir() -> Path:
-    """Where fetched assets, trained tokenizers and trained reference models are kept."""
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "methodbench"
-    )
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ import torch
 from filelock import FileLock
 from torch import nn
 
-from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write, atomic_write_text
+from benchmark.workloads.cache import cache_dir
+from plugins.workloads.assets import asset_path
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -74,7 +75,7 @@ def load_texts(
 
 
 class CorpusLM:
-    """A causal LM workload. Implements ``benchmark.workloads.contracts.OptimizerWorkload``."""
+    """A causal LM workload. Implements ``benchmark.kinds.optimizer.OptimizerWorkload``."""
 
     items_unit = "tokens"
 

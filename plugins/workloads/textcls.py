@@ -38,16 +38,17 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.assets import asset_path
-from benchmark.workloads.cache import cached_state, config_key
-from benchmark.workloads.contracts import (
-    AttackRecipe,
+from benchmark.hashing import config_key
+from benchmark.kinds.security_split import AttackRecipe
+from benchmark.kinds.workload import (
     QualityInterval,
     QualityMetric,
     check_split,
     proportion_interval,
     proportion_stderr,
 )
+from benchmark.workloads.cache import cached_state
+from plugins.workloads.assets import asset_path
 
 SPLIT_SEED = 20240101
 OT_BOOKS = 39  # Genesis .. Malachi; Matthew starts the New Testament

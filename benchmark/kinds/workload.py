@@ -1,8 +1,9 @@
-"""What a workload must offer to each kind's protocol.
+"""What every workload shares, and the classifier contract two kinds use.
 
-A ``WorkloadSpec.factory(**options)`` returns one of these. Workloads own their data,
-model and quality metric; protocols own measurement. Quality metrics declare their name,
-unit and direction so reports never guess.
+A ``WorkloadSpec.factory(**options)`` returns the object its kind's workload contract
+(``KindDef.workload``) describes. Workloads own their data, model and quality metric;
+protocols own measurement. Quality metrics declare their name, unit and direction so
+reports never guess.
 
 Splits. "test" is the split a record reports and a leaderboard ranks on. A workload that
 can offer a validation split ("val") says so in its ``validation`` attribute (a sentence
@@ -12,17 +13,20 @@ calls (``evaluate(..., split="val")``, ``labelled_batches("val", ...)``,
 from everything the protocols fit, calibrate or fine-tune on (the "train" split, a
 detector's ``fit_batches``), so that grids are tuned on validation figures (``val_*``)
 and the test figure stays an honest estimate for the winner.
+
+Imports no torch (annotations only): kinds are declared at discovery.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ SPLITS = ("test", "val")  # the splits ``evaluate`` and ``test_batches`` may be 
 
 def has_validation(workload: Any) -> bool:
     """Whether a workload offers a validation split (its ``validation`` attribute)."""
-    return bool(getattr(workload, "validation", None))
+    return isinstance(workload, HasValidation) and bool(workload.validation)
 
 
 def check_split(split: str, workload: Any = None) -> None:
@@ -109,54 +113,6 @@ def perplexity_interval(loglik: Sequence[float], units: Sequence[float]) -> Qual
     )
 
 
-@dataclass(frozen=True)
-class AttackRecipe:
-    """How an attacker fine-tunes this workload's model: a workload knows the learning
-    rate its model tolerates (Adam at 1e-3 wrecks a pretrained transformer that was tuned
-    at 5e-5), so security attacks take their optimiser settings from here, not from a
-    constant that suits one model. ``schedule``: "constant" or "linear" (decay to 0)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    batch_size: int = 32
-    # The task head (the model's ``last_layer``) starts untrained for an attacker who
-    # starts from a public checkpoint; it learns at this rate (None: ``lr``), as a fresh
-    # head is fine-tuned on top of a pretrained encoder (and as the TEE-partition
-    # benchmark's stealing attack trains its classifier faster than the rest).
-    head_lr: float | None = None
-
-
-@runtime_checkable
-class OptimizerWorkload(Protocol):
-    """A model trained from scratch; the optimizer protocol drives the loop.
-
-    Optional attributes: ``loss_unit`` (default "nats": a language model's loss; an
-    autoencoder's is an MSE) and ``figure_units`` (name -> unit of further figures
-    ``evaluate`` reports, kept as metrics under those names, lower is better).
-    """
-
-    target_loss: float | None
-    items_unit: str  # what throughput counts, e.g. "tokens"
-
-    def build_model(self, seed: int, device: torch.device) -> nn.Module: ...
-
-    def train_batches(self, seed: int, device: torch.device) -> Iterator[Any]:
-        """An endless stream of training batches, deterministic for a seed."""
-        ...
-
-    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
-
-    def items_in(self, batch: Any) -> int:
-        """How many items (tokens, samples) a batch holds, for throughput."""
-        ...
-
-    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """Held-out figures; must include 'eval_loss' (in ``loss_unit``) and may add
-        'perplexity' and the figures named in ``figure_units``."""
-        ...
-
-
 @runtime_checkable
 class ClassifierWorkload(Protocol):
     """A trained model with labelled data: used by compressors and security splits."""
@@ -190,49 +146,20 @@ class ClassifierWorkload(Protocol):
     def loss(self, model: nn.Module, inputs: Any, labels: torch.Tensor) -> torch.Tensor: ...
 
 
-# Optional on a ClassifierWorkload, read by the security protocol with getattr:
-# - ``attack_recipe: AttackRecipe`` (default ``AttackRecipe()``);
-# - ``attacker_model(seed, device)``: where an attacker starts, the public pretrained
-#   checkpoint with a fresh task head for a workload built from one (default
-#   ``fresh_model``), and ``attacker_start: str`` saying which;
-# - ``quality_stderr(value) -> float | None``: the standard error of the quality figure on
-#   the test set (e.g. binomial for accuracy); None where it cannot be had;
-# - ``quality_interval(value, split="test") -> QualityInterval | None``: the figure's 95%
-#   interval over that split's items (Wilson for an accuracy, ``proportion_interval``;
-#   exponentiated delta-method interval over documents for a perplexity,
-#   ``perplexity_interval``). ``value`` must be one that ``evaluate`` returned on that
-#   split: a workload whose interval needs more than the value (per-document losses)
-#   keeps them for its recent evaluations, keyed by the value, and returns None for a
-#   value it did not compute. Read by the compressor protocol;
-# - ``validation: str | None``: what the validation split holds (None: no such split);
-# - ``has_members: bool`` (default True): whether ``labelled_batches("train", ...)`` holds
-#   the model's own training data, so that a membership-inference attack means something.
-# ``labelled_batches`` must draw the first n samples of one seed's permutation whatever n
-# is (a prefix), so the protocol can hand disjoint slices to tuning, selection and the
-# membership test.
+@runtime_checkable
+class HasValidation(Protocol):
+    """Optional on every workload: what its validation split holds (None: no such split)."""
+
+    validation: str | None
 
 
 @runtime_checkable
-class DetectorWorkload(Protocol):
-    """A trained classifier with an in-distribution and an out-of-distribution test set."""
+class QualityIntervals(Protocol):
+    """Optional on a ClassifierWorkload: the quality figure's 95% interval over a split's
+    items (Wilson for an accuracy, ``proportion_interval``; exponentiated delta-method
+    interval over documents for a perplexity, ``perplexity_interval``). ``value`` must be
+    one that ``evaluate`` returned on that split: a workload whose interval needs more than
+    the value (per-document losses) keeps them for its recent evaluations, keyed by the
+    value, and returns None for a value it did not compute."""
 
-    in_name: str
-    out_name: str
-
-    def model(self, device: torch.device) -> nn.Module: ...
-
-    def fit_batches(self, device: torch.device) -> Iterable[Any]:
-        """In-distribution ``(inputs, labels)`` batches to fit on, held apart from the test set."""
-        ...
-
-    def test_batches(self, which: str, device: torch.device, split: str = "test") -> Iterable[Any]:
-        """Held-out input batches; ``which`` is "in" or "out"; ``split`` "test" (reported)
-        or "val" (where ``validation`` says there is one: in and out sets disjoint from the
-        test sets and from ``fit_batches``)."""
-        ...
-
-
-# Optional on a DetectorWorkload: ``validation: str | None`` (as for classifiers),
-# ``oracle`` (a label oracle whose ``used`` count the protocol reports), and
-# ``bind_run_seed(seed: int) -> None`` for workloads whose test data are drawn per run (the
-# protocol calls it with the run's seed before anything is drawn, so seeds replicate data).
+    def quality_interval(self, value: float, split: str = "test") -> QualityInterval | None: ...
