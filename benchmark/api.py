@@ -64,7 +64,9 @@ def run_suite(
     this call made (finished runs are skipped unless ``rerun``). ``results`` defaults to
     ``results/<suite name>``; ``device`` overrides the suite's (``auto``, ``cpu``,
     ``cuda``). Bad input raises ``SuiteError``, ``UnknownName`` or ``DeviceUnavailable``
-    before anything runs."""
+    before anything runs. ``plugins``: modules loaded as plugins (as ``--plugin``), in this
+    process, in every run's and for the reports, so a plugin kind's runs are ranked by its
+    own definition."""
     from benchmark import store
     from benchmark.executors.local import LocalExecutor
     from benchmark.host import Registry
@@ -81,7 +83,7 @@ def run_suite(
         if report:
             from benchmark.report import write_reports
 
-            write_reports(results_dir)
+            write_reports(results_dir, plugins=plugins)
     return records
 
 

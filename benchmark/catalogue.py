@@ -88,6 +88,31 @@ def entries(registry: Registry) -> list[Entry]:
     return sorted(out, key=lambda e: (CATEGORIES.index(e.category), e.kind, e.name))
 
 
+@dataclass(frozen=True)
+class Workload:
+    """One workload name as ``bench plugins`` lists it: the kinds it is registered for
+    joined (``mnist-cnn`` serves three kinds with one description; a row per kind
+    repeated it three times and left the description no room)."""
+
+    name: str
+    kinds: tuple[str, ...]
+    plugin: str
+    description: str
+
+
+def workloads(listing: list[Entry]) -> list[Workload]:
+    """The workload entries of ``listing``, one per (name, plugin, description), by name:
+    a name whose kinds differ in plugin or description keeps a row for each."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for e in listing:
+        if e.category == "workload":
+            groups.setdefault((e.name, e.plugin, e.description), []).append(e.kind)
+    return [
+        Workload(name, tuple(sorted(kinds)), plugin, description)
+        for (name, plugin, description), kinds in sorted(groups.items())
+    ]
+
+
 def find(registry: Registry, query: str, kind: str | None = None) -> Entry:
     """The one registration ``query`` names: ``NAME``, or ``QUALIFIER/NAME`` where the
     qualifier (like ``kind``) is a kind (``detector``, ``attack``) or a category
@@ -228,10 +253,19 @@ def factory_doc(spec: Spec) -> tuple[str | None, str]:
 @dataclass(frozen=True)
 class Hyperparameter:
     name: str
-    type: str
+    type: str  # as the signature writes it: ``Selection``
     default: Any  # the value; meaningless when ``required``
     required: bool
     doc: str | None
+    # With the type aliases written out, where that differs from ``type``:
+    # ``Literal['flame', 'random', 'uncertainty']``, so a reader sees the choices.
+    expanded: str | None = None
+
+    @property
+    def shown_type(self) -> str:
+        """``Selection = Literal['flame', 'random', 'uncertainty']``, or the type as written
+        where it names no alias."""
+        return f"{self.type} = {self.expanded}" if self.expanded else self.type
 
 
 def hyperparameters(spec: Spec) -> tuple[list[Hyperparameter], str | None]:
@@ -240,16 +274,20 @@ def hyperparameters(spec: Spec) -> tuple[list[Hyperparameter], str | None]:
     ``benchmark.hparams.hparams_of`` reads the signature without importing it; a factory
     it cannot read (a plugin's broken reference) still lists its declared defaults."""
     try:
-        from benchmark.hparams import REQUIRED, hparams_of
+        from benchmark.hparams import REQUIRED, expanded_annotations, hparams_of
 
         found = hparams_of(spec)
+        expanded = expanded_annotations(spec)
     except Exception as exc:  # a plugin's factory that cannot be read: the defaults remain
         return [
             Hyperparameter(k, type(v).__name__ if v is not None else "Any", v, False, None)
             for k, v in dict(spec.defaults).items()
         ], f"from the declared defaults: the factory's signature could not be read ({exc})"
     return [
-        Hyperparameter(h.name, h.annotation, h.default, h.default is REQUIRED, h.doc) for h in found
+        Hyperparameter(
+            h.name, h.annotation, h.default, h.default is REQUIRED, h.doc, expanded.get(h.name)
+        )
+        for h in found
     ], None
 
 
@@ -290,6 +328,7 @@ def detail_json(entry: Entry) -> dict[str, Any]:
             {
                 "name": h.name,
                 "type": h.type,
+                "type_expanded": h.expanded,
                 "default": None if h.required else _json_value(h.default),
                 "required": h.required,
                 "doc": h.doc,

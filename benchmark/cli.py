@@ -15,9 +15,9 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from rich import box
 from rich.console import Console
@@ -25,6 +25,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from benchmark import catalogue
 
 # Nothing methodbench runs may download from a model or data hub; the workers inherit this.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -66,18 +69,19 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(json.dumps(catalogue.listing_json(registry), indent=2))
         return 0
     listing = catalogue.entries(registry)
-    for category, title, last in (
-        ("method", "methods", "paper"),
-        ("workload", "workloads", "description"),
-        ("attack", "attacks", "paper"),
+    for category, title in (
+        ("method", "methods"),
+        ("workload", "workloads"),
+        ("attack", "attacks"),
     ):
         rows = [e for e in listing if e.category == category]
         if not rows:
             continue
+        if category == "workload":
+            _print_workloads(catalogue.workloads(rows))
+            continue
         table = Table(title=f"{title} ({len(rows)})", title_justify="left", box=box.SIMPLE_HEAD)
-        # Kinds, names and plugins are identifiers: never cut; papers fold, descriptions
-        # (long) keep one line, cut: `bench plugins NAME` has the rest.
-        used = 0
+        # Kinds, names and plugins are identifiers: never cut; papers fold.
         for col, values in (
             ("kind", [e.kind for e in rows]),
             ("name", [e.name for e in rows]),
@@ -85,15 +89,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         ):
             widest = min(max(len(v) for v in values), 24)
             table.add_column(col, min_width=widest, overflow="fold")
-            used += widest + 3  # padding and the gap to the next column
-        if last == "paper":
-            table.add_column("paper", min_width=min(16, console.width // 5), overflow="fold")
-        else:
-            room = max(console.width - used - 3, 12)
-            table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=room)
+        table.add_column("paper", min_width=min(16, console.width // 5), overflow="fold")
         for e in rows:
-            extra = (e.paper or "-") if last == "paper" else (e.description or "-")
-            table.add_row(Text(e.kind), Text(e.name), Text(e.plugin), Text(extra))
+            table.add_row(Text(e.kind), Text(e.name), Text(e.plugin), Text(e.paper or "-"))
         console.print(table, soft_wrap=False)
     table = Table(title="plugins", title_justify="left", box=box.SIMPLE_HEAD)
     widest = max((len(p.name) for p in registry.plugins.values()), default=6)
@@ -125,6 +123,38 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             soft_wrap=False,
         )
     return 0
+
+
+def _print_workloads(rows: Sequence[catalogue.Workload]) -> None:
+    """The workloads, one row per name (its kinds joined, wrapped between kinds where the
+    row is short of room) with its description on its own lines beneath, indented and
+    wrapped at the console's width: a description is prose, too long for a column that
+    shares 80 characters with three identifiers."""
+    import textwrap
+
+    width = console.width
+    name_w = max(len("name"), *(len(w.name) for w in rows))
+    plugin_w = max(len("plugin"), *(len(w.plugin) for w in rows))
+    longest_kind = max(len(k) for w in rows for k in w.kinds)
+    room = width - 2 - name_w - 3 - 3 - plugin_w  # indent, two gaps
+    joined = max(len("kinds"), *(len(", ".join(w.kinds)) for w in rows))
+    kinds_w = max(min(joined, room), longest_kind)
+
+    def line(name: str, kinds: str, plugin: str, style: str = "") -> None:
+        text = f"  {name:<{name_w}}   {kinds:<{kinds_w}}   {plugin}".rstrip()
+        console.print(Text(text, style=style), soft_wrap=False, overflow="fold")
+
+    console.print(Text(f"workloads ({len(rows)})"), soft_wrap=False)
+    console.print(soft_wrap=False)
+    line("name", "kinds", "plugin", style="bold")
+    console.print(Text(" " + "─" * (min(width, 2 + name_w + kinds_w + plugin_w + 7) - 2)))
+    for w in rows:
+        kinds = textwrap.wrap(", ".join(w.kinds), kinds_w, break_long_words=False) or ["-"]
+        for i, k in enumerate(kinds):
+            line(w.name if i == 0 else "", k, w.plugin if i == 0 else "")
+        for text in textwrap.wrap(w.description or "-", max(width - 6, 20)):
+            console.print(Text(f"      {text}", style="dim"), soft_wrap=False, overflow="fold")
+    console.print(soft_wrap=False)
 
 
 def _print_entry(registry, entry) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +198,7 @@ def _print_entry(registry, entry) -> None:  # type: ignore[no-untyped-def]
     table.add_column("doc", overflow="fold")
     for h in hps:
         default = "required" if h.required else repr(h.default)
-        table.add_row(Text(h.name), Text(h.type), Text(default), Text(h.doc or ""))
+        table.add_row(Text(h.name), Text(h.shown_type), Text(default), Text(h.doc or ""))
     console.print(table, soft_wrap=False)
     if note:
         console.print(Text(note, style="dim"), soft_wrap=False)
@@ -279,6 +309,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results_dir = Path(args.results)
     if not results_dir.is_dir():
         raise UsageError(f"{results_dir}: no such results directory")
+    _load_kinds(args)
     paths = store.record_paths(results_dir)
     if not paths:
         raise UsageError(f"{results_dir}: no run records to report (nothing under runs/)")
@@ -325,6 +356,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for d in (args.old, args.new):
         if not Path(d).is_dir():
             raise UsageError(f"{d}: no such results directory")
+    _load_kinds(args)
     sides = {}
     for side, where in (("OLD", args.old), ("NEW", args.new)):
         records, unreadable = store.read_records(Path(where))
@@ -383,7 +415,15 @@ def _report_comparison(args: argparse.Namespace, old, new, rules) -> int:  # typ
                 f"--fail-on {rule.text}: no record in NEW has a metric {rule.metric!r}"
                 f"{_did_you_mean(rule.metric, in_new)}"
             )
+    _warn_unregistered(r.spec.kind for r in [*old, *new])
     result = compare(old, new, rules, allow_missing=args.allow_missing)
+    if result.unjudged_kinds:
+        # A gate that skipped a kind's configurations would pass them unjudged.
+        raise UsageError(
+            f"configurations of {', '.join(repr(k) for k in result.unjudged_kinds)} were not "
+            "judged: the kind is not registered, so it has no headline metric; load its "
+            "plugin with --plugin MODULE, or name the metrics to judge with --fail-on"
+        )
     if result.compared == 0:
         raise UsageError(
             "OLD and NEW share no configuration (kind, method, hyperparameters, workload, "
@@ -418,12 +458,15 @@ def _print_comparison(result) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from benchmark import history
+    from benchmark import history, store
 
     folder = Path(args.history)
+    if args.add:
+        _load_kinds(args)
     for results in args.add:
         if not Path(results).is_dir():
             raise UsageError(f"--add {results}: no such results directory")
+        _warn_unregistered(r.spec.kind for r in store.load_records(Path(results)))
         n = history.add(folder, Path(results))
         console.print(f"added {escape(results)}: the history holds {n} points", markup=True)
     if not history.load(folder):
@@ -459,6 +502,31 @@ def _registry(args: argparse.Namespace, *, strict: bool = True):  # type: ignore
         if broken:
             raise UsageError("; ".join(broken))
     return registry
+
+
+def _load_kinds(args: argparse.Namespace) -> None:
+    """Before records are read (leaderboard, compare, history): discover plugins as ``bench
+    run`` does (built-ins, entry points under their allow and deny lists, --plugin), so a
+    plugin kind's records are ranked, judged and tracked by its own definition. A plugin
+    that fails is a warning here, not an error: every other kind's records still read."""
+    registry = _registry(args, strict=False)
+    for p in registry.plugins.values():
+        if not p.ok:
+            _warn(f"plugin {p.name} ({p.source}) skipped: {'; '.join(p.errors)}")
+
+
+def _warn_unregistered(kinds: Iterable[str]) -> None:
+    """One loud line per kind of the records that no plugin loaded here defines."""
+    from benchmark.kinds.registered import unregistered, unregistered_note
+
+    for kind in unregistered(kinds):
+        _warn(unregistered_note(kind))
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, printed literally (plugin errors hold brackets and paths)."""
+    line = " ".join(message.splitlines())
+    err_console.print(Text.assemble(("warning", "yellow"), f": {line}"), highlight=False)
 
 
 @contextlib.contextmanager
@@ -533,7 +601,10 @@ def _write_and_print_reports(results_dir: Path, out_dir: Path | None = None) -> 
     from benchmark.report.summary import print_summary
 
     report = load_report(results_dir)
+    _warn_unregistered(r.spec.kind for r in report.records)
     paths = report.write(out_dir or results_dir)
+    # An unranked table (its kind unknown) is left out of the summary; the warning above
+    # says what is missing.
     print_summary(console, report.tables, str(paths["markdown"]))
     console.print("reports: " + ", ".join(str(p) for p in paths.values()), markup=False)
 

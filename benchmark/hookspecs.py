@@ -64,7 +64,12 @@ def methodbench_run_progress(spec: RunSpec, step: int, metrics: Mapping[str, flo
     ``seed``). Steps are the kind's own: the optimizer's training step at each evaluation
     (``train_loss``, ``eval_loss``), a detector's phases (0 after fitting, 1 after
     scoring), a compressor's (0 the original, 1 the compressed model), a security split's
-    (0 the split's equivalence, then one per attack). Calls come outside the timed code,
-    but inside a run's measured phases: keep an observer cheap and buffer writes. An
-    observer that raises is reported once in the run's log and its record's
-    ``info["observer_errors"]`` and not called again for that run; the run goes on."""
+    (0 the split's equivalence, then one per attack). Calls come outside the timed steps
+    (a step time, a latency never includes them) but inside a run's measured phases: an
+    observer's time counts in a phase's duration, its allocations in the phase's peak and
+    host-memory growth, its work in the phase's energy. So keep an observer cheap and
+    buffer writes; the time all observers took is the record's ``info["observer_s"]``
+    (with ``info["observer_calls"]``), for a reader to judge whether they weighed on the
+    run's figures. An observer that raises is reported once in the run's log and its
+    record's ``info["observer_errors"]`` and not called again for that run; the run goes
+    on."""

@@ -1,7 +1,8 @@
 """Plugin discovery and the registry of methods, workloads and attacks.
 
-Order of discovery: built-ins (every package under ``plugins`` whose ``__init__`` implements
-a hook, the built-in workloads included; their factories are ``module:attribute`` references,
+Order of discovery: the built-in kinds (``benchmark.kinds``, always), built-ins (every
+package under ``plugins`` whose ``__init__`` implements a hook, the built-in workloads
+included; their factories are ``module:attribute`` references,
 imported when a run needs one), then the ``methodbench`` entry-point group, then modules named
 with ``--plugin``. ``METHODBENCH_PLUGINS`` (comma-separated entry-point or distribution
 names; empty means none) is an allow-list for entry-point plugins and
@@ -46,8 +47,11 @@ from benchmark.kinds.registered import KindConflict
 ENTRY_POINT_GROUP = "methodbench"
 ALLOW_ENV = "METHODBENCH_PLUGINS"
 DENY_ENV = "METHODBENCH_DISABLE_PLUGINS"
-# ``benchmark.kinds`` registers the four built-in kinds through the kinds hook.
-BUILTIN_PACKAGES = ("benchmark.kinds", "plugins")
+# ``benchmark.kinds`` registers the four built-in kinds through the kinds hook. It is
+# always loaded: ``Registry(builtins=False)`` leaves out the built-in *plugins* (methods,
+# workloads, attacks), never the kinds a third-party plugin's methods are of.
+KINDS_PACKAGE = "benchmark.kinds"
+BUILTIN_PACKAGES = ("plugins",)
 # Kinds first: a method or workload must name a kind that is registered.
 _REGISTER_HOOKS: dict[str, type] = {
     "methodbench_register_kinds": KindDef,
@@ -112,6 +116,7 @@ class Registry:
         self.kinds: dict[str, KindDef] = {}
         self._owners: dict[tuple[str, str], str] = {}
         self.extra_plugins = tuple(extra_plugins)
+        self._load_builtin(KINDS_PACKAGE)
         if builtins:
             self._load_builtins()
         if entry_points:
@@ -133,13 +138,16 @@ class Registry:
                 if m.ispkg
             ]
             for name in names:
-                self._load_module(
-                    name,
-                    source="builtin",
-                    distribution=PROJECT_NAME,
-                    version=__version__,
-                    only_if_hooks=True,
-                )
+                self._load_builtin(name)
+
+    def _load_builtin(self, name: str) -> None:
+        self._load_module(
+            name,
+            source="builtin",
+            distribution=PROJECT_NAME,
+            version=__version__,
+            only_if_hooks=True,
+        )
 
     def _load_entry_points(self) -> None:
         allow_raw = os.environ.get(ALLOW_ENV)

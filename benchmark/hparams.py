@@ -459,12 +459,10 @@ def _callable_params(factory: Callable[..., Any], leading: int) -> list[_Param]:
             raise Unreadable(f"{factory!r}: parameter {p.name!r} has no type annotation")
         default = REQUIRED if p.default is p.empty else p.default
         if isinstance(p.annotation, str):
-            text = p.annotation
-            expr = _annotation_expr(_Module("", ast.Module([], []), ()), ast.Constant(text))
-            for name in _names_in(expr):
-                if not isinstance(name, ast.Name) or name.id not in _KNOWN:
-                    raise Unreadable(f"{factory!r}: type of {p.name!r} ({text}) is not readable")
-            out.append(_Param(HParam(p.name, text, default), expr))
+            try:
+                out.append(annotation_param(p.name, p.annotation, default))
+            except Unreadable as exc:
+                raise Unreadable(f"{factory!r}: {exc}") from exc
         else:
             text = inspect.formatannotation(p.annotation)
             out.append(_Param(HParam(p.name, text, default), None, p.annotation))
@@ -570,6 +568,18 @@ def hparams_of(spec: Any) -> list[HParam]:
     ]
 
 
+def expanded_annotations(spec: Any) -> dict[str, str]:
+    """{hyperparameter: its annotation with the module's type aliases written out}, for
+    those where that differs from the annotation as written (``Selection`` reads
+    ``Literal['flame', 'random', 'uncertainty']``): ``bench plugins NAME`` shows the
+    choices, not only the alias's name. Empty where the signature is not read."""
+    out: dict[str, str] = {}
+    for p in _derived(spec) or []:
+        if p.type_expr is not None and ast.unparse(p.type_expr) != p.hparam.annotation:
+            out[p.hparam.name] = ast.unparse(p.type_expr)
+    return out
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -605,6 +615,38 @@ def _type_problem(p: _Param, value: Any) -> str | None:
     except ValidationError as exc:
         return "; ".join(e["msg"] for e in exc.errors()[:3])
     return None
+
+
+def annotation_param(name: str, annotation: str, default: Any = REQUIRED) -> _Param:
+    """A parameter typed by an annotation string in the hyperparameters' language (a
+    protocol option's ``Option.type``): parsed and checked against the namespace, without
+    pydantic. Raises ``Unreadable`` for a type outside it."""
+    expr = _annotation_expr(_Module("", ast.Module([], []), ()), ast.Constant(annotation))
+    for node in _names_in(expr):
+        if not isinstance(node, ast.Name) or node.id not in _KNOWN:
+            raise Unreadable(f"type of {name!r} ({annotation}) is not readable")
+    return _Param(HParam(name, annotation, default), expr)
+
+
+def annotation_problems(
+    owner: str, params: Mapping[str, _Param], given: Mapping[str, Any], *, what: str = "option"
+) -> list[tuple[str, str]]:
+    """(name, message) for each value of ``given`` its parameter's annotation refuses, as
+    ``type_problems`` words it (names without a parameter are left to the caller)."""
+    problems = []
+    for key, value in given.items():
+        p = params.get(key)
+        if p is None:
+            continue
+        why = _type_problem(p, value)
+        if why is not None:
+            problems.append((key, _refusal(owner, what, p, value, why)))
+    return problems
+
+
+def _refusal(owner: str, what: str, p: _Param, value: Any, why: str) -> str:
+    default = "" if p.hparam.default is REQUIRED else f", default {p.hparam.default!r}"
+    return f"{owner}'s {what} {p.hparam.name!r} is {_shown(p)}{default}; got {value!r}: {why}"
 
 
 def _suggest(name: str, options: list[str]) -> str:
@@ -657,14 +699,7 @@ def type_problems(
         for candidate in value if axes and isinstance(value, list) else [value]:
             why = _type_problem(p, candidate)
             if why is not None:
-                default = "" if p.hparam.default is REQUIRED else f", default {p.hparam.default!r}"
-                problems.append(
-                    (
-                        key,
-                        f"{spec.name}'s {_what(spec)} {key!r} is {_shown(p)}{default}; "
-                        f"got {candidate!r}: {why}",
-                    )
-                )
+                problems.append((key, _refusal(spec.name, _what(spec), p, candidate, why)))
                 break
     return problems
 

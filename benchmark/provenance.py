@@ -162,7 +162,7 @@ def declared_defaults(spec: RunSpec, registry: Registry) -> str:
     declared = {
         # The protocol's option defaults live with its kind (``KindDef.options``), in
         # ``benchmark.kinds``, which is plumbing: hashed here instead.
-        "protocol": dict(registry.kind(spec.kind).options),
+        "protocol": registry.kind(spec.kind).option_defaults,
         "method": dict(registry.method(spec.kind, spec.method).defaults),
         "workload": dict(registry.workload(spec.kind, spec.workload).defaults),
         "attacks": {a: dict(registry.attack(a).defaults) for a in spec.attacks},

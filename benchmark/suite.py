@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -28,7 +27,8 @@ from pydantic import (
 )
 
 from benchmark.host import Registry, UnknownName, mistyped_hparams, suggest, unknown_hparams
-from benchmark.kinds import KIND_INFO, Kind, get_kind, registered_kinds
+from benchmark.hparams import type_problems
+from benchmark.kinds import KIND_INFO, Kind, KindDef, get_kind, registered_kinds
 from benchmark.records import Axis, Budget, RunSpec, refuse_non_json
 from benchmark.suite_yaml import SuiteDocumentError, read_suite_document
 
@@ -293,7 +293,10 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                 + mistyped_hparams(spec, sweeps, axes=True)
             )
             for key in sweeps:
-                if isinstance(spec.defaults.get(key), list | tuple):
+                # Ambiguous: the option's type (or, undeclared, its default) takes the list.
+                whole = type_problems(spec, {key: sweeps[key]})
+                if whole == [] or isinstance(spec.defaults.get(key), list | tuple):
+                    problems_here = [p for p in problems_here if p[0] != key]  # one says it
                     problems_here.append(
                         (
                             key,
@@ -338,8 +341,7 @@ def check_names(suite: Suite, registry: Registry, path: str | Path = "<suite>") 
                     f"the {exp.kind} protocol has no option {key!r}{suggest(key, known)}; "
                     f"it accepts: {', '.join(sorted(known)) or 'none'}",
                 )
-        protocol = SimpleNamespace(name=f"the {exp.kind} protocol", defaults=known)
-        for key, msg in mistyped_hparams(protocol, exp.protocol, what="option"):
+        for key, msg in protocol_option_problems(registry.kind(exp.kind), exp.protocol):
             add((*base, "protocol", key), msg)
         budgets = [("budget", exp.budget)] if exp.budget else []
         for where, budget in budgets:
@@ -475,7 +477,19 @@ def grid_size(method: MethodEntry) -> int:
 def protocol_options(kind: str) -> dict[str, Any]:
     """The options a kind's protocol accepts, with defaults."""
     found = get_kind(kind)
-    return dict(found.options) if found is not None else {}
+    return found.option_defaults if found is not None else {}
+
+
+def protocol_option_problems(kind: KindDef, given: dict[str, Any]) -> list[tuple[str, str]]:
+    """(option, message) for each value of a suite's ``protocol:`` that the option's
+    declared type refuses (``Option.type``, read by the hyperparameters' machinery)."""
+    from benchmark.hparams import annotation_param, annotation_problems
+
+    params = {
+        name: annotation_param(name, option.type, option.default)
+        for name, option in kind.options.items()
+    }
+    return annotation_problems(f"the {kind.name} protocol", params, given)
 
 
 # --------------------------------------------------------------------------- expansion

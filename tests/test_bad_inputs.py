@@ -250,7 +250,12 @@ SUITES: list[tuple[str, str | bytes, str]] = [
         with_method("name: adamw\n        hparams: {lr: !!timestamp foo}"),
         "cannot be read",
     ),
-    ("protocol-option-word", with_exp("protocol: {divergence_factor: fast}"), "is a number"),
+    (
+        "protocol-option-word",
+        with_exp("protocol: {divergence_factor: fast}"),
+        "Interval(gt=1)] | None",
+    ),
+    ("protocol-option-bound", with_exp("protocol: {eval_every: 0}"), "greater than 0"),
     (
         "entry-too-large",
         with_method("name: adamw\n        grid: {lr: [" + ", ".join(["0.001"] * 12000) + "]}"),

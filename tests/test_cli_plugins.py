@@ -5,6 +5,7 @@ without importing the implementation."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -44,16 +45,74 @@ def test_every_registration_is_a_row_and_every_line_fits_80_columns(
     assert max(len(line) for line in lines) <= 80
     galore = [line.split() for line in lines if " galore " in f" {line} "]
     assert galore == [["optimizer", "galore", "plugins.optimizers", "arXiv:2403.03507"]]
-    assert any(line.split()[:2] == ["detector", "mnist-cnn"] for line in lines)
     assert any(line.split()[:2] == ["attack", "finetune"] for line in lines)
     reg = Registry()
     rows = {tuple(line.split()[:2]) for line in lines}
-    for kind, name in [*reg.methods, *reg.workloads, *(("attack", a) for a in reg.attacks)]:
+    for kind, name in [*reg.methods, *(("attack", a) for a in reg.attacks)]:
         assert (kind, name) in rows, (kind, name)
+    # Workloads: one row per name, its kinds joined (wrapped between kinds).
+    listed = _workload_rows(out)
+    for kind, name in reg.workloads:
+        assert kind in listed[name]["kinds"], (kind, name)
     # A plugin that failed to load is still listed, with its error.
     text = " ".join(out.split())
     assert f"{BROKEN}: import failed: ModuleNotFoundError" in text
     assert "this_module_does_not_exist" in text
+
+
+def _workload_rows(out: str) -> dict[str, dict[str, str]]:
+    """The workloads section of `bench plugins`: {name: {kinds, plugin, description}},
+    continuation lines (kinds wrapped, the description's lines) joined to their row."""
+    section = out.split("workloads (", 1)[1].split("attacks (", 1)[0].splitlines()
+    head = next(i for i, line in enumerate(section) if line.split()[:1] == ["name"])
+    rows: dict[str, dict[str, str]] = {}
+    name = ""
+    for line in section[head + 2 :]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        if indent == 6:  # the description, indented under its row
+            rows[name]["description"] = f"{rows[name]['description']} {line.strip()}".strip()
+        elif indent == 2:
+            name, *rest = line.split()
+            assert name not in rows, f"{name} listed twice"
+            rows[name] = {"kinds": " ".join(rest[:-1]), "plugin": rest[-1], "description": ""}
+        else:  # kinds wrapped onto a second line
+            rows[name]["kinds"] += " " + line.strip()
+    return rows
+
+
+def test_a_workload_is_one_row_with_its_kinds_and_its_whole_description(
+    narrow: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At 80 columns a row per (kind, workload) cut every description to ~13 characters
+    ("BatchNorm CNN…" for both digits-cnn and mnist-cnn). One row per name, its kinds
+    joined, the description whole on its own lines, at least 40 characters to a line."""
+    code, out, _ = bench(capsys, "plugins")
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 80
+    rows = _workload_rows(out)
+    reg = Registry()
+    expected: dict[str, set[str]] = {}
+    for kind, name in reg.workloads:
+        expected.setdefault(name, set()).add(kind)
+    assert set(rows) == set(expected)
+    for name, kinds in expected.items():
+        assert set(rows[name]["kinds"].replace(",", " ").split()) == kinds, name
+        description = reg.workloads[(sorted(kinds)[0], name)].description
+        assert rows[name]["description"] == " ".join(description.split()), name
+    assert rows["mnist-cnn"]["description"] != rows["digits-cnn"]["description"]
+    section = out.split("workloads (", 1)[1].split("attacks (", 1)[0]
+    first = next(line for line in section.splitlines() if line.startswith("      "))
+    assert len(first.strip()) >= 40, first
+    # A name whose kinds differ in description keeps a row for each.
+    listing = [e for e in catalogue.entries(reg) if e.category == "workload"]
+    changed = [
+        dataclasses.replace(e, description="other") if e.qualified == "detector/mnist-cnn" else e
+        for e in listing
+    ]
+    groups = [w for w in catalogue.workloads(changed) if w.name == "mnist-cnn"]
+    assert sorted(w.kinds for w in groups) == [("compressor", "security_split"), ("detector",)]
 
 
 def test_json_lists_every_registration_and_every_plugin_with_its_errors(
@@ -92,6 +151,28 @@ def test_one_name_shows_its_hyperparameters_types_defaults_and_docstring(
     (rank_json,) = [h for h in detail["hyperparameters"] if h["name"] == "rank"]
     assert rank_json["default"] == 128 and not rank_json["required"]
     assert detail["doc"].startswith("GaLore")
+
+
+def test_a_type_alias_shows_its_choices(
+    narrow: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FLAME's ``selection: Selection`` names an alias: its Literal choices are written
+    out, so a reader learns what to pass without opening the source."""
+    code, out, _ = bench(capsys, "plugins", "detector/flame")
+    assert code == 0 and "Literal['svm', 'mlp']" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    # Wide enough that no cell wraps: each type reads whole on its row.
+    monkeypatch.setattr(cli, "console", Console(width=200, soft_wrap=True, color_system=None))
+    code, out, _ = bench(capsys, "plugins", "detector/flame")
+    text = " ".join(out.split())
+    assert "Selection = Literal['flame', 'random', 'uncertainty']" in text
+    assert "Classifier = Literal['svm', 'mlp']" in text
+    assert "PositiveInt" in text  # a type named in the annotation namespace stays as written
+    code, out, _ = bench(capsys, "plugins", "detector/flame", "--json")
+    hps = {h["name"]: h for h in json.loads(out)["hyperparameters"]}
+    assert hps["selection"]["type"] == "Selection"
+    assert hps["selection"]["type_expanded"] == "Literal['flame', 'random', 'uncertainty']"
+    assert hps["pca_dims"]["type_expanded"] is None
 
 
 def test_an_unknown_name_gets_a_did_you_mean(capsys: pytest.CaptureFixture[str]) -> None:

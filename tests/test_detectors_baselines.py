@@ -205,3 +205,37 @@ def test_detectors_through_the_protocol(method: str) -> None:
     assert m["fpr_at_95_tpr_id"].n == r.info["n_out"]  # Wilson over the OOD items
     assert "type1_error_at_alpha" not in m  # none of these defines a p-value
     assert m["auroc"].value > 0.9, m["auroc"].value
+
+
+def test_feature_capabilities_are_typed_protocols() -> None:
+    """``penultimate`` and ``last_layer`` are the PenultimateFeatures and LastLayer
+    Protocols, tested with isinstance: a model with them is read, one without is refused
+    with the reason, and a ``last_layer`` that is not an nn.Linear is refused too."""
+    from benchmark.kinds.detector import PenultimateFeatures
+    from benchmark.kinds.workload import LastLayer
+    from plugins.detectors.features import last_layer, penultimate
+
+    class Featured(nn.Module):
+        def __init__(self, head: nn.Module) -> None:
+            super().__init__()
+            self.body = nn.Linear(3, 4)
+            self.head = head
+
+        def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+        @property
+        def last_layer(self) -> nn.Module:
+            return self.head
+
+    model, plain = Featured(nn.Linear(4, 2)), nn.Sequential(nn.Linear(3, 2))
+    assert isinstance(model, PenultimateFeatures) and isinstance(model, LastLayer)
+    assert not isinstance(plain, PenultimateFeatures) and not isinstance(plain, LastLayer)
+    assert penultimate(model, torch.ones(5, 3)).shape == (5, 4)
+    assert last_layer(model) is model.head
+    with pytest.raises(TypeError, match="no penultimate"):
+        penultimate(plain, torch.ones(5, 3))
+    with pytest.raises(TypeError, match="no last_layer"):
+        last_layer(plain)
+    with pytest.raises(TypeError, match="no last_layer"):
+        last_layer(Featured(nn.Identity()))

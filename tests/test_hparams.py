@@ -21,7 +21,7 @@ from benchmark.hparams import (
     signature_problem,
     type_problems,
 )
-from benchmark.kinds import AttackSpec, ContractError, MethodSpec, check_spec
+from benchmark.kinds import AttackSpec, ContractError, MethodSpec, WorkloadSpec, check_spec
 from benchmark.suite import SuiteError, check_names, load_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +35,8 @@ def registry() -> Registry:
     return Registry()
 
 
-def _specs(registry: Registry) -> list[MethodSpec | AttackSpec]:
-    return [*registry.methods.values(), *registry.attacks.values()]
+def _specs(registry: Registry) -> list[MethodSpec | AttackSpec | WorkloadSpec]:
+    return [*registry.methods.values(), *registry.attacks.values(), *registry.workloads.values()]
 
 
 # --------------------------------------------------------------------------- bench validate
@@ -51,14 +51,24 @@ def _validate(tmp_path: Path, methods: str) -> list[str]:
     try:
         check_names(load_suite(path), Registry(), path)
     except SuiteError as exc:
-        return list(exc.args[0]) if isinstance(exc.args[0], list) else [str(exc)]
+        return exc.problems
     return []
 
 
 @pytest.mark.parametrize(
     ("methods", "line", "expected"),
     [
-        ("- name: galore\n  hparams: {lr: fast}\n", 7, ["'lr' is PositiveFloat", "valid number"]),
+        (
+            "- name: galore\n  hparams: {lr: fast}\n",
+            7,
+            ["'lr' is NonNegativeFloat", "valid number"],
+        ),
+        (
+            "- name: adamw\n  hparams: {lr: -0.001}\n",
+            7,
+            ["'lr' is NonNegativeFloat", "greater than or equal to 0"],
+        ),
+        ("- name: adamw\n  hparams: {eps: 0}\n", 7, ["'eps' is PositiveFloat", "greater than 0"]),
         ("- name: galore\n  hparams: {rank: -4}\n", 7, ["'rank' is PositiveInt", "greater than 0"]),
         (
             "- name: sumo\n  hparams: {orthogonalizer: qr}\n",
@@ -100,6 +110,10 @@ def test_validate_accepts_values_of_the_declared_types(tmp_path: Path) -> None:
           hparams: {beta1: null}
         - name: sumo
           variants: {orthogonalizer: [svd, newton-schulz]}
+        - name: adamw
+          hparams: {lr: 0}  # a frozen baseline: torch.optim takes lr=0
+        - name: muon
+          grid: {lr: [0, 0.02], adam_lr: [0.0]}
         """,
     )
     assert problems == []
@@ -146,7 +160,7 @@ def test_hparams_of_every_builtin_imports_no_implementation() -> None:
         from benchmark.hparams import hparam_problems, hparams_of
         from benchmark.host import Registry
         reg = Registry()
-        specs = [*reg.methods.values(), *reg.attacks.values()]
+        specs = [*reg.methods.values(), *reg.attacks.values(), *reg.workloads.values()]
         for spec in specs:
             hparams_of(spec)
             assert hparam_problems(spec, dict(spec.defaults)) == [], spec.name
@@ -172,6 +186,35 @@ def test_value_checks_follow_the_annotation(registry: Registry) -> None:
     assert [k for k, _ in hparam_problems(finegates, {"layers": [1]})] == ["layers"]
     knn = registry.method("detector", "knn")
     assert hparam_problems(knn, {"scale_k_to": None}) == []
+
+
+def test_every_optimizer_takes_a_zero_learning_rate(registry: Registry) -> None:
+    """torch.optim takes lr=0 (a frozen baseline); a factory that types ``lr`` must too,
+    and must still refuse a negative one and a zero ``eps``."""
+    optimizers = [s for s in registry.methods.values() if s.kind == "optimizer"]
+    typed = [s for s in optimizers if "lr" in s.defaults]
+    assert len(typed) >= 8
+    for spec in typed:
+        assert hparam_problems(spec, {"lr": 0}) == [], spec.name
+        assert [k for k, _ in hparam_problems(spec, {"lr": -1e-3})] == ["lr"], spec.name
+        if "eps" in spec.defaults:
+            assert [k for k, _ in hparam_problems(spec, {"eps": 0.0})] == ["eps"], spec.name
+
+
+def test_slip_refuses_at_validate_the_rank_its_constructor_refuses(registry: Registry) -> None:
+    """``SLIP(rank=None)`` without ``energy`` raises at run time ("give rank >= 0 or
+    energy"): the signature types rank without None, so validate refuses it first; energy
+    still overrides a rank."""
+    from plugins.security.slip import SLIP
+
+    slip = registry.method("security_split", "slip")
+    assert slip.defaults["rank"] == 8 and slip.defaults["energy"] is None
+    with pytest.raises(ValueError, match="give rank >= 0 or energy"):
+        SLIP(rank=None)
+    assert [k for k, _ in hparam_problems(slip, {"rank": None})] == ["rank"]
+    assert hparam_problems(slip, {"rank": 0}) == []
+    assert hparam_problems(slip, {"energy": 0.9}) == []
+    assert SLIP(energy=0.9).rank is None  # energy decides the rank per layer
 
 
 def test_the_activation_choices_match_the_table() -> None:
@@ -219,6 +262,11 @@ def build(model, *, lr: float = 1e-3, steps: int = 10):
 
 def loose(model, lr=0.1, **rest):
     pass
+
+
+class Sized:
+    def __init__(self, *, sizes: list[int] | None = None, width: PositiveInt = 1) -> None:
+        pass
 
 
 raise RuntimeError("this module must be parsed, never imported")
@@ -284,3 +332,119 @@ def test_a_registration_cannot_override_what_the_factory_lacks(reference: str) -
     )
     with pytest.raises(ContractError, match="depth"):
         check_spec(spec)
+
+
+# --------------------------------------------------------------------------- workload options
+
+
+def _validate_workloads(tmp_path: Path, workloads: str) -> list[str]:
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: typed\nexperiments:\n  - kind: detector\n    methods: [msp]\n"
+        "    workloads:\n" + textwrap.indent(textwrap.dedent(workloads), "      ")
+    )
+    try:
+        check_names(load_suite(path), Registry(), path)
+    except SuiteError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize(
+    ("workloads", "line", "expected"),
+    [
+        (
+            "- name: mnist-cnn\n  options: {width: wide}\n",
+            7,
+            ["mnist-cnn's option 'width' is PositiveInt", "got 'wide'"],
+        ),
+        (
+            "- name: digits-cnn\n  options:\n    ood: mnist-blurred\n",
+            8,
+            ["option 'ood' is OODSet", "'mnist-rotated'", "got 'mnist-blurred'"],
+        ),
+        ("- name: audit-sim\n  options: {learning_rate: 1.5}\n", 7, ["'learning_rate'", "1.5"]),
+        ("- name: fewshot-pair\n  options: {target: 10}\n", 7, ["'target' is Digit", "got 10"]),
+        # A sweep is checked value by value against the option's type.
+        ("- name: audit-sim\n  options: {n_samples: [25, 0]}\n", 7, ["'n_samples'", "got 0"]),
+        (
+            "- name: ae-anomaly-synthetic\n  options: {sample_noise: [0.1, 2]}\n",
+            7,
+            ["'sample_noise' is Fraction", "got 2"],
+        ),
+        # Numbers where names are wanted: each is refused as a value of the option.
+        (
+            "- name: minilm-textcls\n  options: {categories: [1, 2]}\n",
+            7,
+            ["'categories' is list[str] | None", "got 1"],
+        ),
+    ],
+)
+def test_validate_refuses_a_bad_workload_option_at_its_line(
+    tmp_path: Path, workloads: str, line: int, expected: list[str]
+) -> None:
+    problems = _validate_workloads(tmp_path, workloads)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{tmp_path / 'suite.yaml'}:{line}: "), problems[0]
+    for fragment in expected:
+        assert fragment in problems[0], (fragment, problems[0])
+
+
+def test_validate_accepts_workload_options_of_their_types(tmp_path: Path) -> None:
+    problems = _validate_workloads(
+        tmp_path,
+        """\
+        - name: mnist-cnn
+          options: {ood: mnist-noise, lr: 1, width: [8, 16]}  # an int is a float; a sweep
+        - name: minilm-textcls
+          options: {dataset: fortune, categories: [art, science]}  # a list of names
+        - name: audit-sim
+          options: {n_samples: [25, 100], fair_deflection: -0.02, seed: null}
+        - name: ae-anomaly-synthetic
+          options: {sample_noise: [0.0, 0.5, 1]}
+        """,
+    )
+    assert problems == []
+
+
+def test_a_workload_takes_each_option_from_its_signature_once(registry: Registry) -> None:
+    """Every built-in workload's options are its factory's signature (no fallback), and a
+    registration overrides only what differs from it (a variant, never a copy)."""
+    for spec in registry.workloads.values():
+        assert signature_problem(spec) is None, spec.key
+        signature = WorkloadSpec(kind=spec.kind, name="bare", factory=spec.factory).defaults
+        assert dict(spec.defaults) == {**signature, **spec.declared}, spec.key
+        copied = {k for k, v in spec.declared.items() if signature.get(k) == v}
+        assert not copied, (spec.key, copied)
+    digits = registry.workload("detector", "digits-cnn")
+    assert digits.factory == registry.workload("detector", "mnist-cnn").factory
+    assert (digits.defaults["dataset"], digits.defaults["width"]) == ("digits", 8)
+
+
+def test_a_sweep_of_an_option_that_takes_a_list_is_refused(reference: str, tmp_path: Path) -> None:
+    """A list of numbers in a workload's options is a sweep; where the option's type takes
+    that very list, the suite is ambiguous and refused rather than swept."""
+    package = reference.rpartition(".")[0]
+    plugin = tmp_path / package / "grid_plugin.py"  # beside the reference factories
+    plugin.write_text(
+        textwrap.dedent(
+            f"""
+            from benchmark import hookimpl
+            from benchmark.kinds import WorkloadSpec
+
+            @hookimpl
+            def methodbench_register_workloads(register):
+                register(WorkloadSpec(kind="detector", name="sized", factory="{reference}:Sized"))
+            """
+        )
+    )
+    path = tmp_path / "suite.yaml"
+    path.write_text(
+        "name: typed\nexperiments:\n  - kind: detector\n    methods: [msp]\n"
+        "    workloads:\n      - {name: sized, options: {sizes: [1, 2], width: [1, 2]}}\n"
+    )
+    registry = Registry(extra_plugins=[f"{package}.grid_plugin"])
+    with pytest.raises(SuiteError) as caught:
+        check_names(load_suite(path), registry, path)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:6: ") and "'sizes' takes a list" in problem, problem

@@ -62,7 +62,6 @@ def test_a_column_no_row_reports_is_left_out() -> None:
     md = render_markdown(recs, [table])
     assert "target_f1" not in md and "labels_used" not in md
     assert "n/a" not in md and notes(md) == []
-    assert "target_f1" not in render_csv([table]).columns
     # A column every row reports as null stays out too, with the records' reason, once.
     null = Metric.null("labels", "oracle", "the workload has no label oracle")
     recs = [detector("msp", labels_used=null), detector("energy", labels_used=null)]
@@ -75,9 +74,31 @@ def test_a_column_no_row_reports_is_left_out() -> None:
     ]
 
 
+def test_the_csv_keeps_every_declared_column_with_its_null_reasons() -> None:
+    """The Markdown drops a column no row reports; leaderboard.csv keeps every column the
+    kind declares, in the kind's order, so a tool reads the same columns whatever the
+    data, and the reason each null has."""
+    null = Metric.null("labels", "oracle", "the workload has no label oracle")
+    plain = [detector("msp"), detector("energy")]
+    oracle = [detector("msp", labels_used=fraction(0.4)), detector("energy", labels_used=null)]
+    none = [detector("msp", labels_used=null), detector("energy", labels_used=null)]
+    frames = [render_csv(build_leaderboard(recs)) for recs in (plain, oracle, none)]
+    assert list(frames[0].columns) == list(frames[1].columns) == list(frames[2].columns)
+    (table,) = build_leaderboard(none)
+    assert "labels_used" in table.dropped  # left out of the Markdown, not of the CSV
+    csv = frames[2]
+    for column in ("target_f1", "labels_used", "type1_error_at_alpha"):
+        assert column in csv.columns and f"{column}__reason" in csv.columns
+    assert list(csv["labels_used__reason"]) == ["the workload has no label oracle"] * 2
+    assert all(isinstance(why, str) and why for why in csv["target_f1__reason"])
+    assert list(csv["labels_used__unit"]) == ["labels"] * 2
+    assert csv.columns.get_loc("auroc") < csv.columns.get_loc("target_f1")
+
+
 def test_a_row_lacking_what_its_peers_report_keeps_the_column_and_one_note() -> None:
     """One detector has p-values, two have none: the Type-I column stays, reads n/a in
-    the two rows, and one line says why for both rows and both p-value columns."""
+    the two rows, and one line says why for both rows and both p-value columns (the
+    reason the kind declares for a detector without the metric, ``MetricDecl.absent``)."""
     recs = [
         detector("statistical", type1_error_at_alpha=fraction(0.05), power_at_alpha=fraction(0.9)),
         detector("msp"),
@@ -91,7 +112,23 @@ def test_a_row_lacking_what_its_peers_report_keeps_the_column_and_one_note() -> 
     assert "n/a" not in rows["statistical"]
     assert notes(md) == [
         "- type1_error_at_alpha, power_at_alpha: n/a for msp [defaults], knn [k=50] "
-        "because not reported"
+        "because the detector gives no p-values"
+    ]
+
+
+def test_a_missing_metric_without_a_declared_reason_is_not_reported() -> None:
+    """aupr_in declares no reason for its absence: a row without it reads "not reported";
+    a row that lacks target_f1 gets the kind's reason for it."""
+    recs = [
+        detector("a", aupr_in=fraction(0.8), target_f1=fraction(0.7)),
+        detector("b"),
+    ]
+    (table,) = build_leaderboard(recs)
+    md = render_markdown(recs, [table])
+    assert sorted(notes(md)) == [
+        "- aupr_in: n/a for b [defaults] because not reported",
+        "- target_f1: n/a for b [defaults] because the detector does not predict "
+        "(no keep/reject decision)",
     ]
 
 
@@ -178,6 +215,83 @@ def test_the_terminal_summary_fits_the_width_and_names_every_row(width: int) -> 
     assert "auroc" in out and "[" in out  # the primary with its interval
     assert "| # |" not in out  # not the Markdown
     assert "results/x/LEADERBOARD.md" in out
+
+
+COMMITTED = Path(__file__).resolve().parent.parent / "results"
+
+
+@pytest.mark.parametrize("width", [50, 60, 80])
+@pytest.mark.parametrize("results", ["security", "smoke", "detectors"])
+def test_the_summary_of_committed_results_never_cuts_a_verdict_or_a_method(
+    results: str, width: int
+) -> None:
+    """Each row's line holds its rank, its whole method name and its whole verdict; no
+    line is wider than the terminal. The method column narrows (hyperparameters wrap)
+    before the primary loses its interval: at 60 columns and more every interval stays."""
+    from benchmark.report.leaderboard import format_cell
+    from benchmark.report.render import load_report
+
+    for table in load_report(COMMITTED / results).tables:
+        out = _summary([table], width)
+        lines = out.splitlines()
+        assert max(len(line) for line in lines) <= width, out
+        scale = table.scale(table.primary)
+        rest = iter(lines)
+        for row in table.rows:
+            line = next((x for x in rest if x.split()[:2] == [row.rank_label, row.method]), None)
+            assert line is not None, (table.title, row.method, out)
+            if table.verdict_column:
+                assert (row.verdict or "n/a") in line.split(), (line, out)
+            cell = format_cell(row.cells[table.primary], table.units[table.primary], scale)
+            if width >= 60:
+                assert cell in line, (cell, out)
+        if width >= 60:
+            assert "means only" not in out
+
+
+def test_a_narrow_terminal_drops_the_primary_interval_and_says_so() -> None:
+    """At 50 columns a long method name, a long primary name and a long verdict leave no
+    room for "0.960 [0.920, 1.000]": the means alone, a line saying so, the primary's header
+    folded before a method's name is; the verdicts and the names whole."""
+    recs = []
+    for method, value in (("shield-intermediate", 0.96), ("all-trusted", 0.0)):
+        spec = RunSpec(suite="s", kind="security_split", method=method, workload="w")
+        ratio = Metric(
+            value=value, unit="fraction", meter="m", ci_low=max(value - 0.04, 0), ci_high=1.0
+        )
+        recs.append(
+            RunRecord(
+                id=spec.id,
+                spec=spec,
+                status="ok",
+                metrics={"attack_recovered_ratio": ratio},
+                environment=ENV,
+            )
+        )
+    out = _summary(build_leaderboard(recs), 50)
+    assert max(len(line) for line in out.splitlines()) <= 50, out
+    assert "[" not in out.split("every column")[0], out
+    assert "attack_recovered_ratio: means only" in " ".join(out.split())
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line[:1] in ("1", "2")}
+    assert rows["all-trusted"][-1] == "inconclusive", out
+    assert rows["shield-intermediate"][-2:] == ["0.96", "exposed"], out
+    wide = _summary(build_leaderboard(recs), 80)
+    assert "0.960 [0.920, 1.000]" in wide and "means only" not in wide
+
+
+def test_a_table_whose_runs_all_failed_keeps_its_title_and_caption_whole() -> None:
+    """No ok row leaves a table a few columns wide; its title and its "not ok" line wrap
+    at the terminal's width, not the table's (no word on a line of its own)."""
+    recs = []
+    for method in ("msp", "energy"):
+        spec = RunSpec(suite="s", kind="detector", method=method, workload="mnist-cnn")
+        recs.append(RunRecord(id=spec.id, spec=spec, status="failed", reason="boom"))
+    out = _summary(build_leaderboard(recs), 80)
+    lines = [line.rstrip() for line in out.splitlines()]
+    assert "detector on mnist-cnn: ranked by auroc (higher is better)" in lines, out
+    (caption,) = [line for line in lines if line.startswith("not ok:")]
+    assert "detector/msp on mnist-cnn seed=0 (failed)" in caption, out
+    assert "detector/energy" in caption, out
 
 
 def test_the_summary_has_the_verdict_and_prints_user_text_literally() -> None:

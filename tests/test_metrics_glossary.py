@@ -1,7 +1,7 @@
 """The metric glossary: each kind declares its metrics once (``KindDef.metrics``);
 ``docs/METRICS.md`` is rendered from them, every leaderboard column is one of them, and
-every metric in the committed records is declared (the runner refuses new undeclared ones:
-``tests/test_toy_kind.py``)."""
+every metric in the committed records is declared (the runner sets new undeclared ones
+aside, and fails their run in the tests' strict mode: ``tests/test_toy_kind.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from benchmark.host import Registry
-from benchmark.kinds import ContractError, KindDef, KindInfo, MetricDecl, check_kind
+from benchmark.kinds import ContractError, KindDef, KindInfo, MetricDecl, Option, check_kind
 from benchmark.kinds.glossary import builtin_glossary
 from benchmark.kinds.registered import BUILTIN_KINDS, get_kind
 
@@ -66,6 +66,99 @@ def test_a_family_declares_one_metric_per_attack_and_nothing_else() -> None:
     assert kind.declaration("attack_recovered_ratio").name == "attack_recovered_ratio"
 
 
+def test_a_family_member_must_name_one_of_the_runs_attacks() -> None:
+    """With the run's attacks as the placeholder's values, a misspelt figure or a name that
+    only parses as a family member with an odd attack name is undeclared."""
+    kind = get_kind("security_split")
+    assert kind is not None
+    attacks = {"attack": ("finetune-1024", "traffic-64")}
+    fine = [
+        "attack_finetune-1024_quality",
+        "attack_finetune-1024_scratch_quality",
+        "attack_traffic-64_recovered_ratio",
+        "attack_traffic-64_mia_auroc",
+        "attack_recovered_ratio",
+    ]
+    assert kind.undeclared(fine, placeholders=attacks) == []
+    odd = [
+        "attack_typo_recoverd_ratio_quality",
+        "attack_quality_vs_original",
+        "attack_recovered_ratio_quality",
+        "attack_finetune-64_quality",
+    ]
+    assert kind.undeclared(odd, placeholders=attacks) == sorted(odd)
+    # Only an attack really named so makes one declared.
+    name = ["attack_quality_vs_original"]
+    assert kind.undeclared(name, placeholders={"attack": ["quality"]}) == []
+    assert kind.undeclared(name, placeholders={"attack": ["quality_vs"]}) == name
+    # No attacks at all: no family member.
+    assert kind.undeclared(fine[:1], placeholders={"attack": ()}) == fine[:1]
+
+
+def test_a_name_two_families_match_belongs_to_the_more_specific_one() -> None:
+    kind = get_kind("security_split")
+    assert kind is not None
+    for placeholders in (None, {"attack": ["finetune-1024"]}):
+        got = kind.declaration("attack_finetune-1024_scratch_quality", placeholders)
+        assert got is not None and got.name == "attack_<attack>_scratch_quality"
+        got = kind.declaration("attack_finetune-1024_quality", placeholders)
+        assert got is not None and got.name == "attack_<attack>_quality"
+    # An attack named "finetune-1024_scratch" does run: its quality is the plain family's.
+    got = kind.declaration(
+        "attack_finetune-1024_scratch_quality", {"attack": ["finetune-1024_scratch"]}
+    )
+    assert got is not None and got.name == "attack_<attack>_quality"
+
+
+def _toy(**changes: object) -> KindDef:
+    base: dict[str, object] = {
+        "name": "odd",
+        "summary": "",
+        "built": "tests.toy_kind_plugin:Guesser",
+        "run": "tests.toy_kind_plugin:run_toy",
+        "ranking": KindInfo(primary="error", higher_is_better=False, columns=("error",)),
+        "metrics": (MetricDecl("error", "u", "lower", "m.", "h."),),
+    }
+    return KindDef(**{**base, **changes})  # type: ignore[arg-type]
+
+
+def test_a_step_curve_must_be_a_declared_metric() -> None:
+    with pytest.raises(ContractError, match=r"step curves \['train_loss'\]"):
+        check_kind(_toy(step_curves=("error", "train_loss")))
+    check_kind(_toy(step_curves=("error",)))
+    optimizer = get_kind("optimizer")
+    assert optimizer is not None and "train_loss" in optimizer.step_curves
+    assert optimizer.declaration("train_loss") is not None
+
+
+def test_a_protocol_option_needs_a_readable_type() -> None:
+    with pytest.raises(ContractError, match="must be an Option"):
+        check_kind(_toy(options={"every": 3}))
+    with pytest.raises(ContractError, match=r"option 'every' \(numpy.int64\).*namespace"):
+        check_kind(_toy(options={"every": Option("numpy.int64", 3, "d")}))
+    check_kind(_toy(options={"every": Option("PositiveInt | None", None, "d")}))
+
+
+def test_phase_figures_go_the_way_their_meters_record() -> None:
+    """Memory, power and energy are lower-is-better in the records (the meters set
+    higher_is_better=False), and so in the declarations."""
+    for name in ("optimizer", "compressor"):
+        kind = get_kind(name)
+        assert kind is not None
+        phase = [d for d in kind.metrics if "_cuda_peak_" in d.name or "_gpu_" in d.name]
+        assert len(phase) == 7
+        assert {d.direction for d in phase} == {"lower"}
+
+
+def test_the_glossary_lists_each_workloads_own_figures() -> None:
+    text = builtin_glossary()
+    optimizer = text[text.index("## optimizer") : text.index("## compressor")]
+    for workload in ("ae-mnist", "ae-synthetic"):
+        for figure in ("train_mse", "clean_train_mse"):
+            assert f"| {workload} | `{figure}` | MSE (squared data units) |" in optimizer
+    assert "tiny-llama" not in optimizer  # no figures of its own
+
+
 def test_workload_figures_count_as_declared_for_that_workload_only() -> None:
     kind = get_kind("optimizer")
     assert kind is not None
@@ -97,9 +190,12 @@ def test_every_metric_of_the_committed_records_is_declared() -> None:
             # read off its factory (a class) without building the workload.
             factory = registry.workload(kind_name, workload).load()
             figures[key] = set(getattr(factory, "figure_units", {}))
+        # A family member must name one of the run's attacks (every registered one when
+        # the suite named none).
+        attacks = {"attack": r["spec"].get("attacks") or list(registry.attacks)}
         for name in r.get("metrics") or {}:
             if name in figures[key] or name in RETIRED:
                 continue
-            if kind.declaration(name) is None:
+            if kind.declaration(name, attacks) is None:
                 problems.append(f"{kind_name}/{workload}: {name}")
     assert sorted(set(problems)) == []

@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 
 import benchmark
 from benchmark import hookimpl
-from benchmark.executors.local import LocalExecutor
+from benchmark.executors.local import InlineExecutor, LocalExecutor
 from benchmark.host import Registry
 from benchmark.protocols.base import RunContext
 from benchmark.records import Budget, RunSpec
@@ -116,6 +117,35 @@ def test_observers_get_each_evaluation_while_the_run_goes_in_its_own_process(
             train[5],
         ]
         assert "observer_errors" not in record.info
+        assert record.info["observer_calls"] == 4 and record.info["observer_s"] >= 0
+
+
+class Slow:
+    """An observer that takes ``delay`` seconds a call (a tracker on a slow network)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.calls = delay, 0
+
+    @hookimpl
+    def methodbench_run_progress(self, step: int) -> None:
+        self.calls += 1
+        time.sleep(self.delay)
+
+
+def test_the_time_observers_take_inside_a_run_is_in_its_record(tmp_path: Path) -> None:
+    """Progress calls sit inside the run's measured phases: the record says how long the
+    observers took there, at least what the slow one slept."""
+    registry = Registry()
+    slow = Slow(0.05)
+    registry.pm.register(slow, name="slow-observer")
+    [record] = InlineExecutor(tmp_path / "r", registry).run([_spec()])
+    assert record.status == "ok", record.reason
+    assert slow.calls == record.info["observer_calls"] == 4  # steps 0, 2, 4, 6
+    assert record.info["observer_s"] >= slow.calls * slow.delay
+    assert record.info["observer_s"] < record.duration_s
+    registry.pm.unregister(name="slow-observer")
+    [quiet] = InlineExecutor(tmp_path / "quiet", registry).run([_spec(seed=1)])
+    assert "observer_s" not in quiet.info  # nobody observed: nothing to say
 
 
 def test_an_observer_that_raises_is_reported_once_and_the_run_goes_on(

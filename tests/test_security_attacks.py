@@ -339,7 +339,13 @@ def test_worst_case_includes_the_traffic_attack() -> None:
     assert m["attack_traffic-64_recovered_ratio"].value >= 0.9
     assert m["attack_recovered_ratio"].value == m["attack_traffic-64_recovered_ratio"].value
     assert "traffic-64" in m["attack_recovered_ratio"].meter
-    assert result.info["attacks"]["traffic-64"]["choice"] in ("traffic fit", "trained")
+    traffic = result.info["attacks"]["traffic-64"]
+    assert traffic["choice"] in ("traffic fit", "trained")
+    # What the attack's model reports (AttackChoice, TrafficFit) reaches the record.
+    assert traffic["choice"] in traffic["validation_losses"]
+    r2 = traffic["traffic_r2"]
+    assert r2 and all(isinstance(v, float) for v in r2.values())
+    assert result.info["attacks"]["untrusted-only"]["traffic_r2"] is None
     assert m["mia_auroc_original"].value is not None
 
 

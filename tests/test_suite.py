@@ -152,6 +152,107 @@ experiments:
     assert "protocol.trusted_slowdwn" in joined and "did you mean 'trusted_slowdown'" in joined
 
 
+PROTOCOLS = """\
+name: x
+experiments:
+  - kind: optimizer
+    workloads: [tiny-llama]
+    methods: [adamw]
+    protocol: {{eval_every: {eval_every}, divergence_factor: {divergence_factor}}}
+  - kind: security_split
+    workloads: [digits-cnn]
+    methods: [layer-split]
+    protocol:
+      attack_steps: {attack_steps}
+      link_latency_s: {link_latency_s}
+"""
+
+
+def test_protocol_options_are_typed_and_refused_at_their_line(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Each protocol option declares its type (``KindDef.options``): ``bench validate``
+    refuses a value the protocol would refuse at run time, with the suite's file and line."""
+    bad = {"eval_every": "fast", "divergence_factor": 0.5, "attack_steps": "lots"}
+    path = write(tmp_path, PROTOCOLS.format(**bad, link_latency_s=-1))
+    with pytest.raises(SuiteError) as err:
+        check_names(load_suite(path), registry, path)
+    problems = sorted(err.value.problems)
+    assert len(problems) == 4, problems
+    at = {p.split(": ", 2)[1]: p for p in problems}
+    assert at["experiments[0].protocol.eval_every"].startswith(f"{path}:6: ")
+    assert "'eval_every' is PositiveInt | None" in at["experiments[0].protocol.eval_every"]
+    assert "got 'fast'" in at["experiments[0].protocol.eval_every"]
+    factor = at["experiments[0].protocol.divergence_factor"]
+    assert factor.startswith(f"{path}:6: ") and "greater than 1" in factor
+    steps = at["experiments[1].protocol.attack_steps"]
+    assert steps.startswith(f"{path}:11: ") and "NonNegativeInt | None" in steps
+    latency = at["experiments[1].protocol.link_latency_s"]
+    assert latency.startswith(f"{path}:12: ") and "greater than or equal to 0" in latency
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"eval_every": 5, "divergence_factor": 1.5, "attack_steps": 0, "link_latency_s": 0},
+        {"eval_every": "null", "divergence_factor": "null", "attack_steps": "null"},
+        {"eval_every": 1, "divergence_factor": 3, "attack_steps": 20, "link_latency_s": 1e-3},
+    ],
+)
+def test_protocol_options_of_their_types_pass(
+    tmp_path: Path, registry: Registry, values: dict[str, object]
+) -> None:
+    path = write(tmp_path, PROTOCOLS.format(**{"link_latency_s": 0.0001, **values}))
+    check_names(load_suite(path), registry, path)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("divergence_factor", 0.5),
+        ("divergence_factor", 1),
+        ("divergence_factor", 1.01),
+        ("divergence_factor", None),
+        ("divergence_factor", "fast"),
+        ("eval_every", 0),
+        ("eval_every", 3),
+        ("eval_every", 2.5),
+        ("eval_every", True),
+        ("eval_every", None),
+    ],
+)
+def test_validate_refuses_exactly_what_the_optimizer_protocol_refuses(
+    option: str, value: object
+) -> None:
+    from benchmark.kinds import get_kind
+    from benchmark.protocols.optimizer import _divergence_factor, _eval_every
+    from benchmark.suite import protocol_option_problems
+
+    kind = get_kind("optimizer")
+    assert kind is not None
+    refused_at_validate = bool(protocol_option_problems(kind, {option: value}))
+    try:
+        if option == "eval_every":
+            _eval_every({option: value}, 100)
+        else:
+            _divergence_factor({option: value})
+        refused_at_run = False
+    except ValueError:
+        refused_at_run = True
+    assert refused_at_validate == refused_at_run
+
+
+def test_every_kinds_option_defaults_pass_their_own_types() -> None:
+    from benchmark.kinds import Option, registered_kinds
+    from benchmark.suite import protocol_option_problems
+
+    kinds = registered_kinds()
+    assert sum(len(k.options) for k in kinds.values()) >= 6
+    for kind in kinds.values():
+        assert all(isinstance(o, Option) and o.doc for o in kind.options.values()), kind.name
+        assert protocol_option_problems(kind, kind.option_defaults) == [], kind.name
+
+
 def test_device_resolution() -> None:
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") in ("cpu", "cuda")

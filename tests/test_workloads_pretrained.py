@@ -264,27 +264,34 @@ QUESTIONS = [
 ]
 
 
-def _task_dir(tmp_path: Path, name: str, output_type: str, dataset: str) -> Path:
+def _task_dir(
+    tmp_path: Path, name: str, output_type: str, dataset: str, validation: bool = False
+) -> Path:
     """A folder with one lm-eval task YAML: multiple choice over a local JSONL (or a hub
-    data set named by ``dataset``), scored by accuracy."""
+    data set named by ``dataset``), scored by accuracy; ``validation``: a validation split
+    too, the questions in reverse order."""
     import json
 
     folder = tmp_path / f"tasks-{name}"
     folder.mkdir()
-    data = folder / "questions.jsonl"
-    data.write_text(
-        "".join(
-            json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in QUESTIONS
+    files = {"test": folder / "questions.jsonl", "validation": folder / "reversed.jsonl"}
+    for split, rows in (("test", QUESTIONS), ("validation", QUESTIONS[::-1])):
+        files[split].write_text(
+            "".join(
+                json.dumps({"question": q, "choices": c, "answer": a}) + "\n" for q, c, a in rows
+            )
         )
-    )
+    splits = ("test", "validation") if validation else ("test",)
     source = (
-        f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "dataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        + "".join(f"    {split}: {files[split]}\n" for split in splits)
         if dataset == "local"
         else f"dataset_path: {dataset}\n"
     )
     (folder / f"{name}.yaml").write_text(
         f"task: {name}\n{source}output_type: {output_type}\ntest_split: test\n"
-        "doc_to_text: '{{question}}'\ndoc_to_choice: choices\ndoc_to_target: answer\n"
+        + ("validation_split: validation\n" if validation else "")
+        + "doc_to_text: '{{question}}'\ndoc_to_choice: choices\ndoc_to_target: answer\n"
         "generation_kwargs:\n  until: ['.']\n"
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "metadata:\n  version: 1.0\n"
@@ -348,12 +355,14 @@ def test_the_adapter_scores_continuations_like_a_direct_forward(tiny_lm_dir: Pat
 def test_a_task_in_an_include_path_is_found_by_name_and_its_stderr_is_the_interval(
     tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
+    from scipy import stats
+
     from benchmark.protocols.compressor import quality_metric
 
     folder = _task_dir(tmp_path, CHOICE_TASK, "multiple_choice", "local")
     wl = PretrainedLM(
         model=str(tiny_lm_dir),
-        eval_docs=2,
+        eval_docs=len(QUESTIONS),  # every document: the figure is the task's own
         max_length=64,
         seq_len=16,
         lm_eval_task=CHOICE_TASK,
@@ -364,7 +373,8 @@ def test_a_task_in_an_include_path_is_found_by_name_and_its_stderr_is_the_interv
         "fraction",
         True,
     )
-    assert wl.validation is None  # a named task has no validation split of ours
+    assert wl.quality.scope is None and wl.quality.meter == "workload acc"
+    assert wl.validation is None  # the task has no validation split
     model = wl.model(CPU)
     acc = wl.evaluate(model, CPU)
     right = [
@@ -373,17 +383,57 @@ def test_a_task_in_an_include_path_is_found_by_name_and_its_stderr_is_the_interv
     ]
     assert acc == pytest.approx(sum(right) / len(right))
     assert 0.0 < acc < 1.0
-    # lm-eval's stderr of a mean (sample standard deviation / sqrt(n)) becomes the interval.
+    # lm-eval's stderr of a mean (sample standard deviation / sqrt(n)) becomes the interval:
+    # Student's t on n - 1 degrees of freedom, clipped to an accuracy's [0, 1].
     n = len(right)
     se = math.sqrt(sum((r - acc) ** 2 for r in right) / (n - 1) / n)
     assert wl.quality_stderr(acc) == pytest.approx(se)
+    half = stats.t.ppf(0.975, n - 1) * se
     ci = wl.quality_interval(acc)
     assert ci is not None and ci.n == n and "acc_stderr" in ci.method
-    assert (ci.low, ci.high) == pytest.approx((acc - 1.96 * se, acc + 1.96 * se))
+    assert (ci.low, ci.high) == pytest.approx((max(0.0, acc - half), min(1.0, acc + half)))
     metric = quality_metric(wl, acc)  # what a compressor run records
     assert (metric.ci_low, metric.ci_high, metric.n) == pytest.approx((ci.low, ci.high, n))
     with pytest.raises(ValueError, match="no validation split"):
         wl.evaluate(model, CPU, split="val")
+
+
+def test_a_named_task_scores_eval_docs_and_val_docs_and_says_so(
+    tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """eval_docs and val_docs cut a named task through lm-eval's limit (the first
+    documents of its test and validation splits), and the metric's meter says so."""
+    from benchmark.protocols.compressor import quality_metric
+
+    folder = _task_dir(tmp_path, CHOICE_TASK, "multiple_choice", "local", validation=True)
+    wl = PretrainedLM(
+        model=str(tiny_lm_dir),
+        eval_docs=2,
+        val_docs=3,
+        max_length=64,
+        seq_len=16,
+        lm_eval_task=CHOICE_TASK,
+        lm_eval_include_path=str(folder),
+    )
+    n = len(QUESTIONS)
+    assert wl.quality.scope == (
+        f"lm-eval limit: the first 2 of its {n} documents; validation: the first 3 of {n}"
+    )
+    assert wl.validation is not None and "validation split" in wl.validation
+    model = wl.model(CPU)
+    right = [
+        float(max(range(len(row)), key=row.__getitem__) == answer)
+        for row, (_, _, answer) in zip(_choice_logliks(model, wl.tokenizer), QUESTIONS, strict=True)
+    ]
+    acc = wl.evaluate(model, CPU)
+    assert wl._scores[("test", acc)].n == 2
+    assert acc == pytest.approx(sum(right[:2]) / 2)
+    val = wl.evaluate(model, CPU, split="val")  # the validation split: questions reversed
+    assert wl._scores[("val", val)].n == 3
+    assert val == pytest.approx(sum(right[::-1][:3]) / 3)
+    metric = quality_metric(wl, acc)
+    assert metric.meter == f"workload acc ({wl.quality.scope})"
+    assert quality_metric(wl, val, "val").meter.endswith(", validation split")
 
 
 def test_a_task_that_cannot_run_offline_fails_before_the_model_loads(tmp_path: Path) -> None:
@@ -402,6 +452,10 @@ def test_a_task_that_cannot_run_offline_fails_before_the_model_loads(tmp_path: P
     gen = _task_dir(tmp_path, "mb_test_gen", "generate_until", "local")
     with pytest.raises(TaskUnavailable, match=r"'mb_test_gen' asks for 'generate_until'"):
         load_task("mb_test_gen", gen)
+    # A generation task is refused for what it asks before its data is looked for.
+    gen_hub = _task_dir(tmp_path, "mb_test_gen_hub", "generate_until", "methodbench-test/nope")
+    with pytest.raises(TaskUnavailable, match=r"'mb_test_gen_hub' asks for 'generate_until'"):
+        load_task("mb_test_gen_hub", gen_hub)
     with pytest.raises(TaskUnavailable, match="not a directory"):
         load_task("mb_test_gen", tmp_path / "nowhere")
     # Not in the include path: lm-eval's own tasks are searched too, then a suggestion.

@@ -48,11 +48,13 @@ def run_toy(ctx: Any) -> Any:
     guesser = ctx.build_method()
     guess = float(guesser.guess())
     error = abs(guess - float(ctx.workload.target))
+    # The guess first: a report that ranks a kind it does not know by the record's first
+    # metric would rank by the guess (and higher-is-better), which the tests catch.
     metrics = {
+        "guess": Metric(value=guess, unit="units", meter="the method's guess"),
         "error": Metric(
             value=error, unit="units", meter="|guess - target|", higher_is_better=False
         ),
-        "guess": Metric(value=guess, unit="units", meter="the method's guess"),
     }
     if guesser.leak:
         metrics["secret_figure"] = Metric(value=1.0, unit="units", meter="undeclared")

@@ -1,14 +1,19 @@
 """Execute one RunSpec in this process and turn whatever happens into a RunRecord.
 
-This is the single place where a run's status is decided: a clean return is ``ok``,
-``Diverged`` is ``diverged``, an out-of-memory error is ``oom`` and any other exception is
-``failed`` with its reason and traceback tail. Executors (a process per run, Ray) only
-add what a process boundary can see: timeouts and hard crashes.
+This is the single place where a run's status is decided: a clean return is ``ok`` (a
+metric its kind does not declare is set aside in ``info["undeclared_metrics"]``; with
+``METHODBENCH_STRICT_METRICS`` set, as in the project's tests, the run is ``failed``
+instead, its figures kept), ``Diverged`` is ``diverged``, an out-of-memory error is
+``oom`` and any other exception is ``failed`` with its reason and traceback tail.
+Executors (a process per run, Ray) only add what a process boundary can see: timeouts and
+hard crashes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -43,23 +48,48 @@ def _environment(spec: RunSpec, registry: Registry) -> dict[str, object]:
 
 
 def _observer_notes(ctx: RunContext | None, info: dict[str, Any]) -> dict[str, Any]:
-    """The run's info with what its progress observers raised, when one did: the record
-    says that a logger's curves for it are incomplete."""
-    if ctx is None or not ctx.observer_errors:
+    """The run's info with what its progress observers cost and raised, when any observed
+    it: ``observer_s``, the seconds spent in them (inside the run's measured phases, so a
+    reader can tell whether they weighed on its time and memory figures), and
+    ``observer_errors``: a logger's curves for the run are incomplete."""
+    if ctx is None or not ctx.observer_calls:
         return info
-    return {**info, "observer_errors": list(ctx.observer_errors)}
+    notes: dict[str, Any] = {"observer_s": ctx.observer_s, "observer_calls": ctx.observer_calls}
+    if ctx.observer_errors:
+        notes["observer_errors"] = list(ctx.observer_errors)
+    return {**info, **notes}
 
 
-def _check_declared(kind: KindDef, metrics: dict[str, Any], workload: Any) -> None:
-    """Every metric a protocol emits must be one its kind declares (``KindDef.metrics``, or
-    one the workload adds, as an autoencoder's ``figure_units``): the glossary
-    (``docs/METRICS.md``) then says what every figure of every record is."""
-    undeclared = kind.undeclared(metrics, workload)
-    if undeclared:
-        raise ContractError(
-            f"the {kind.name} protocol emitted metrics its kind does not declare: "
-            f"{', '.join(undeclared)} (declare them in the kind's metrics)"
-        )
+# Set (to anything but "", "0") in the project's own tests and CI: a run that emits an
+# undeclared metric then fails, its figures still in the record.
+STRICT_METRICS_ENV = "METHODBENCH_STRICT_METRICS"
+
+
+def strict_metrics() -> bool:
+    return os.environ.get(STRICT_METRICS_ENV, "") not in ("", "0")
+
+
+def _set_aside_undeclared(
+    kind: KindDef, spec: RunSpec, registry: Registry, metrics: dict[str, Any], workload: Any
+) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """(declared metrics, undeclared ones, a warning or None). Every metric a protocol
+    emits should be one its kind declares (``KindDef.metrics``, a family member naming
+    one of the run's attacks, or one the workload adds, as an autoencoder's
+    ``figure_units``), so that the glossary (``docs/METRICS.md``) says what every figure of
+    a record is. One that is not costs the run nothing: it is kept, value and unit, in
+    ``info["undeclared_metrics"]``, out of the ranked metrics, and the run's log says so."""
+    attacks = tuple(spec.attacks) or tuple(registry.attacks)
+    undeclared = kind.undeclared(metrics, workload, placeholders={"attack": attacks})
+    if not undeclared:
+        return metrics, {}, None
+    kept = {name: m for name, m in metrics.items() if name not in undeclared}
+    aside = {name: metrics[name] for name in undeclared}
+    warning = (
+        f"the {kind.name} protocol emitted metrics its kind does not declare: "
+        f"{', '.join(undeclared)} (kept in info['undeclared_metrics']; declare them in the "
+        "kind's metrics)"
+    )
+    return kept, aside, warning
 
 
 def _classify(exc: BaseException) -> Status:
@@ -118,7 +148,6 @@ def execute(
         )
         result = run_protocol(ctx)
         harness["protocol_end"] = time.monotonic()
-        _check_declared(kind, result.metrics, workload)
     except BaseException as exc:  # a run never takes the suite down
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
@@ -135,13 +164,27 @@ def execute(
             harness=harness,
             info=_observer_notes(ctx, {}),
         )
+    metrics, aside, warning = _set_aside_undeclared(kind, spec, registry, result.metrics, workload)
+    info = _observer_notes(ctx, result.info)
+    if aside:
+        info = {
+            **info,
+            "undeclared_metrics": {
+                name: m.model_dump(mode="json", exclude_none=True) for name, m in aside.items()
+            },
+        }
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    strict = warning is not None and strict_metrics()
+    # Strict: the run fails as if the check had raised, its figures still in the record.
+    refused = ContractError(f"{warning} [{STRICT_METRICS_ENV} is set]") if strict else None
     return RunRecord(
         id=spec.id,
         spec=spec,
-        status="ok",
-        metrics=result.metrics,
+        status="ok" if refused is None else "failed",
+        reason=None if refused is None else f"{type(refused).__name__}: {refused}",
+        metrics=metrics,
         curves=result.curves,
-        info=_observer_notes(ctx, result.info),
+        info=info,
         environment=environment,
         started_at=started,
         duration_s=time.perf_counter() - t0,

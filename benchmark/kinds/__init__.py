@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Verdict
+from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Option, Verdict
 from benchmark.kinds.registered import (
     KIND_INFO,
     get_kind,
@@ -46,6 +46,7 @@ __all__ = [
     "KindInfo",
     "MethodSpec",
     "MetricDecl",
+    "Option",
     "Verdict",
     "WorkloadSpec",
     "check_built",
@@ -222,15 +223,16 @@ class MethodSpec(_Factory):
 
 @dataclass(frozen=True)
 class WorkloadSpec(_Factory):
-    """A model, its data and its quality metric for one kind; ``factory(**options)``."""
+    """A model, its data and its quality metric for one kind; ``factory(**options)``.
+
+    Its options, their types and defaults are the factory's signature, as a method's
+    hyperparameters are; ``defaults`` overrides some for a variant sharing a factory."""
 
     kind: Kind
     name: str
     factory: Callable[..., Any] | str
     defaults: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
-    # Declared, not derived, while the workloads move to plugins/ (issue 19, item 1).
-    derive_hparams = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -324,7 +326,9 @@ def _check_declared(spec: MethodSpec | WorkloadSpec | AttackSpec) -> None:
 def check_kind(kind: object) -> None:
     """Reject a kind definition that the host could not use, with the reason: a bad name,
     a reference that is not ``module:attribute``, a ranking column or step curve that is
-    not one of its declared metrics (a leaderboard would show a column nothing defines)."""
+    not one of its declared metrics (a leaderboard would show a column nothing defines),
+    a protocol option without an ``Option`` whose type the hyperparameters' reader reads
+    (``bench validate`` checks suites' values against it; pydantic is not imported here)."""
     if not isinstance(kind, KindDef):
         raise ContractError(f"register() takes a KindDef, got {type(kind).__name__}")
     if not isinstance(kind.name, str) or not _NAME.match(kind.name):
@@ -344,6 +348,30 @@ def check_kind(kind: object) -> None:
             f"kind {kind.name}: its ranking reads undeclared metrics {undeclared}; declare "
             "them in its metrics"
         )
+    undeclared = kind.undeclared(kind.step_curves)
+    if undeclared:
+        raise ContractError(
+            f"kind {kind.name}: step curves {undeclared} are not declared metrics; declare "
+            "them in its metrics"
+        )
+    _check_options(kind)
+
+
+def _check_options(kind: KindDef) -> None:
+    from benchmark.hparams import Unreadable, annotation_param
+
+    for name, option in kind.options.items():
+        if not isinstance(option, Option):
+            raise ContractError(
+                f"kind {kind.name}: protocol option {name!r} must be an Option(type, default, "
+                f"doc), not {type(option).__name__}"
+            )
+        try:
+            annotation_param(name, option.type)
+        except Unreadable as exc:
+            raise ContractError(
+                f"kind {kind.name}: protocol option {name!r} ({option.type}): {exc}"
+            ) from None
 
 
 def _leading_args(spec: object) -> int:

@@ -61,6 +61,7 @@ METRICS: tuple[MetricDecl, ...] = (
         _QDIR,
         "the original model's quality on the validation split.",
         "workload.evaluate(split='val') for workloads with a validation split.",
+        absent="the workload has no validation split",
     ),
     MetricDecl(
         "val_quality_after",
@@ -68,6 +69,7 @@ METRICS: tuple[MetricDecl, ...] = (
         _QDIR,
         "the compressed model's quality on the validation split, on which grid winners are chosen.",
         "workload.evaluate(split='val') on the compressed model.",
+        absent="the workload has no validation split",
     ),
     MetricDecl(
         "params_before",
@@ -171,6 +173,6 @@ KIND = KindDef(
             "compression_time",
         ),
     ),
-    plot="benchmark.report.plots:compressor_scatter",
+    plot="benchmark.kinds.compressor_plot:compressor_scatter",
     metrics=METRICS,
 )

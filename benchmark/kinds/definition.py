@@ -33,34 +33,78 @@ _NAME_PART = r"[A-Za-z0-9][A-Za-z0-9_.\-]*"
 @dataclass(frozen=True)
 class MetricDecl:
     """One metric a kind's protocol emits: declared once, rendered to ``docs/METRICS.md``
-    and checked against every run's record (an undeclared name fails the run).
+    and checked against every run's record (``executors.runner``: an undeclared figure is
+    set aside in ``info["undeclared_metrics"]``, and fails the run in strict mode).
 
     ``name`` may hold one ``<placeholder>`` for a family (``attack_<attack>_quality``: one
     per attack run). ``unit`` is the unit the record carries (``"the workload's quality
     unit"`` where a workload decides it); ``direction`` says which way is better ("none":
     a figure reported for context, not to be ranked; "workload": the workload's quality
     metric decides); ``measures`` says what it is and
-    ``how`` how the protocol obtains it, one sentence each."""
+    ``how`` how the protocol obtains it, one sentence each. ``absent``: why a run may
+    lack the metric altogether (a detector without p-values reports no Type-I error);
+    a leaderboard says it for a row without the figure, instead of "not reported"."""
 
     name: str
     unit: str
     direction: Direction
     measures: str
     how: str
+    absent: str | None = None
 
     @cached_property
     def pattern(self) -> re.Pattern[str]:
+        return self._pattern(None)
+
+    def _pattern(self, placeholders: Mapping[str, Iterable[str]] | None) -> re.Pattern[str]:
+        """The name as a regex; a placeholder listed in ``placeholders`` matches only the
+        names given for it (the run's own attacks), any other any name."""
         parts = _PLACEHOLDER.split(self.name)
         # split() alternates literal text and placeholder names.
-        regex = "".join(re.escape(p) if i % 2 == 0 else _NAME_PART for i, p in enumerate(parts))
+        regex = ""
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                regex += re.escape(part)
+            elif placeholders is not None and part in placeholders:
+                names = sorted(placeholders[part], key=len, reverse=True)
+                regex += "(?:" + "|".join(re.escape(n) for n in names) + ")" if names else "(?!)"
+            else:
+                regex += _NAME_PART
         return re.compile(f"^{regex}$")
 
     @property
     def is_family(self) -> bool:
         return bool(_PLACEHOLDER.search(self.name))
 
-    def matches(self, metric: str) -> bool:
-        return metric == self.name or (self.is_family and bool(self.pattern.match(metric)))
+    @property
+    def literal_length(self) -> int:
+        """How much of the name is literal text: a longer one is the more specific family
+        (``attack_<attack>_scratch_quality`` before ``attack_<attack>_quality``)."""
+        return len(_PLACEHOLDER.sub("", self.name))
+
+    def matches(self, metric: str, placeholders: Mapping[str, Iterable[str]] | None = None) -> bool:
+        """Whether ``metric`` is this name, or one of this family's members; with
+        ``placeholders`` (``{"attack": the run's attacks}``) a family member must name one
+        of the given values."""
+        if metric == self.name:
+            return True
+        if not self.is_family:
+            return False
+        pattern = self.pattern if placeholders is None else self._pattern(placeholders)
+        return bool(pattern.match(metric))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a kind's protocol (a suite's ``protocol:`` key): its type, written as
+    a hyperparameter's annotation is (``"PositiveInt | None"``, ``"Annotated[float,
+    Interval(gt=1)] | None"``; ``benchmark.hparams`` reads and checks it, so ``bench
+    validate`` refuses a value the protocol would refuse, with the suite's file and
+    line), its default and what it does."""
+
+    type: str
+    default: Any
+    doc: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,12 +173,15 @@ class KindDef:
       Protocol; ``workload`` the Protocol a workload's factory result offers and
       ``workload_capabilities`` its optional ones. Protocols test them with ``isinstance``.
     - ``run``: ``module:attribute`` of the protocol, ``run(RunContext) -> ProtocolResult``.
-    - ``options``: the protocol's options with their defaults (a suite's ``protocol:``).
+    - ``options``: the protocol's options (a suite's ``protocol:``), name -> ``Option``
+      (type, default, doc); ``option_defaults`` the defaults alone.
     - ``ranking``: the leaderboard's ranking and columns; ``plot``: ``module:attribute`` of
       a function ``Table -> PNG bytes | None`` drawn beside the kind's tables.
-    - ``step_curves``: the curves the protocol records over training steps (``axis: steps``).
-    - ``metrics``: every metric the protocol emits; ``extra_metrics(workload)`` names the
-      ones a workload adds on its own (an autoencoder's ``figure_units``).
+    - ``step_curves``: the curves the protocol records over training steps (``axis: steps``),
+      each a declared metric (``check_kind``).
+    - ``metrics``: every metric the protocol emits; ``extra_metrics(workload)`` maps the
+      ones a workload (or its factory) adds on its own to their units (an autoencoder's
+      ``figure_units``; they are lower-is-better).
     - ``takes_attacks``: whether an experiment of this kind may name ``attacks``.
     """
 
@@ -148,11 +195,11 @@ class KindDef:
     capabilities: Mapping[str, type] = field(default_factory=dict)
     workload: type | None = None
     workload_capabilities: Mapping[str, type] = field(default_factory=dict)
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Option] = field(default_factory=dict)
     plot: str | None = None
     step_curves: tuple[str, ...] = ()
     takes_attacks: bool = False
-    extra_metrics: Callable[[Any], Iterable[str]] | None = None
+    extra_metrics: Callable[[Any], Mapping[str, str]] | None = None
 
     @property
     def run_module(self) -> str:
@@ -168,15 +215,45 @@ class KindDef:
     def load_plot(self) -> Callable[..., bytes | None] | None:
         return None if self.plot is None else load_reference(self.plot)
 
-    def declaration(self, metric: str) -> MetricDecl | None:
-        """The declaration a metric name falls under (an exact name before a family)."""
-        exact = next((d for d in self.metrics if d.name == metric), None)
-        return exact or next((d for d in self.metrics if d.matches(metric)), None)
+    @property
+    def option_defaults(self) -> dict[str, Any]:
+        """Each protocol option's default, by name (what a run's protocol falls back on)."""
+        return {name: option.default for name, option in self.options.items()}
 
-    def undeclared(self, metrics: Iterable[str], workload: Any = None) -> list[str]:
+    @cached_property
+    def _by_specificity(self) -> tuple[MetricDecl, ...]:
+        """Families, the most literal text first: a name two families match (an attack
+        named ``finetune-1024`` makes ``attack_finetune-1024_scratch_quality`` fit
+        ``attack_<attack>_quality`` too) belongs to the more specific one."""
+        families = [d for d in self.metrics if d.is_family]
+        return tuple(sorted(families, key=lambda d: d.literal_length, reverse=True))
+
+    def declaration(
+        self, metric: str, placeholders: Mapping[str, Iterable[str]] | None = None
+    ) -> MetricDecl | None:
+        """The declaration a metric name falls under: an exact name, else the most specific
+        family that matches (``placeholders``: the values a family's placeholders may take
+        in this run, e.g. ``{"attack": spec.attacks}``; None: any name)."""
+        exact = next((d for d in self.metrics if d.name == metric), None)
+        if exact is not None:
+            return exact
+        return next((d for d in self._by_specificity if d.matches(metric, placeholders)), None)
+
+    def undeclared(
+        self,
+        metrics: Iterable[str],
+        workload: Any = None,
+        placeholders: Mapping[str, Iterable[str]] | None = None,
+    ) -> list[str]:
         """The names among ``metrics`` that no declaration (nor the workload) covers."""
-        extra = set(self.extra_metrics(workload)) if self.extra_metrics and workload else set()
-        return sorted(m for m in metrics if m not in extra and self.declaration(m) is None)
+        extra = (
+            set(self.extra_metrics(workload))
+            if self.extra_metrics is not None and workload is not None
+            else set()
+        )
+        return sorted(
+            m for m in metrics if m not in extra and self.declaration(m, placeholders) is None
+        )
 
 
 # --------------------------------------------------------------------------- shared metrics
@@ -208,21 +285,21 @@ _PHASE_FIGURES: tuple[tuple[str, str, Direction, str, str], ...] = (
     (
         "cuda_peak_allocated",
         "bytes",
-        "none",
+        "lower",
         "the CUDA allocator's peak of allocated bytes in the phase (null off CUDA)",
         "torch.cuda.max_memory_allocated after reset_peak_memory_stats at the phase's start.",
     ),
     (
         "cuda_peak_reserved",
         "bytes",
-        "none",
+        "lower",
         "the CUDA allocator's peak of reserved bytes in the phase (null off CUDA)",
         "torch.cuda.max_memory_reserved after reset_peak_memory_stats at the phase's start.",
     ),
     (
         "gpu_device_memory_peak",
         "bytes",
-        "none",
+        "lower",
         "the GPU's used memory at its highest sample, every process and the CUDA context "
         "included (null without NVML)",
         "NVML memory_info.used sampled every 0.2 s on a thread.",
@@ -230,28 +307,28 @@ _PHASE_FIGURES: tuple[tuple[str, str, Direction, str, str], ...] = (
     (
         "gpu_process_memory_peak",
         "bytes",
-        "none",
+        "lower",
         "this process's GPU memory at its highest sample (null where NVML does not list it)",
         "NVML's compute-process list sampled every 0.2 s.",
     ),
     (
         "gpu_power_mean",
         "W",
-        "none",
+        "lower",
         "the GPU board's mean power draw over the phase",
         "NVML power_usage sampled every 0.2 s, averaged.",
     ),
     (
         "gpu_power_peak",
         "W",
-        "none",
+        "lower",
         "the GPU board's highest sampled power draw in the phase",
         "the largest NVML power_usage sample (every 0.2 s).",
     ),
     (
         "gpu_energy",
         "J",
-        "none",
+        "lower",
         "the energy the GPU board used during the phase",
         "the difference of NVML's total-energy counter between the phase's start and end "
         "(power samples integrated by the trapezoid rule where the board has no counter).",
@@ -261,7 +338,8 @@ _PHASE_FIGURES: tuple[tuple[str, str, Direction, str, str], ...] = (
 
 def phase_metrics(phase: str, what: str) -> tuple[MetricDecl, ...]:
     """The figures ``benchmark.measure.meters.phase(phase)`` reports, declared for a kind
-    whose protocol measures ``what`` in that phase."""
+    whose protocol measures ``what`` in that phase. Every one is lower-is-better, as the
+    meters mark them in records (memory, power and energy spent)."""
     return tuple(
         MetricDecl(f"{phase}_{name}", unit, direction, f"{measures}, while {what}.", how)
         for name, unit, direction, measures, how in _PHASE_FIGURES

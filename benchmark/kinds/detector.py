@@ -54,6 +54,15 @@ class CalibrationSource(Protocol):
 
 
 @runtime_checkable
+class PenultimateFeatures(Protocol):
+    """Optional on a detector workload's model: the features its last layer reads, one row
+    per input (``[B, D]``); feature-space detectors (Mahalanobis, KNN, ReAct, FLAME)
+    need it, and its ``last_layer`` (``kinds.workload.LastLayer``) maps them to logits."""
+
+    def penultimate(self, inputs: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class DetectorWorkload(Protocol):
     """A trained classifier with an in-distribution and an out-of-distribution test set."""
 
@@ -91,6 +100,8 @@ class RunSeeded(Protocol):
 # --------------------------------------------------------------------------- metrics
 
 _OOD = "benchmark.metrics.ood on the detector's scores of the in- and out-of-distribution test sets"
+_NO_PVALUES = "the detector gives no p-values"
+_NO_PREDICT = "the detector does not predict (no keep/reject decision)"
 METRICS: tuple[MetricDecl, ...] = (
     MetricDecl(
         "auroc",
@@ -106,6 +117,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "AUROC on the validation split, on which grid winners are chosen.",
         "the same fitted detector on validation in/out sets disjoint from the test sets and "
         "the fit data (in: the half it did not calibrate on), DeLong interval.",
+        absent="the workload has no validation split",
     ),
     MetricDecl(
         "aupr_in",
@@ -159,6 +171,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "calibrated test keeps it at alpha).",
         "ID p-values <= alpha (the method's alpha hyperparameter, default 0.05), Wilson "
         "interval over the ID items.",
+        absent=_NO_PVALUES,
     ),
     MetricDecl(
         "type1_error_at_5pct",
@@ -166,6 +179,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "lower",
         "the share of ID test inputs with p <= 0.05.",
         "counted over the ID test p-values, Wilson interval over the ID items.",
+        absent=_NO_PVALUES,
     ),
     MetricDecl(
         "type1_error_at_1pct",
@@ -173,6 +187,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "lower",
         "the share of ID test inputs with p <= 0.01.",
         "counted over the ID test p-values, Wilson interval over the ID items.",
+        absent=_NO_PVALUES,
     ),
     MetricDecl(
         "power_at_alpha",
@@ -180,6 +195,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "higher",
         "the share of OOD inputs flagged at level alpha.",
         "OOD p-values <= alpha, Wilson interval over the OOD items.",
+        absent=_NO_PVALUES,
     ),
     MetricDecl(
         "target_precision",
@@ -188,6 +204,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "of the inputs a filtering detector keeps, the share that are in-distribution targets.",
         "predict() on the ID and OOD test sets (kept = predict False), Wilson interval over "
         "the kept items.",
+        absent=_NO_PREDICT,
     ),
     MetricDecl(
         "target_recall",
@@ -195,6 +212,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "higher",
         "of the in-distribution targets, the share a filtering detector keeps.",
         "predict() on the ID test set, Wilson interval over the targets.",
+        absent=_NO_PREDICT,
     ),
     MetricDecl(
         "target_f1",
@@ -202,6 +220,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "higher",
         "the harmonic mean of target precision and recall.",
         "2 TP / (2 TP + FP + FN) from predict() on the test sets.",
+        absent=_NO_PREDICT,
     ),
     MetricDecl(
         "labels_used",
@@ -209,6 +228,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "lower",
         "how many labels the detector asked the workload's label oracle for.",
         "the oracle's used count after the run.",
+        absent="the workload has no label oracle",
     ),
     MetricDecl(
         "fit_time",
@@ -256,6 +276,6 @@ KIND = KindDef(
         ),
         notes=("OOD is the positive class",),
     ),
-    plot="benchmark.report.plots:detector_roc",
+    plot="benchmark.kinds.detector_plot:detector_roc",
     metrics=METRICS,
 )

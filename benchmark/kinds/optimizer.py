@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, phase_metrics
+from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Option, phase_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -70,14 +70,16 @@ class ReportsFigures(Protocol):
     figure_units: Mapping[str, str]
 
 
-def workload_figures(workload: Any) -> tuple[str, ...]:
-    """The metric names a workload adds through ``figure_units``."""
-    return tuple(workload.figure_units) if isinstance(workload, ReportsFigures) else ()
+def workload_figures(workload: Any) -> dict[str, str]:
+    """The metrics a workload (or its factory class) adds through ``figure_units``, name ->
+    unit."""
+    return dict(workload.figure_units) if isinstance(workload, ReportsFigures) else {}
 
 
 # --------------------------------------------------------------------------- metrics
 
 _LOSS = "the workload's loss unit (nats; an autoencoder's MSE)"
+_NO_VAL = "the workload has no validation split"
 _TENSOR_METER = "tensor-storage accounting over two extra training steps of a copy of the run"
 METRICS: tuple[MetricDecl, ...] = (
     MetricDecl(
@@ -95,6 +97,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "the validation loss after the last step, on which grid winners are chosen.",
         "workload.evaluate on the validation split (workloads that have one), interval as "
         "for eval_loss.",
+        absent=_NO_VAL,
     ),
     MetricDecl(
         "final_train_loss",
@@ -104,11 +107,20 @@ METRICS: tuple[MetricDecl, ...] = (
         "the loss the training loop computed on the last step's batch.",
     ),
     MetricDecl(
+        "train_loss",
+        _LOSS,
+        "lower",
+        "the training loss at every step: a step curve (and what observers get at each "
+        "evaluation), not a record metric; its last value is final_train_loss.",
+        "the loss the training loop computed on each step's batch.",
+    ),
+    MetricDecl(
         "perplexity",
         "ppl",
         "lower",
         "the test perplexity of a language model.",
         "reported by workload.evaluate as exp of the per-token test loss.",
+        absent="the workload is not a language model (it reports no perplexity)",
     ),
     MetricDecl(
         "steps_done",
@@ -232,12 +244,19 @@ KIND = KindDef(
     workload=OptimizerWorkload,
     workload_capabilities={"loss_unit": LossUnit, "figure_units": ReportsFigures},
     options={
-        # A loss above this multiple of the first step's loss is a divergence; None
-        # disables the check (a non-finite loss always is one). Ignored when the first
-        # loss is <= 0.
-        "divergence_factor": 10.0,
-        # Steps between validation evaluations; None: 2% of the step budget (at least 1).
-        "eval_every": None,
+        # Typed as the protocol checks them (benchmark.protocols.optimizer).
+        "divergence_factor": Option(
+            "Annotated[float, Interval(gt=1)] | None",
+            10.0,
+            "a loss above this multiple of the first step's loss is a divergence; null "
+            "disables the check (a non-finite loss always is one); ignored when the first "
+            "loss is <= 0",
+        ),
+        "eval_every": Option(
+            "PositiveInt | None",
+            None,
+            "steps between validation evaluations; null: 2% of the step budget (at least 1)",
+        ),
     },
     ranking=KindInfo(
         primary="eval_loss",
@@ -254,7 +273,7 @@ KIND = KindDef(
             "train_host_rss_growth",
         ),
     ),
-    plot="benchmark.report.plots:optimizer_curves",
+    plot="benchmark.kinds.optimizer_plot:optimizer_curves",
     step_curves=("eval_loss", "train_loss"),
     metrics=METRICS,
     extra_metrics=workload_figures,

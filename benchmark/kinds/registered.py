@@ -1,14 +1,17 @@
 """The process's table of kinds: the built-in four and whatever plugins registered.
 
 A ``host.Registry`` registers every kind its plugins offer here (the built-ins through the
-same hook, ``methodbench_register_kinds``, as any third party). Code that has no
-registry at hand (reports, ``bench compare``, ``bench history``) reads the table too; the
-built-ins are always in it, so reading a results directory needs no discovery.
+same hook, ``methodbench_register_kinds``, as any third party). Reports, comparisons and
+histories read the table. The built-ins are always in it; a plugin's kind is there only
+once a registry has loaded that plugin, so ``bench leaderboard``, ``compare`` and
+``history`` (and ``report.write_reports``) discover plugins before reading records, and
+name any kind still unknown (``unregistered``, ``unregistered_note``) instead of ranking
+its records by a guess.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 
 from benchmark import hookimpl
 from benchmark.kinds.definition import KindDef, KindInfo
@@ -94,3 +97,18 @@ class _Rankings(MutableMapping[str, KindInfo]):
 
 
 KIND_INFO: MutableMapping[str, KindInfo] = _Rankings()
+
+
+def unregistered(kinds: Iterable[str]) -> list[str]:
+    """The names among ``kinds`` (those of a results directory's records) that no kind in
+    this process defines, sorted: their records cannot be ranked, judged or tracked."""
+    return sorted({k for k in kinds if get_kind(k) is None})
+
+
+def unregistered_note(kind: str) -> str:
+    """The one line every report says about records of a kind it does not know."""
+    return (
+        f"kind {kind!r} is not registered in this process, so its ranking, columns and "
+        "headline metric are unknown: its records are not ranked, judged or tracked; load "
+        "its plugin with --plugin MODULE"
+    )

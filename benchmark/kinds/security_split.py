@@ -5,10 +5,11 @@ attack (an attacker holding the untrusted device) to measure what the split leak
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Verdict
+from benchmark.kinds.definition import KindDef, KindInfo, MetricDecl, Option, Verdict
 from benchmark.kinds.workload import ClassifierWorkload, QualityIntervals
 
 if TYPE_CHECKING:
@@ -75,6 +76,28 @@ class UntrustedDtype(Protocol):
     float64 there to stay exact); default: the untrusted parameters' dtypes."""
 
     untrusted_dtype: str | None
+
+
+# --------------------------------------------------------------------------- attack side
+
+
+@runtime_checkable
+class AttackChoice(Protocol):
+    """Optional on the model an attack returns: it chose among candidates (the stolen state
+    as it is, fine-tuned copies, ...) by a held-out loss. The protocol keeps the choice and
+    the scores in ``info``, and the sanity gate checks every learned candidate."""
+
+    attack_choice: str
+    attack_scores: Mapping[str, float]
+    attack_candidates: Mapping[str, nn.Module]
+
+
+@runtime_checkable
+class TrafficFit(Protocol):
+    """Optional on the model an attack returns: how well a traffic attack's fits explain
+    the transcript they learned from, each fitted site's held-out R² (kept in ``info``)."""
+
+    traffic_r2: Mapping[str, float]
 
 
 # --------------------------------------------------------------------------- workload side
@@ -145,6 +168,7 @@ SecurityWorkload = ClassifierWorkload
 
 _Q = "the workload's quality unit (fraction, perplexity)"
 _ATTACK = "attack <attack>"
+_FAILED = "the attack failed (attack_<attack>_quality says why)"
 METRICS: tuple[MetricDecl, ...] = (
     MetricDecl(
         "max_abs_output_diff",
@@ -314,8 +338,10 @@ METRICS: tuple[MetricDecl, ...] = (
         "lower",
         "the worst case over attacks of the share of the scratch-to-original gap an attacker "
         "closes; the kind's headline.",
-        "max over attacks of attack_<attack>_recovered_ratio; null when any attack failed or "
-        "an attacker with nothing stolen already matches the original within noise.",
+        "max over attacks of attack_<attack>_recovered_ratio; null when any attack failed "
+        "(incomplete), when an attacker with nothing stolen already matches the original "
+        "within noise, when every attack's scratch-to-original gap is within noise, or when "
+        "no attack ran.",
     ),
     MetricDecl(
         "attack_<attack>_quality",
@@ -331,6 +357,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "the quality the same attack reaches with nothing stolen and no traffic.",
         "the attack run again from the same start with an empty state (cached per workload, "
         "attack, settings, seed, device and code).",
+        absent=_FAILED,
     ),
     MetricDecl(
         "attack_<attack>_vs_original",
@@ -338,6 +365,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "none",
         "the attacker's quality as a fraction of the original's.",
         "attacker / original (original / attacker for a lower-is-better quality).",
+        absent=_FAILED,
     ),
     MetricDecl(
         "attack_<attack>_recovered_ratio",
@@ -355,6 +383,7 @@ METRICS: tuple[MetricDecl, ...] = (
         "how well membership in the training data can be read off one attack's model.",
         "AUROC of a loss-threshold membership test (members: train samples the attacker never "
         "saw; non-members: test samples).",
+        absent="the attack failed, or no membership test ran (mia_auroc says why)",
     ),
     MetricDecl(
         "mia_auroc",
@@ -393,13 +422,24 @@ KIND = KindDef(
         "has_members": MembershipData,
     },
     options={
-        "trusted_slowdown": 10.0,
-        "link_latency_s": 1e-4,
-        "link_bandwidth_Bps": 1e9,
-        # Overrides every attack's fine-tuning steps (None: each attack's own); for
-        # workloads whose steps are too dear on a CPU. The record's protocol says it was
-        # used.
-        "attack_steps": None,
+        # Typed as the protocol uses them (benchmark.protocols.security_split).
+        "trusted_slowdown": Option(
+            "PositiveFloat",
+            10.0,
+            "how many times slower the trusted device computes (modelled latency)",
+        ),
+        "link_latency_s": Option(
+            "NonNegativeFloat", 1e-4, "the link's latency per crossing, seconds (modelled)"
+        ),
+        "link_bandwidth_Bps": Option(
+            "PositiveFloat", 1e9, "the link's bandwidth, bytes per second (modelled)"
+        ),
+        "attack_steps": Option(
+            "NonNegativeInt | None",
+            None,
+            "overrides every attack's fine-tuning steps (null: each attack's own), for "
+            "workloads whose steps are too dear on a CPU; the record's protocol says it",
+        ),
     },
     # Ranked by the tuple (what the attacker recovers, trusted compute with the trusted
     # side's offline work against the whole model's, modelled overhead); recovered ratios
@@ -433,7 +473,7 @@ KIND = KindDef(
             uncertain="inconclusive",
         ),
     ),
-    plot="benchmark.report.plots:security_scatter",
+    plot="benchmark.kinds.security_split_plot:security_scatter",
     takes_attacks=True,
     metrics=METRICS,
 )

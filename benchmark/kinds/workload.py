@@ -34,12 +34,21 @@ class QualityMetric:
     """Name, unit and direction of a workload's quality figure (e.g. accuracy, fraction).
 
     ``log_scale``: ratios between qualities (how much of a gap an attacker closes) are
-    taken on the logarithm, as for perplexity, where the log is the loss."""
+    taken on the logarithm, as for perplexity, where the log is the loss. ``scope``: what
+    the figure is computed on when that is only part of the evaluation set the workload
+    names (a named lm-eval task cut to ``eval_docs`` documents), so that the metric's
+    meter says so (``meter``)."""
 
     name: str
     unit: str
     higher_is_better: bool
     log_scale: bool = False
+    scope: str | None = None
+
+    @property
+    def meter(self) -> str:
+        """The meter of a figure this metric gives: ``workload <name>`` and its scope."""
+        return f"workload {self.name}" + (f" ({self.scope})" if self.scope else "")
 
     def oriented(self, value: float) -> float:
         """The value on the scale where higher is better and differences are comparable."""
@@ -88,14 +97,51 @@ def proportion_stderr(value: float, n: int) -> float:
     return math.sqrt(max(value * (1 - value), 0.0) / n)
 
 
+def t95(df: int) -> float:
+    """The two-sided 95% quantile of Student's t on ``df`` degrees of freedom (a mean
+    over few items: 2.45 for 7, not the normal 1.96)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, df))
+
+
+def stderr_interval(
+    value: float,
+    se: float,
+    n: int,
+    *,
+    log_scale: bool = False,
+    bounds: tuple[float, float] = (-math.inf, math.inf),
+    source: str = "standard error",
+) -> QualityInterval:
+    """The 95% interval of a figure averaged over ``n`` items from its standard error
+    ``se``: value ± t(n − 1)·se. A figure compared on its log (``log_scale``, a
+    perplexity) gets it there, exp(log v ± t·se/v) (delta method: se(log v) ≈ se/v), so
+    it stays positive and as skewed as the figure; the bounds are then clipped to the
+    figure's range (``bounds``: [0, 1] for an accuracy)."""
+    if n < 2 or not se >= 0:
+        raise ValueError("an interval from a standard error needs 2 or more items and se >= 0")
+    t = t95(n - 1)
+    if log_scale:
+        if value <= 0:
+            raise ValueError(f"a log-scale figure must be positive, not {value!r}")
+        low, high = value * math.exp(-t * se / value), value * math.exp(t * se / value)
+        how = f"{source} x t ({n - 1} df) on the log scale, exponentiated"
+    else:
+        low, high = value - t * se, value + t * se
+        how = f"{source} x t ({n - 1} df)"
+    lo, hi = bounds
+    clipped = low < lo or high > hi
+    how += f", clipped to [{lo:g}, {hi:g}]" if clipped else ""
+    return QualityInterval(max(low, lo), min(high, hi), n, f"{how}, {n} items")
+
+
 def perplexity_interval(loglik: Sequence[float], units: Sequence[float]) -> QualityInterval:
     """Interval of a perplexity exp(−Σ loglik / Σ units) over documents (loglik: a
     document's total log-likelihood, units: its words or tokens): the per-unit loss is a
     ratio estimator, whose standard error over the documents comes from the delta method
     (residuals d_i = −loglik_i − L·units_i), with Student's t on n − 1 degrees of freedom
     (few documents); the bounds are exponentiated."""
-    from scipy import stats
-
     a = [-float(v) for v in loglik]
     b = [float(u) for u in units]
     n = len(a)
@@ -104,7 +150,7 @@ def perplexity_interval(loglik: Sequence[float], units: Sequence[float]) -> Qual
     loss = sum(a) / sum(b)
     resid = sum((ai - loss * bi) ** 2 for ai, bi in zip(a, b, strict=True))
     se = math.sqrt(n * resid / (n - 1)) / sum(b)
-    half = float(stats.t.ppf(0.975, n - 1)) * se
+    half = t95(n - 1) * se
     return QualityInterval(
         math.exp(loss - half),
         math.exp(loss + half),
@@ -144,6 +190,18 @@ class ClassifierWorkload(Protocol):
         ...
 
     def loss(self, model: nn.Module, inputs: Any, labels: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class LastLayer(Protocol):
+    """Optional on a workload's model: its task head, the layer that maps the penultimate
+    features to logits (an ``nn.Linear``). FineGates trains it and never gates it, a
+    security attacker trains it at the recipe's ``head_lr``, ReAct reads it. Expose it as
+    a property or a plain attribute: from Python 3.12, ``isinstance`` looks attributes up
+    statically, and a submodule that ``nn.Module`` keeps in ``_modules`` is not seen."""
+
+    @property
+    def last_layer(self) -> nn.Module: ...
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,11 @@ class RunContext:
     # What observers of this run's progress raised, one line each (the runner puts them
     # in the record's info).
     observer_errors: list[str] = field(default_factory=list)
+    # Wall time spent inside progress observers, and their calls: the calls sit inside
+    # the run's measured phases (memory, energy, a phase's time), so the record says how
+    # much of those was the observers' (``info["observer_s"]``).
+    observer_s: float = 0.0
+    observer_calls: int = 0
     # The progress observers still called; None until first looked up.
     _observers: list[HookImpl] | None = field(default=None, init=False, repr=False)
 
@@ -77,7 +83,8 @@ class RunContext:
         looked up once per run and an empty list returns at once, so a protocol may call
         this at every evaluation. An observer that raises is reported once (stderr, which
         is the run's log, and ``observer_errors``) and not called again for this run:
-        a logger's failure never changes a run's outcome."""
+        a logger's failure never changes a run's outcome. The time spent in observers
+        adds up in ``observer_s`` (the record's ``info["observer_s"]``)."""
         if isinstance(step, bool) or not isinstance(step, int):
             raise TypeError(
                 f"progress(step, **metrics) takes an integer step, got {step!r}; "
@@ -89,6 +96,14 @@ class RunContext:
             observers = self._observers = list(hook.get_hookimpls())
         if not observers:
             return
+        started = time.perf_counter()
+        try:
+            self._notify(observers, step, metrics)
+        finally:
+            self.observer_s += time.perf_counter() - started
+            self.observer_calls += 1
+
+    def _notify(self, observers: list[HookImpl], step: int, metrics: dict[str, Any]) -> None:
         # None: a figure this step does not have (an attack's undefined ratio).
         values = {name: float(v) for name, v in metrics.items() if v is not None}
         for impl in list(observers):

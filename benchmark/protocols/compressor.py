@@ -76,7 +76,7 @@ def quality_metric(wl: Any, value: float, split: str = "test") -> Metric:
     return Metric(
         value=value,
         unit=q.unit,
-        meter=f"workload {q.name}" + ("" if split == "test" else ", validation split"),
+        meter=q.meter + ("" if split == "test" else ", validation split"),
         n=ci.n if ci is not None else None,
         ci_low=ci.low if ci is not None else None,
         ci_high=ci.high if ci is not None else None,
@@ -163,7 +163,7 @@ def run(ctx: RunContext) -> ProtocolResult:
         "quality_delta": Metric(
             value=quality_after - quality_before,
             unit=q.unit,
-            meter=f"workload {q.name}",
+            meter=q.meter,
             higher_is_better=q.higher_is_better,
         ),
         "params_before": Metric(value=float(before.params), unit="parameters", meter="model"),

@@ -44,7 +44,7 @@ from benchmark.records import Curve, Metric
 
 DEFAULT_STEPS = 100
 EVAL_FRACTION = 0.02  # default evaluation interval, as a fraction of the step budget
-OPTIONS: dict[str, Any] = dict(KIND.options)
+OPTIONS: dict[str, Any] = KIND.option_defaults
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -209,7 +209,12 @@ def ratio_metric(
     gap = q.oriented(original) - q.oriented(scratch)
     ratio = recovered_ratio(q, original, scratch, attacked)
     if any(s is None for s in se):
-        return Metric(value=ratio, unit="fraction", meter=meter + "; no standard error")
+        return Metric(
+            value=ratio,
+            unit="fraction",
+            meter=meter + "; no standard error",
+            higher_is_better=False,
+        )
     so, ss, sa = (float(s) for s in se)  # type: ignore[arg-type]
     noise = math.sqrt(so**2 + ss**2)
     if gap < NOISE_SIGMAS * noise:

@@ -51,9 +51,11 @@ from benchmark.hashing import config_key
 from benchmark.kinds import ContractError
 from benchmark.kinds.security_split import (
     KIND,
+    AttackChoice,
     AttackerStart,
     OfflineSide,
     SplitModel,
+    TrafficFit,
     UntrustedDtype,
 )
 from benchmark.measure.hybrid import (
@@ -83,7 +85,7 @@ from benchmark.workloads.cache import cached_json, source_fingerprint
 
 __all__ = ["AttackContext", "recovered_ratio", "run"]
 
-OPTIONS: dict[str, Any] = dict(KIND.options)
+OPTIONS: dict[str, Any] = KIND.option_defaults
 BATCH = 64
 
 
@@ -145,13 +147,11 @@ def run(ctx: RunContext) -> ProtocolResult:
         "quality": Metric(
             value=quality,
             unit=q.unit,
-            meter=f"workload {q.name} (hybrid)",
+            meter=f"{q.meter} (hybrid)",
             higher_is_better=q.higher_is_better,
         ),
-        "quality_original": Metric(value=quality_original, unit=q.unit, meter=f"workload {q.name}"),
-        "quality_delta": Metric(
-            value=quality - quality_original, unit=q.unit, meter=f"workload {q.name}"
-        ),
+        "quality_original": Metric(value=quality_original, unit=q.unit, meter=q.meter),
+        "quality_delta": Metric(value=quality - quality_original, unit=q.unit, meter=q.meter),
         "trusted_flops_share": Metric(
             value=flops["trusted"] / max(online_flops, 1),
             unit="fraction",
@@ -280,7 +280,7 @@ def _attacks(
         "attacker_start_quality": Metric(
             value=wl.evaluate(start, device),
             unit=q.unit,
-            meter=f"workload {q.name}, the attacker's starting model",
+            meter=f"{q.meter}, the attacker's starting model",
         ),
     }
     members = membership_sets(ctx, slices)
@@ -313,10 +313,11 @@ def _attacks(
             for key, unit in (("quality", q.unit), ("recovered_ratio", "fraction")):
                 out[f"attack_{name}_{key}"] = Metric.null(unit, f"attack {name}", why)
             continue
+        chosen = isinstance(model, AttackChoice)
         info[name] = {
-            "choice": getattr(model, "attack_choice", None),
-            "validation_losses": getattr(model, "attack_scores", None),
-            "traffic_r2": getattr(model, "traffic_r2", None),
+            "choice": model.attack_choice if chosen else None,
+            "validation_losses": model.attack_scores if chosen else None,
+            "traffic_r2": model.traffic_r2 if isinstance(model, TrafficFit) else None,
             "scratch_choice": scratch_result.get("choice"),
             "scratch_cached": scratch_cached,
         }
@@ -377,11 +378,8 @@ def _gate(
     learned (not only the one it chose: the stolen state as it is would hide a broken
     fine-tune) must reach the original within noise."""
     wl = ctx.workload
-    learned = {
-        k: m
-        for k, m in (getattr(model, "attack_candidates", None) or {}).items()
-        if k != "stolen as-is"
-    }
+    candidates = model.attack_candidates if isinstance(model, AttackChoice) else {}
+    learned = {k: m for k, m in candidates.items() if k != "stolen as-is"}
     results = {"result": attacked}
     for cname, cmodel in learned.items():
         results[cname] = (cmodel is model and attacked) or wl.evaluate(cmodel, ctx.device)

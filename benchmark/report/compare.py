@@ -25,10 +25,13 @@ Per configuration, besides: ``missing`` (a configuration or some of its seeds in
 in NEW: fails unless allowed), ``new`` (only in NEW), ``status changed`` (ok in OLD, some
 seed not ok in NEW: fails), ``baseline failed`` (no ok run in OLD: nothing to judge
 against, shown, not failing), ``lost`` (a judged figure OLD had is null or absent in NEW:
-fails) and ``incomparable`` (a timing whose two sides ran in different timing regimes:
-never judged). A regime names the device model, threads, concurrency and pinning, not the
-machine instance or the day: timings against an old baseline are best judged by an A/B
-run (``benchmark/ab.py``), both sides now.
+fails), ``incomparable`` (a timing whose two sides ran in different timing regimes:
+never judged) and ``not judged`` (no rule given and the configuration's kind is not
+registered in this process, so it has no headline metric to judge by: not counted as
+compared; ``bench compare`` refuses such a comparison rather than pass it). A regime
+names the device model, threads, concurrency and pinning, not the machine instance or
+the day: timings against an old baseline are best judged by an A/B run
+(``benchmark/ab.py``), both sides now.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from scipy import stats
 
 from benchmark.kinds import KIND_INFO
+from benchmark.kinds.registered import unregistered_note
 from benchmark.measure.environment import describe_regime, regime_key
 from benchmark.records import RunRecord, hparams_label, is_timing
 
@@ -51,6 +55,7 @@ _RULE = re.compile(
 )
 
 FAILING = ("regressed", "missing", "status changed", "lost")
+NOT_JUDGED = "not judged"
 Z95 = 1.959963984540054
 
 
@@ -137,7 +142,13 @@ class Comparison:
 
     @property
     def compared(self) -> int:
-        return len({r.config for r in self.rows if r.verdict not in ("missing", "new")})
+        skipped = ("missing", "new", NOT_JUDGED)
+        return len({r.config for r in self.rows if r.verdict not in skipped})
+
+    @property
+    def unjudged_kinds(self) -> list[str]:
+        """Kinds whose shared configurations were not judged: not registered, no rule."""
+        return sorted({r.config.partition("/")[0] for r in self.rows if r.verdict == NOT_JUDGED})
 
     def count(self, verdict: str) -> int:
         return sum(r.verdict == verdict for r in self.rows)
@@ -285,6 +296,9 @@ def compare(
         gone = sorted({r.spec.seed for r in o} - {r.spec.seed for r in n})
         if gone:
             result.rows.append(Verdict(name, "missing", note=f"seeds {gone} not in NEW"))
+        if not rules and c[0] not in KIND_INFO:
+            result.rows.append(Verdict(name, NOT_JUDGED, note=unregistered_note(c[0])))
+            continue
         for rule in _rules_for(c[0], rules, o):
             if any(rule.metric in r.metrics for r in o + n):  # a rule for another kind: skip
                 result.rows.append(_judge_metric(name, o, n, rule))
@@ -331,6 +345,7 @@ ORDER = (
     "incomparable",
     "improved",
     "unchanged",
+    NOT_JUDGED,
     "new",
 )
 

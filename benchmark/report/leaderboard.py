@@ -46,7 +46,13 @@ What a reviewer can check in every table:
   grid axes, and every configuration is ranked as its own row.
 
 Runs that did not finish ``ok`` are listed under the ranking with their status and
-reason, never dropped."""
+reason, never dropped.
+
+A kind this process does not know (its plugin not loaded: ``bench leaderboard`` without
+``--plugin``) has no ranking, columns or headline metric to read: its table lists every
+configuration with every figure its records carry, unranked (rank "-", in name order),
+and its note says why and how to load the plugin. Guessing a headline (the record's first
+metric, say) would print a confident ranking that may run the wrong way."""
 
 from __future__ import annotations
 
@@ -57,11 +63,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from benchmark.kinds import KIND_INFO, KindInfo
+from benchmark.kinds.registered import get_kind, unregistered_note
 from benchmark.measure.environment import describe_regime, regime_key
 from benchmark.measure.environment import regime as regime_of
 from benchmark.metrics.intervals import mean_interval, overlap
 from benchmark.records import Metric, RunRecord, hparams_label, is_timing
 
+# The ranking of a table whose kind is unknown: none (``Table.unranked`` says why).
 FALLBACK = KindInfo(primary="", higher_is_better=True, columns=())
 
 #: Fewest seeds for a seed-level interval. Two values give a t interval on one degree of
@@ -176,6 +184,9 @@ class Table:
     # Columns of the kind that no ok run of the table reports a value for, left out of the
     # table, with the reasons the records give for their nulls ("" where none carries it).
     dropped: dict[str, str] = field(default_factory=dict)
+    # Why nothing is ranked (the kind is not registered, or declares no primary metric);
+    # None for a ranked table.
+    unranked: str | None = None
 
     def scale(self, column: str) -> tuple[float, str]:
         """The one (divisor, suffix) every cell of ``column`` is printed in, chosen from
@@ -321,6 +332,11 @@ class Table:
 
     @property
     def ranking_note(self) -> str:
+        if self.unranked is not None:
+            note = f"NOT RANKED: {self.unranked}; rows in name order; {self.interval_note}"
+            if self.timing_note:
+                note += f"; timing columns n/a: {self.timing_withheld}, not compared"
+            return note
         direction = "higher is better" if self.higher_is_better else "lower is better"
         note = f"ranked by {self.primary} ({direction}"
         if self.info.primary_bin:
@@ -398,6 +414,14 @@ def _test_half(metrics: list[Metric]) -> float | None:
     return statistics.fmean(halves) if halves else None
 
 
+def _absent_reason(records: list[RunRecord], metric: str) -> str:
+    """Why a run lacks ``metric`` altogether: what its kind declares (``MetricDecl.absent``,
+    e.g. "the detector gives no p-values"), else "not reported"."""
+    kind = get_kind(records[0].spec.kind) if records else None
+    decl = kind.declaration(metric) if kind is not None else None
+    return decl.absent if decl is not None and decl.absent else "not reported"
+
+
 def _cell(records: list[RunRecord], metric: str) -> Cell:
     """Mean and 95% interval over the runs that report ``metric`` (the rules are in the
     module docstring); ``runs`` counts every run, so a mean over only some reads as such."""
@@ -407,7 +431,8 @@ def _cell(records: list[RunRecord], metric: str) -> Cell:
     runs = len(records)
     nulls = sorted({m.reason for m in reported if m.value is None and m.reason})
     missing = runs - len(reported)
-    why = "; ".join(nulls + (["not reported"] if missing else [])) or "not reported"
+    absent = _absent_reason(records, metric)
+    why = "; ".join(nulls + ([absent] if missing else [])) or absent
     if not present:
         return Cell(None, None, 0, why, runs=runs)
     n = len(present)
@@ -497,9 +522,14 @@ def build_leaderboard(records: list[RunRecord]) -> list[Table]:
 
 
 def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
-    info = KIND_INFO.get(kind, FALLBACK)
+    info = KIND_INFO.get(kind)
+    if info is None:
+        return _unranked_table(kind, workload, recs, unregistered_note(kind))
+    if not info.primary:
+        why = f"kind {kind!r} declares no primary metric to rank by"
+        return _unranked_table(kind, workload, recs, why)
     ok = [r for r in recs if r.status == "ok"]
-    primary = info.primary or (next(iter(ok[0].metrics), "") if ok else "")
+    primary = info.primary
     extra = [m for m, _ in info.tiebreak] + ([info.verdict.metric] if info.verdict else [])
     columns = [primary] + [c for c in (*info.columns, *extra) if c != primary]
     columns = list(dict.fromkeys(columns))
@@ -578,6 +608,59 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
         regime=regime,
         timing_note=timing_note,
         dropped=dropped,
+    )
+
+
+def _unranked_table(kind: str, workload: str, recs: list[RunRecord], why: str) -> Table:
+    """The table of a kind without a ranking: every configuration, unranked, in name
+    order, with every figure its ok runs report (in the order the records give them),
+    timings withheld across regimes as in a ranked table."""
+    ok = [r for r in recs if r.status == "ok"]
+    columns = list(dict.fromkeys(m for r in ok for m in r.metrics))
+    units: dict[str, str] = {}
+    for r in ok:
+        for c, m in r.metrics.items():
+            units.setdefault(c, m.unit)
+    timing, regime, timing_note = _timing(ok, columns)
+    configs: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for r in ok:
+        configs.setdefault(_config_key(r), []).append(r)
+    attempted: dict[tuple[str, str, str], set[int]] = {}
+    for r in recs:
+        attempted.setdefault(_config_key(r), set()).add(r.spec.seed)
+    rows = []
+    for (m, h, d), rs in sorted(configs.items()):
+        cells = {c: _cell(rs, c) for c in columns}
+        if timing_note:
+            short = UNRECORDED if timing_note.startswith(UNRECORDED) else MIXED
+            for c in timing:
+                cells[c] = Cell(None, None, 0, reason=timing_note, note=short)
+        rows.append(
+            Row(
+                method=m,
+                hparams=h,
+                device=d,
+                seeds=sorted(r.spec.seed for r in rs),
+                cells=cells,
+                records=rs,
+                rank_label="-",
+                ranked=False,
+                seeds_run=len(attempted[(m, h, d)]),
+            )
+        )
+    return Table(
+        kind=kind,
+        workload=workload,
+        primary="",
+        higher_is_better=True,
+        columns=columns,
+        units=units,
+        rows=rows,
+        failures=[Failure(r.spec.label, r.status, r.reason) for r in recs if r.status != "ok"],
+        timing_columns=timing,
+        regime=regime,
+        timing_note=timing_note,
+        unranked=why,
     )
 
 

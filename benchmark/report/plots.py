@@ -1,11 +1,13 @@
-"""The plots of the HTML report, one function per kind, each returning PNG bytes or None
-when the records lack what the plot needs."""
+"""The plots of the HTML report: the shared drawing helpers, each registered kind's plot
+(``KindDef.plot``, a ``module:attribute`` the kind owns, imported when a report draws it)
+and the figures of a suite's axis. No kind's figures are named here: a kind's plot lives
+beside its definition (``benchmark/kinds/<kind>_plot.py`` for the built-in four)."""
 
 from __future__ import annotations
 
 import io
 import textwrap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import matplotlib
 
@@ -16,10 +18,11 @@ import numpy as np
 from benchmark.kinds import get_kind, registered_kinds
 from benchmark.records import hparams_label
 from benchmark.report.curves import AxisCurve, AxisFigure
-from benchmark.report.leaderboard import Cell, Row, Table, format_cell
+from benchmark.report.leaderboard import Cell, Row, Table
 
 
-def _png(fig: plt.Figure) -> bytes:
+def png(fig: plt.Figure) -> bytes:
+    """The figure as PNG bytes (laid out tight), closed."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
@@ -27,11 +30,13 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def _label(row: Row) -> str:
+def row_label(row: Row) -> str:
+    """A leaderboard row's legend label: the method, its hyperparameters in brackets."""
     return row.method if row.hparams == "defaults" else f"{row.method}[{row.hparams}]"
 
 
-def _mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+def mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The row's curve ``key`` averaged over its seeds (cut to the shortest), or None."""
     curves = [r.curves[key] for r in row.records if key in r.curves and r.curves[key].x]
     if not curves:
         return None
@@ -41,38 +46,39 @@ def _mean_curve(row: Row, key: str) -> tuple[np.ndarray, np.ndarray] | None:
     return x, np.nanmean(ys, axis=0)
 
 
-def optimizer_curves(table: Table) -> bytes | None:
-    keys = [
-        k
-        for k in ("train_loss", "eval_loss")
-        if any(_mean_curve(row, k) is not None for row in table.rows)
-    ]
-    if not keys:
-        return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys, strict=True):
-        for row in table.rows:
-            curve = _mean_curve(row, key)
-            if curve is not None:
-                ax.plot(*curve, label=_label(row), marker="o" if key == "eval_loss" else None)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"{key} (nats)")
-        ax.set_title(f"{key.replace('_', ' ')}, mean over seeds")
-        ax.legend(fontsize=7)
-    return _png(fig)
+def curve_axis_label(rows: Iterable[Row], key: str) -> str:
+    """The y label of curve ``key``: its ``y_label`` and the unit its records carry
+    (``Curve.unit``; for records that predate it, the unit of the metric of the same name),
+    never an assumed one. Units that differ between rows are all named."""
+    labels: dict[str, None] = {}
+    units: dict[str, None] = {}
+    for row in rows:
+        for r in row.records:
+            curve = r.curves.get(key)
+            if curve is None:
+                continue
+            labels[curve.y_label or key] = None
+            metric = r.metrics.get(key)
+            unit = curve.unit or (metric.unit if metric is not None else "")
+            if unit:
+                units[unit] = None
+    text = " / ".join(labels) or key
+    return f"{text} ({', '.join(units)})" if units else text
 
 
-def _yerr(cell: Cell) -> list[list[float]] | None:
+def yerr(cell: Cell) -> list[list[float]] | None:
     """The cell's 95% interval as matplotlib's asymmetric error bar, where it has one."""
     if cell.ci is None or cell.mean is None:
         return None
     return [[max(cell.mean - cell.ci[0], 0.0)], [max(cell.ci[1] - cell.mean, 0.0)]]
 
 
-def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | None:
-    points = [(row.cells.get(x), row.cells.get(y), _label(row)) for row in table.rows]
+def scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | None:
+    """One point per ranked row at the means of columns ``x`` and ``y``, with ``y``'s 95%
+    interval as a bar; None where no row has both."""
+    points = [(row.cells.get(x), row.cells.get(y), row_label(row)) for row in table.rows]
     points = [
-        (a.mean, b.mean, lab, _yerr(b))
+        (a.mean, b.mean, lab, yerr(b))
         for a, b, lab in points
         if a is not None and b is not None and a.mean is not None and b.mean is not None
     ]
@@ -88,71 +94,7 @@ def _scatter(table: Table, x: str, y: str, xlabel: str, ylabel: str) -> bytes | 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def compressor_scatter(table: Table) -> bytes | None:
-    return _scatter(
-        table,
-        "params_kept_ratio",
-        "quality_after",
-        "parameters kept (fraction)",
-        "quality after compression",
-    )
-
-
-def security_scatter(table: Table) -> bytes | None:
-    """Trusted FLOP share (the cost) against the worst attack's recovered ratio (the leak):
-    the good corner is bottom left. Exposed splits in red, the exposure threshold dashed."""
-    points = []
-    for row in table.rows:
-        x, y = row.cells.get("trusted_flops_share"), row.cells.get("attack_recovered_ratio")
-        if x is not None and y is not None and x.mean is not None and y.mean is not None:
-            points.append((x.mean, y.mean, _label(row), row.verdict, _yerr(y)))
-    if not points:
-        return None
-    verdict = table.info.verdict
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for px, py, lab, v, err in points:
-        exposed = verdict is not None and v == verdict.bad
-        ax.scatter([px], [py], color="#c0392b" if exposed else "#2e86c1")
-        if err is not None:
-            ax.errorbar([px], [py], yerr=err, fmt="none", ecolor="grey", lw=0.8, capsize=2)
-        ax.annotate(lab, (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    if verdict is not None:
-        ax.axhline(verdict.threshold, ls="--", color="grey", lw=0.8)
-        ax.text(0.0, verdict.threshold, f" {verdict.bad} above", fontsize=7, va="bottom")
-    ax.set_xlim(-0.05, 1.05)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_xlabel("trusted share of online FLOPs")
-    ax.set_ylabel("attacker's recovered ratio (worst attack)")
-    ax.set_title("security vs trusted cost (bottom left is best; bars: 95% intervals)")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
-def detector_roc(table: Table) -> bytes | None:
-    drawn = False
-    fig, ax = plt.subplots(figsize=(5, 5))
-    for row in table.rows:
-        rec = next((r for r in row.records if "roc" in r.curves), None)
-        if rec is None:
-            continue
-        c = rec.curves["roc"]
-        auroc = row.cells.get("auroc")
-        shown = auroc is not None and auroc.mean is not None
-        tag = f" (AUROC {format_cell(auroc, '')})" if shown else ""  # type: ignore[arg-type]
-        ax.plot(c.x, c.y, label=_label(row) + tag)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("false positive rate (ID flagged)")
-    ax.set_ylabel("true positive rate (OOD flagged)")
-    ax.set_title("ROC, OOD positive (first seed)")
-    ax.legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 class _KindPlots(Mapping[str, Callable[[Table], bytes | None]]):

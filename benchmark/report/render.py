@@ -515,10 +515,20 @@ def _cell_fields(prefix: str, cell: Cell | None, unit: str | None) -> dict[str, 
     }
 
 
+def _declared_columns(table: Table) -> list[str]:
+    """Every column of the table's kind, in the kind's order, those the Markdown leaves
+    out because no row reports them (``Table.dropped``) included: a tool reading the CSV
+    gets the same columns whatever the data, and each null's ``__reason``."""
+    every = [c for row in (table.points or table.rows) for c in row.cells]
+    return list(dict.fromkeys([*every, *table.columns, *table.dropped]))
+
+
 def render_csv(tables: list[Table]) -> pd.DataFrame:
     """One row per configuration: the ranked rows in order, then the grid points folded
     into their variant's winner (``ranked`` False, no rank), then the runs that did not
-    finish. Each metric has its mean, 95% interval bounds and source, n, std, unit."""
+    finish. Each metric has its mean, 95% interval bounds and source, n, std, unit and
+    the reason for a null; every column the kind declares is there (``_declared_columns``),
+    even one the Markdown drops because no row reports it."""
     rows = []
     for t in tables:
         timing = t.timing_note or (f"one regime: {t.regime}" if t.regime else None)
@@ -547,8 +557,8 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
             }
             if t.verdict_column:
                 entry[t.verdict_column] = row.verdict
-            for c in t.columns:
-                entry.update(_cell_fields(c, row.cells[c], t.units.get(c)))
+            for c in _declared_columns(t):
+                entry.update(_cell_fields(c, row.cells.get(c), t.units.get(c)))
             entry.update(
                 _cell_fields(t.validation_metric, row.validation, t.units.get(t.validation_metric))
             )

@@ -103,13 +103,27 @@ def load_task(
             "one of its tasks (a workload reports one quality figure)"
         )
     spec: str | dict[str, Any] = name
-    if overrides:
-        if entry.yaml_path is None:
-            raise TaskUnavailable(f"lm-eval task {name!r} has no YAML config to override")
+    if overrides and entry.yaml_path is None:
+        raise TaskUnavailable(f"lm-eval task {name!r} has no YAML config to override")
+    if entry.yaml_path is not None:
         # The loader TaskManager itself uses (``include:`` and ``!function`` resolved).
         from lm_eval.tasks._yaml_loader import load_yaml
 
-        spec = _merge(load_yaml(entry.yaml_path, resolve_func=True), overrides)
+        try:  # functions are imported only where the config itself is passed on
+            written = load_yaml(entry.yaml_path, resolve_func=bool(overrides))
+        except Exception as err:  # YAML, an include or a !function that does not load
+            raise TaskUnavailable(
+                f"lm-eval task {name!r}: its config {entry.yaml_path} could not be read "
+                f"({type(err).__name__}: {str(err).strip()[:400]})"
+            ) from err
+        config = _merge(written, overrides or {})
+        # Before the data: a generation task whose data is not here is refused for what
+        # it asks, not for its data (lm-eval's default output type is generate_until; a
+        # ``class:`` task declares its own, checked once loaded).
+        if "class" not in config:
+            _check_output_type(name, config.get("output_type", "generate_until"))
+        if overrides:
+            spec = config
     try:
         loaded = manager.load([spec])
     except Exception as err:  # datasets, the hub, a missing file: the reason is in err
@@ -118,12 +132,16 @@ def load_task(
             f"({type(err).__name__}: {str(err).strip()[:400]})"
         ) from err
     (task,) = loaded["tasks"].values()
-    if task.OUTPUT_TYPE not in SUPPORTED_OUTPUT_TYPES:
+    _check_output_type(name, task.OUTPUT_TYPE)  # a Python task declares it in its class
+    return task
+
+
+def _check_output_type(name: str, output_type: Any) -> None:
+    if output_type not in SUPPORTED_OUTPUT_TYPES:
         raise TaskUnavailable(
-            f"lm-eval task {name!r} asks for {task.OUTPUT_TYPE!r}; the logits adapter scores "
+            f"lm-eval task {name!r} asks for {output_type!r}; the logits adapter scores "
             f"only {', '.join(SUPPORTED_OUTPUT_TYPES)}"
         )
-    return task
 
 
 def primary_metric(task: Any) -> tuple[str, bool]:
@@ -270,8 +288,10 @@ def evaluate_task(
     *,
     max_length: int,
     batch_size: int = 8,
+    limit: int | None = None,
 ) -> TaskScore:
-    """lm-eval's results for ``task`` (from ``load_task``) on ``model``, in eval mode."""
+    """lm-eval's results for ``task`` (from ``load_task``) on ``model``, in eval mode;
+    ``limit``: only the task's first ``limit`` documents (lm-eval's ``limit``)."""
     from lm_eval.evaluator import evaluate
 
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -284,6 +304,7 @@ def evaluate_task(
             results = evaluate(
                 lm=lm,
                 task_dict={"tasks": {name: task}, "groups": {}, "group_map": {}},
+                limit=limit,
                 bootstrap_iters=BOOTSTRAP_ITERS,
                 log_samples=True,
             )

@@ -18,19 +18,6 @@ from benchmark.kinds import MethodSpec, WorkloadSpec
 
 PAPER = "arXiv:2406.11703"
 
-# Options every reconstruction workload shares (the architecture, the training set and its
-# corruption, the test domain, the batch).
-_AE_OPTIONS = {
-    "hidden_width": 64,
-    "depth": 1,
-    "activation": "relu",
-    "sample_noise": 0.0,
-    "feature_noise": 0.0,
-    "domain_shift": 0.0,
-    "batch_size": None,
-    "data_seed": None,
-}
-
 
 @hookimpl
 def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
@@ -39,16 +26,6 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             kind="optimizer",
             name="ae-synthetic",
             factory="plugins.autoencoders.workload:SyntheticAE",
-            defaults={
-                **_AE_OPTIONS,
-                "input_dim": 64,
-                "latent_dim": 8,
-                "bottleneck": 8,
-                "n_train": 256,
-                "n_test": 1000,
-                "n_val": 500,
-                "noise_std": 1.0,
-            },
             description=(
                 "autoencoder on a latent_dim subspace of R^input_dim (unit-variance features), "
                 "partial sample/feature noise on the training set, clean (optionally turned) "
@@ -61,13 +38,6 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             kind="optimizer",
             name="ae-mnist",
             factory="plugins.autoencoders.workload:MnistAE",
-            defaults={
-                **_AE_OPTIONS,
-                "hidden_width": 256,
-                "bottleneck": 32,
-                "n_train": 4000,
-                "noise_std": 0.3,
-            },
             description=(
                 "autoencoder on MNIST-5k (784 pixels in [0, 1]; up to 4,000 training digits, "
                 "750 test, 250 validation), partial sample/feature noise, test digits turned "
@@ -80,19 +50,6 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="ae-anomaly-synthetic",
             factory="plugins.autoencoders.detector:AnomalySynthetic",
-            defaults={
-                "input_dim": 64,
-                "latent_dim": 8,
-                "n_train": 500,
-                "n_test": 500,
-                "n_val": 250,
-                "noise_std": 0.1,
-                "contamination": 0.05,
-                "anomaly_angle": 0.5,
-                "sample_noise": 0.0,
-                "sample_noise_std": 1.0,
-                "data_seed": None,
-            },
             description=(
                 "normal samples on a subspace, anomalies on a subspace turned by "
                 "anomaly_angle x 90 degrees; contamination: share of anomalies in the fit data; "

@@ -26,13 +26,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from annotated_types import Interval
 from torch import nn
 
 Activation = Literal["linear", "relu", "tanh", "gelu", "leaky_relu", "sigmoid", "silu"]
+# A share of samples or features (``chosen``), or of a right angle (``turned_basis``).
+Fraction = Annotated[float, Interval(ge=0, le=1)]
 ACTIVATIONS: dict[str, type[nn.Module] | None] = {
     "linear": None,
     "relu": nn.ReLU,

@@ -21,16 +21,18 @@ anomaly section could not be read here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Interval
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from plugins.autoencoders.core import (
     Activation,
     Autoencoder,
+    Fraction,
     as_rows,
     chosen,
     fit_autoencoder,
@@ -113,17 +115,17 @@ class AnomalySynthetic:
     def __init__(
         self,
         *,
-        input_dim: int = 64,
-        latent_dim: int = 8,
-        n_train: int = 500,
-        n_test: int = 500,
-        n_val: int = 250,
-        noise_std: float = 0.1,
-        contamination: float = 0.05,
-        anomaly_angle: float = 0.5,
-        sample_noise: float = 0.0,
-        sample_noise_std: float = 1.0,
-        data_seed: int | None = None,
+        input_dim: PositiveInt = 64,
+        latent_dim: PositiveInt = 8,
+        n_train: PositiveInt = 500,
+        n_test: PositiveInt = 500,
+        n_val: PositiveInt = 250,
+        noise_std: NonNegativeFloat = 0.1,
+        contamination: Annotated[float, Interval(ge=0, lt=1)] = 0.05,  # anomalies in the fit
+        anomaly_angle: Annotated[float, Interval(gt=0, le=1)] = 0.5,  # x 90 degrees
+        sample_noise: Fraction = 0.0,  # share of fit samples with extra noise
+        sample_noise_std: NonNegativeFloat = 1.0,
+        data_seed: NonNegativeInt | None = None,  # None: the run's seed
     ) -> None:
         if input_dim < 2 * latent_dim:
             raise ValueError("anomalies need input_dim >= 2 * latent_dim")

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveInt
 from torch import nn
 
 from plugins.autoencoders.core import (
+    Activation,
     Autoencoder,
+    Fraction,
     corrupt,
     orthonormal,
     per_sample_mse,
@@ -58,17 +61,17 @@ class AutoencoderReconstruction:
     def __init__(
         self,
         *,
-        hidden_width: int,
-        bottleneck: int,
-        depth: int,
-        activation: str,
-        n_train: int,
-        sample_noise: float,
-        feature_noise: float,
-        noise_std: float,
-        domain_shift: float,
-        batch_size: int | None,
-        data_seed: int | None,
+        hidden_width: PositiveInt,
+        bottleneck: PositiveInt,
+        depth: NonNegativeInt,
+        activation: Activation,
+        n_train: PositiveInt,
+        sample_noise: Fraction,
+        feature_noise: Fraction,
+        noise_std: NonNegativeFloat,
+        domain_shift: Fraction,
+        batch_size: PositiveInt | None,
+        data_seed: NonNegativeInt | None,
     ) -> None:
         for name, value in (("sample_noise", sample_noise), ("feature_noise", feature_noise)):
             if not 0 <= value <= 1:
@@ -176,11 +179,21 @@ class SyntheticAE(AutoencoderReconstruction):
     def __init__(
         self,
         *,
-        input_dim: int = 64,
-        latent_dim: int = 8,
-        n_test: int = 1000,
-        n_val: int = 500,
-        **options: Any,
+        input_dim: PositiveInt = 64,
+        latent_dim: PositiveInt = 8,  # dimension of the data's subspace
+        hidden_width: PositiveInt = 64,
+        bottleneck: PositiveInt = 8,
+        depth: NonNegativeInt = 1,  # hidden layers on each side of the code
+        activation: Activation = "relu",
+        n_train: PositiveInt = 256,
+        n_test: PositiveInt = 1000,
+        n_val: PositiveInt = 500,
+        sample_noise: Fraction = 0.0,  # share of training samples with noise
+        feature_noise: Fraction = 0.0,  # share of features with noise in every sample
+        noise_std: NonNegativeFloat = 1.0,
+        domain_shift: Fraction = 0.0,  # the test subspace's angle, x 90 degrees
+        batch_size: PositiveInt | None = None,  # None: full batch (steps are epochs)
+        data_seed: NonNegativeInt | None = None,  # None: the run's seed
     ) -> None:
         if not 1 <= latent_dim <= input_dim:
             raise ValueError(f"latent_dim must lie in [1, input_dim], not {latent_dim!r}")
@@ -190,7 +203,19 @@ class SyntheticAE(AutoencoderReconstruction):
             n_test,
             n_val,
         )
-        super().__init__(**options)
+        super().__init__(
+            hidden_width=hidden_width,
+            bottleneck=bottleneck,
+            depth=depth,
+            activation=activation,
+            n_train=n_train,
+            sample_noise=sample_noise,
+            feature_noise=feature_noise,
+            noise_std=noise_std,
+            domain_shift=domain_shift,
+            batch_size=batch_size,
+            data_seed=data_seed,
+        )
         if self.domain_shift and input_dim < 2 * latent_dim:
             raise ValueError("domain_shift needs input_dim >= 2 * latent_dim")
 
@@ -216,6 +241,35 @@ class MnistAE(AutoencoderReconstruction):
     the held-out digits by ``domain_shift`` · 90°."""
 
     input_dim = 784
+
+    def __init__(
+        self,
+        *,
+        hidden_width: PositiveInt = 256,
+        bottleneck: PositiveInt = 32,
+        depth: NonNegativeInt = 1,  # hidden layers on each side of the code
+        activation: Activation = "relu",
+        n_train: PositiveInt = 4000,  # of the 4,000 training digits
+        sample_noise: Fraction = 0.0,  # share of training digits with noise
+        feature_noise: Fraction = 0.0,  # share of pixels with noise in every digit
+        noise_std: NonNegativeFloat = 0.3,
+        domain_shift: Fraction = 0.0,  # the held-out digits' rotation, x 90 degrees
+        batch_size: PositiveInt | None = None,  # None: full batch (steps are epochs)
+        data_seed: NonNegativeInt | None = None,  # None: the run's seed
+    ) -> None:
+        super().__init__(
+            hidden_width=hidden_width,
+            bottleneck=bottleneck,
+            depth=depth,
+            activation=activation,
+            n_train=n_train,
+            sample_noise=sample_noise,
+            feature_noise=feature_noise,
+            noise_std=noise_std,
+            domain_shift=domain_shift,
+            batch_size=batch_size,
+            data_seed=data_seed,
+        )
 
     def _draw(self, seed: int) -> None:
         from plugins.workloads.images import load_images, split_indices

@@ -57,6 +57,7 @@ from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat
 from torch import nn
 from torch.nn import functional as F
 
+from benchmark.kinds.workload import LastLayer
 from plugins.compressors.neurons import (
     NeuronGroup,
     neuron_groups,
@@ -278,7 +279,7 @@ class FineGates:
         g = torch.Generator().manual_seed(self.seed)
         for p in model.parameters():
             p.requires_grad_(False)
-        head = getattr(model, "last_layer", None)
+        head = model.last_layer if isinstance(model, LastLayer) else None
         gates = []
         for name in select_layers(
             model, self.layers, lambda m: isinstance(m, nn.Linear) and m is not head

@@ -119,13 +119,6 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="fewshot-pair",
             factory="plugins.detectors.fewshot_pair:FewShotPair",
-            defaults={
-                "dataset": "mnist-5k",
-                "target": 4,
-                "lookalike": 9,
-                "max_labels": 30,
-                "train_seed": 0,
-            },
             description=(
                 "MNIST-5k proposals of a CNN trained with 4 and 9 merged; targets 4, false "
                 "positives 9 (+ other), labels through a counting oracle"
@@ -137,19 +130,6 @@ def methodbench_register_workloads(register):  # type: ignore[no-untyped-def]
             kind="detector",
             name="audit-sim",
             factory="plugins.detectors.audit_sim:AuditWorkload",
-            defaults={
-                "n_samples": 200,
-                "shift": 0.1,
-                "threshold": 0.05,
-                "fair_deflection": None,
-                "n_datasets": 400,
-                "val_datasets": 200,
-                "rounds": 5,
-                "feed_size": 10,
-                "learning_rate": 0.3,
-                "natural_rate": 0.5,
-                "seed": None,
-            },
             description=(
                 "simulated users under a fair vs a belief-shifting filtering policy; one input = "
                 "one audit dataset of n_samples decisions"

@@ -48,9 +48,12 @@ a one-sided test of a Bernoulli rate with the same structure (composite null "de
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
 import numpy as np
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from benchmark.kinds.workload import check_split
@@ -124,17 +127,17 @@ class AuditWorkload:
     def __init__(
         self,
         *,
-        n_samples: int = 200,
-        shift: float = 0.1,
-        threshold: float = 0.05,
-        fair_deflection: float | None = None,
-        n_datasets: int = 400,
-        val_datasets: int = 200,
-        rounds: int = 5,
-        feed_size: int = 10,
-        learning_rate: float = 0.3,
-        natural_rate: float = 0.5,
-        seed: int | None = None,
+        n_samples: PositiveInt = 200,  # decisions in one audit dataset (one test input)
+        shift: PositiveFloat = 0.1,  # the shifting policy's deflection beyond the threshold
+        threshold: NonNegativeFloat = 0.05,  # the deflection the regulator allows
+        fair_deflection: float | None = None,  # the fair policy's (None: the threshold)
+        n_datasets: PositiveInt = 400,  # test datasets per policy
+        val_datasets: NonNegativeInt = 200,  # validation datasets per policy (0: none)
+        rounds: PositiveInt = 5,
+        feed_size: PositiveInt = 10,
+        learning_rate: Annotated[float, Interval(gt=0, le=1)] = 0.3,
+        natural_rate: Annotated[float, Interval(ge=0, le=1)] = 0.5,
+        seed: NonNegativeInt | None = None,  # None: the run's seed
     ) -> None:
         if shift <= 0 or threshold < 0:
             raise ValueError("need shift > 0 and threshold >= 0")

@@ -1,8 +1,10 @@
 """What feature-space detectors need from a model and its batches, in one place.
 
 Convention (shared with the workloads): a classifier that feature-space detectors can use
-exposes ``penultimate(inputs) -> [B, D]`` (the features the last layer reads) and a
-property ``last_layer -> nn.Linear`` mapping those features to logits. Fit batches are
+exposes ``penultimate(inputs) -> [B, D]`` (the features the last layer reads; the
+``PenultimateFeatures`` Protocol of ``benchmark.kinds.detector``) and a property
+``last_layer -> nn.Linear`` mapping those features to logits (``LastLayer``, of
+``benchmark.kinds.workload``). Fit batches are
 ``(inputs, labels)`` pairs; score batches are bare inputs. Inputs are passed to the model
 unchanged, so a text model may take a mapping of token tensors.
 
@@ -20,6 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.kinds.detector import PenultimateFeatures
+from benchmark.kinds.workload import LastLayer
+
 
 def inputs_of(batch: Any) -> Any:
     """The inputs of a fit batch ``(inputs, labels)``, or a score batch as it is."""
@@ -35,17 +40,16 @@ def labels_of(batch: Any) -> torch.Tensor:
 
 
 def penultimate(model: nn.Module, inputs: Any) -> torch.Tensor:
-    fn = getattr(model, "penultimate", None)
-    if fn is None:
+    if not isinstance(model, PenultimateFeatures):
         raise TypeError(
             f"{type(model).__name__} has no penultimate(inputs) method; feature-space "
             "detectors need it (see plugins/detectors/features.py)"
         )
-    return fn(inputs).float().flatten(1)
+    return model.penultimate(inputs).float().flatten(1)
 
 
 def last_layer(model: nn.Module) -> nn.Linear:
-    layer = getattr(model, "last_layer", None)
+    layer = model.last_layer if isinstance(model, LastLayer) else None
     if not isinstance(layer, nn.Linear):
         raise TypeError(
             f"{type(model).__name__} has no last_layer (nn.Linear from penultimate features "

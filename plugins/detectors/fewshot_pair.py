@@ -36,19 +36,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Interval
+from pydantic import NonNegativeInt
 from torch import nn
 
 from benchmark.hashing import config_key
 from benchmark.kinds.workload import check_split
-from plugins.workloads.images import _DEFAULTS as IMAGE_CONFIGS
-from plugins.workloads.images import BNConvNet, ImageClassification
+from plugins.workloads import DIGITS_CNN
+from plugins.workloads.images import BNConvNet, ImageClassification, ImageSet
 
-# The generic model's training configuration per data set: that of images.py's workloads.
-CONFIGS = {"mnist-5k": "mnist-cnn", "digits": "digits-cnn"}
+# The generic model's training configuration per data set, over ImageClassification's
+# defaults: that of images.py's workloads (mnist-cnn: the defaults; digits-cnn: its variant).
+CONFIGS: dict[str, dict[str, Any]] = {"mnist-5k": {}, "digits": DIGITS_CNN}
+Digit = Annotated[int, Interval(ge=0, le=9)]
 
 
 class BudgetExceeded(RuntimeError):
@@ -149,16 +153,16 @@ class FewShotPair:
     def __init__(
         self,
         *,
-        dataset: str = "mnist-5k",
-        target: int = 4,
-        lookalike: int = 9,
-        max_labels: int = 30,
-        train_seed: int = 0,
+        dataset: ImageSet = "mnist-5k",
+        target: Digit = 4,  # the digit the detector keeps
+        lookalike: Digit = 9,  # the digit merged with it: the false positives
+        max_labels: NonNegativeInt = 30,  # labels the oracle gives a run in all
+        train_seed: NonNegativeInt = 0,
     ) -> None:
         if dataset not in CONFIGS:
             raise ValueError(f"dataset must be one of {sorted(CONFIGS)}, not {dataset!r}")
-        config = {**IMAGE_CONFIGS[CONFIGS[dataset]], "train_seed": train_seed}
-        config.pop("ood"), config.pop("fit_samples")
+        config = {**CONFIGS[dataset], "dataset": dataset, "train_seed": train_seed}
+        config.pop("fit_samples", None)  # the generic model is fitted on no detector data
         self.generic = MergedPairCNN(target=target, lookalike=lookalike, **config)
         self.max_labels = max_labels
         self.in_name = f"proposals-target-{target}"

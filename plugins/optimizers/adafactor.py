@@ -19,7 +19,7 @@ from torch import nn
 def build_adafactor(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.001,
+    lr: NonNegativeFloat = 0.001,
     beta1: Annotated[float, Interval(ge=0, lt=1)] | None = None,  # None: no first moment
     weight_decay: NonNegativeFloat = 0.0,
     clip_threshold: PositiveFloat = 1.0,

@@ -18,7 +18,7 @@ from torch import nn
 def build_adamw(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.001,
+    lr: NonNegativeFloat = 0.001,
     beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,
     beta2: Annotated[float, Interval(ge=0, lt=1)] = 0.999,
     eps: PositiveFloat = 1e-08,

@@ -175,7 +175,7 @@ class AdaRankGrad(SeededSampling, HybridOptimizer):
 def build_adarankgrad(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.01,
+    lr: NonNegativeFloat = 0.01,
     max_rank: PositiveInt = 128,
     eta: Annotated[float, Interval(gt=0, le=1)] = 0.9,  # fraction of ||G||^2 the rank keeps
     tol: PositiveFloat = 0.5,  # refresh when the windowed RMS falls to this fraction

@@ -44,7 +44,7 @@ from typing import Annotated, Any
 
 import torch
 from annotated_types import Interval
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, PositiveInt
 from torch import nn
 
 MAX_ASPECT = 4
@@ -223,7 +223,7 @@ class Flora(torch.optim.Optimizer):
 def build_flora(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.001,
+    lr: NonNegativeFloat = 0.001,
     rank: PositiveInt = 8,
     kappa: PositiveInt = 1000,  # steps between fresh projections
     beta1: Annotated[float, Interval(ge=0, lt=1)] = 0.9,

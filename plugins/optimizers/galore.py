@@ -81,7 +81,7 @@ class GaLoreAdamW(HybridOptimizer):
 def build_galore(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.01,
+    lr: NonNegativeFloat = 0.01,
     rank: PositiveInt = 128,
     update_gap: PositiveInt = 200,  # steps between SVDs of the gradient
     scale: PositiveFloat = 0.25,

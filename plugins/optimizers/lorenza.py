@@ -247,7 +247,7 @@ class Lorenza(SeededSampling, HybridOptimizer):
 def build_lorenza(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.01,
+    lr: NonNegativeFloat = 0.01,
     rank: PositiveInt = 128,
     update_gap: PositiveInt = 200,
     rho: NonNegativeFloat = 0.05,  # SAM radius

@@ -29,7 +29,7 @@ from typing import Annotated, Literal
 
 import torch
 from annotated_types import Interval
-from pydantic import NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import NonNegativeFloat, PositiveInt
 from torch import nn
 
 from plugins.optimizers.lowrank import HybridOptimizer, param_groups
@@ -106,13 +106,13 @@ class Muon(HybridOptimizer):
 def build_muon(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.02,
+    lr: NonNegativeFloat = 0.02,
     momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.95,
     nesterov: bool = True,
     weight_decay: NonNegativeFloat = 0.0,
     ns_steps: PositiveInt = 5,  # Newton-Schulz iterations
     ns_dtype: Literal["auto", "bf16", "fp32"] = "auto",
-    adam_lr: PositiveFloat = 0.0003,  # the auxiliary AdamW's, for non-matrix parameters
+    adam_lr: NonNegativeFloat = 0.0003,  # the auxiliary AdamW's, for non-matrix parameters
 ) -> Muon:
     if ns_dtype not in ("auto", "bf16", "fp32"):
         raise ValueError(f"ns_dtype must be auto, bf16 or fp32, not {ns_dtype!r}")

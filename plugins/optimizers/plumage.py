@@ -214,7 +214,7 @@ class Plumage(SeededSampling, HybridOptimizer):
 def build_plumage(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.01,
+    lr: NonNegativeFloat = 0.01,
     rank: PositiveInt = 128,
     update_gap: PositiveInt = 200,
     scale: PositiveFloat = 0.25,

@@ -155,7 +155,7 @@ class SUMO(HybridOptimizer):
 def build_sumo(
     model: nn.Module,
     *,
-    lr: PositiveFloat = 0.001,
+    lr: NonNegativeFloat = 0.001,
     rank: PositiveInt = 8,
     update_gap: PositiveInt = 200,
     alpha: PositiveFloat = 4.0,

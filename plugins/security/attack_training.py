@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.kinds.workload import LastLayer
+
 
 def load_stolen(model: nn.Module, state: dict[str, torch.Tensor], device: torch.device) -> None:
     """The stolen tensors over the attacker's starting model. Missing names keep the
@@ -106,7 +108,7 @@ def parameter_groups(model: nn.Module, ctx: Any, exclude: set[int] = frozenset()
     """Every parameter (but ``exclude``, by id) at the recipe's rate, the task head (the
     model's ``last_layer``, where it has one) at the recipe's ``head_lr``."""
     head_lr = ctx.recipe.head_lr
-    head = getattr(model, "last_layer", None) if head_lr is not None else None
+    head = model.last_layer if head_lr is not None and isinstance(model, LastLayer) else None
     head_ids = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
     rest = [p for p in model.parameters() if id(p) not in head_ids and id(p) not in exclude]
     groups: list[dict[str, Any]] = [{"params": rest, "lr": ctx.recipe.lr}]

@@ -338,7 +338,7 @@ class SLIP:
     def __init__(
         self,
         layers: str | list[str] = "all-linear",
-        rank: NonNegativeInt | None = 8,
+        rank: NonNegativeInt = 8,  # ignored when energy is given
         energy: Annotated[float, Interval(gt=0, le=1)]
         | None = None,  # instead of rank: keep this fraction of energy
         mask: bool = True,

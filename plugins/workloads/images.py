@@ -24,10 +24,11 @@ from __future__ import annotations
 import gzip
 import pickle
 from collections.abc import Iterator
-from typing import Any
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 
 from benchmark.hashing import config_key
@@ -41,6 +42,10 @@ from benchmark.kinds.workload import (
 )
 from benchmark.workloads.cache import cached_state
 from plugins.workloads.assets import asset_path
+
+# The data sets ``load_images`` reads and the out-of-distribution sets ``load_ood`` draws.
+ImageSet = Literal["mnist-5k", "digits"]
+OODSet = Literal["animal-mnist", "noise", "mnist-noise", "mnist-rotated", "mnist-inverted"]
 
 HELDOUT_FRACTION = 0.2  # never trained on (the value is part of the model's cache key)
 VAL_FRACTION = 0.25  # of the held-out items: the validation split; the rest is the test split
@@ -190,15 +195,15 @@ class ImageClassification:
     def __init__(
         self,
         *,
-        dataset: str = "mnist-5k",
-        width: int = 16,
-        hidden: int = 128,
-        epochs: int = 6,
-        lr: float = 2e-3,
-        batch_size: int = 64,
-        train_seed: int = 0,
-        ood: str = "animal-mnist",
-        fit_samples: int = 2000,
+        dataset: ImageSet = "mnist-5k",
+        width: PositiveInt = 16,  # channels of the first convolution (twice that in the second)
+        hidden: PositiveInt = 128,  # width of the MLP head's hidden layer
+        epochs: NonNegativeInt = 6,
+        lr: PositiveFloat = 2e-3,  # Adam's, for the reference model
+        batch_size: PositiveInt = 64,
+        train_seed: NonNegativeInt = 0,
+        ood: OODSet = "animal-mnist",
+        fit_samples: PositiveInt = 2000,  # in-distribution images a detector is fitted on
     ) -> None:
         self.dataset, self.width, self.hidden = dataset, width, hidden
         self.epochs, self.lr, self.batch_size, self.train_seed = epochs, lr, batch_size, train_seed
@@ -331,29 +336,3 @@ class ImageClassification:
             raise ValueError(f"which must be 'in' or 'out', not {which!r}")
         for i in range(0, len(x), 256):
             yield x[i : i + 256].to(device)
-
-
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist-cnn": {
-        "dataset": "mnist-5k",
-        "width": 16,
-        "hidden": 128,
-        "epochs": 6,
-        "lr": 2e-3,
-        "batch_size": 64,
-        "train_seed": 0,
-        "ood": "animal-mnist",
-        "fit_samples": 2000,
-    },
-    "digits-cnn": {
-        "dataset": "digits",
-        "width": 8,
-        "hidden": 64,
-        "epochs": 15,
-        "lr": 3e-3,
-        "batch_size": 32,
-        "train_seed": 0,
-        "ood": "animal-mnist",
-        "fit_samples": 1000,
-    },
-}

@@ -19,10 +19,15 @@ chapters (disjoint from the test chapters and from the chapters the training win
 from); its 95% interval is over chapters: the per-word loss is a ratio of per-chapter
 sums, with a delta-method standard error and Student's t, then exponentiated
 (``perplexity_interval``; lm-eval gives no standard error for a weighted
-perplexity). Another task is evaluated whole on the split lm-eval picks (test, else
-validation), without a validation split of ours; its interval is lm-eval's standard error
-(``<metric>_stderr``) × 1.96; a task that is unknown, generates text, or whose data is
-not available offline fails the run when the workload is built, before the model loads.
+perplexity). Another task is evaluated on its first ``eval_docs`` documents of the split
+lm-eval picks (test, else validation; lm-eval's ``limit``, which the quality metric's
+meter states when it leaves documents out), and validated on the first ``val_docs`` of its
+validation split when it has test and validation splits (else it has no validation split
+of ours); its interval is lm-eval's standard error (``<metric>_stderr``) × Student's t on
+n − 1 degrees of freedom (``stderr_interval``: on the log scale for a perplexity, clipped
+to [0, 1] for a fraction, [-1, 1] for MCC); a task that is unknown, generates text, or
+whose data is not available offline fails the run when the workload is built, before the
+model loads.
 Labelled samples (for fine-tuning compressors and attackers) are ``seq_len``-token windows
 of the KJV chapters that are not held out, with the next token as the label, whatever the
 task.
@@ -34,11 +39,13 @@ protocol uses; its parameter names are ``lm.<transformers names>``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 from torch.nn import functional as F
 
@@ -50,6 +57,7 @@ from benchmark.kinds.workload import (
     QualityMetric,
     check_split,
     perplexity_interval,
+    stderr_interval,
 )
 from benchmark.workloads.cache import cache_dir
 from benchmark.workloads.lmeval import (
@@ -65,7 +73,6 @@ GGUF_ASSET = "smollm2-135m-gguf"
 KJV_TASK = "methodbench_kjv_heldout"  # tasks/kjv_heldout.yaml
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 KEEP_EVALUATIONS = 64  # lm-eval scores kept for quality_interval, newest last
-NORMAL_95 = 1.96  # a standard error to a 95% interval
 
 
 class LogitsLM(nn.Module):
@@ -139,14 +146,27 @@ def _include_paths(include_path: str | list[str] | None) -> list[Path]:
     return [TASKS_DIR, *(Path(p).expanduser() for p in extra)]
 
 
-def quality_of(metric: str, higher_is_better: bool) -> QualityMetric:
+def quality_of(metric: str, higher_is_better: bool, scope: str | None = None) -> QualityMetric:
     """A task metric as a workload's quality figure: perplexities compare on their log."""
     if metric.endswith("perplexity"):
-        return QualityMetric(metric, "perplexity", higher_is_better, log_scale=True)
+        return QualityMetric(metric, "perplexity", higher_is_better, log_scale=True, scope=scope)
     unit = "bits/byte" if metric == "bits_per_byte" else "score"
-    if metric.startswith(("acc", "exact_match", "mcc", "f1")):
+    if metric.startswith(("acc", "exact_match", "f1")):
         unit = "fraction"
-    return QualityMetric(metric, unit, higher_is_better)
+    elif metric.startswith("mcc"):
+        unit = "correlation"  # Matthews': in [-1, 1], not a fraction
+    return QualityMetric(metric, unit, higher_is_better, scope=scope)
+
+
+def metric_range(quality: QualityMetric) -> tuple[float, float]:
+    """Where a task metric's value can lie: its interval is clipped to it."""
+    if quality.unit == "fraction":
+        return 0.0, 1.0
+    if quality.unit == "correlation":
+        return -1.0, 1.0
+    if quality.log_scale or quality.unit == "bits/byte":
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 class PretrainedLM:
@@ -163,27 +183,32 @@ class PretrainedLM:
     def __init__(
         self,
         *,
-        model: str | None = None,
-        eval_docs: int = 8,
-        val_docs: int = 4,
-        max_length: int = 256,
-        seq_len: int = 128,
-        example_batch: int = 4,
-        eval_batch: int = 8,
+        model: str | None = None,  # a transformers directory or hub name (None: SmolLM2)
+        eval_docs: PositiveInt = 8,  # test documents (chapters; a named task's first ones)
+        val_docs: NonNegativeInt = 4,  # validation documents (0: no validation split)
+        max_length: PositiveInt = 256,  # tokens per scoring window
+        seq_len: PositiveInt = 128,  # tokens per labelled training window
+        example_batch: PositiveInt = 4,
+        eval_batch: PositiveInt = 8,
         lm_eval_task: str = "methodbench_kjv_heldout",
-        lm_eval_include_path: str | list[str] | None = None,
+        lm_eval_include_path: str | list[str] | None = None,  # folders of task YAMLs
     ) -> None:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+        if eval_docs < 1 or val_docs < 0:
+            raise ValueError("eval_docs must be >= 1 and val_docs >= 0")
         chapters = kjv_chapters()
         heldout = [t for i, t in enumerate(chapters) if not i % HOLDOUT_EVERY]
-        if eval_docs < 1 or val_docs < 0 or eval_docs + val_docs > len(heldout):
-            raise ValueError(
-                f"eval_docs + val_docs must be within the {len(heldout)} held-out chapters"
-            )
-        held, val = heldout[:eval_docs], heldout[eval_docs : eval_docs + val_docs]
+        held = heldout[:eval_docs]
+        # split -> lm-eval's limit (None: the task's documents are exactly the split's).
+        self._limits: dict[str, int | None] = {}
         # The task first: one that cannot run here fails before the model loads.
         if lm_eval_task == KJV_TASK:
+            if eval_docs + val_docs > len(heldout):
+                raise ValueError(
+                    f"eval_docs + val_docs must be within the {len(heldout)} held-out chapters"
+                )
+            val = heldout[eval_docs : eval_docs + val_docs]
             self._tasks = {"test": kjv_task(self._write_docs(held), lm_eval_include_path)}
             if val:
                 self._tasks["val"] = kjv_task(self._write_docs(val), lm_eval_include_path)
@@ -193,10 +218,11 @@ class PretrainedLM:
                 if val
                 else None
             )
+            self.quality = quality_of(*primary_metric(self._tasks["test"]))
         else:
-            self._tasks = {"test": load_task(lm_eval_task, _include_paths(lm_eval_include_path))}
-            self.validation = None
-        self.quality = quality_of(*primary_metric(self._tasks["test"]))
+            self.quality = self._named_task(
+                lm_eval_task, _include_paths(lm_eval_include_path), eval_docs, val_docs
+            )
         self.source = _pretrained_dir(model)
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         self.config = AutoConfig.from_pretrained(self.source)
@@ -219,6 +245,32 @@ class PretrainedLM:
         if len(held_ids) < rows * seq_len:
             raise ValueError(f"eval_docs={eval_docs} hold too few tokens for the example batch")
         self.test_windows = torch.tensor(held_ids[: rows * seq_len]).reshape(rows, seq_len)
+
+    def _named_task(
+        self, name: str, paths: list[Path], eval_docs: int, val_docs: int
+    ) -> QualityMetric:
+        """Load a named task's test split, cut to its first ``eval_docs`` documents, and
+        where it has a validation split besides its test split, that split cut to
+        ``val_docs``; the quality metric's scope says which documents leave out."""
+        test = load_task(name, paths)
+        self._tasks, self._limits = {"test": test}, {"test": eval_docs}
+        total = len(test.eval_docs)
+        cut = [f"the first {eval_docs} of its {total} documents"] if eval_docs < total else []
+        self.validation = None
+        if val_docs and test.has_test_docs() and test.has_validation_docs():
+            # The same task evaluated on its validation split (lm-eval falls back to it).
+            self._tasks["val"] = load_task(name, paths, {"test_split": None})
+            self._limits["val"] = val_docs
+            n_val = len(self._tasks["val"].eval_docs)
+            used = min(val_docs, n_val)
+            self.validation = (
+                f"the first {used} of the {n_val} documents of lm-eval task {name}'s "
+                "validation split (the test figure is on its test split)"
+            )
+            if val_docs < n_val:
+                cut.append(f"validation: the first {val_docs} of {n_val}")
+        scope = f"lm-eval limit: {'; '.join(cut)}" if cut else None
+        return quality_of(*primary_metric(test), scope=scope)
 
     def _write_docs(self, docs: list[str]) -> Path:
         path = cache_dir() / "data" / f"kjv-heldout-{config_key(docs)}.jsonl"
@@ -251,20 +303,25 @@ class PretrainedLM:
 
     def quality_interval(self, value: float, split: str = "test") -> QualityInterval | None:
         """The 95% interval of a figure this object's ``evaluate`` returned on ``split``
-        (None for another value): lm-eval's standard error × 1.96 where it reports one,
-        else for a weighted perplexity the interval over documents (two or more)."""
+        (None for another value, or fewer than two documents): from lm-eval's standard
+        error where it reports one (``stderr_interval``: t on n − 1 degrees of freedom,
+        the log scale for a perplexity, clipped to the metric's range), else for a
+        weighted perplexity the interval over documents."""
         score = self._scores.get((split, value))
         if score is None:
             return None
         metric = self.quality.name
         se = score.stderr.get(metric)
         if se is not None:
-            half = NORMAL_95 * se
-            return QualityInterval(
-                value - half,
-                value + half,
+            if score.n < 2 or (self.quality.log_scale and value <= 0):
+                return None
+            return stderr_interval(
+                value,
+                se,
                 score.n,
-                f"lm-eval {metric}_stderr {se:.4g} x {NORMAL_95} (normal), {score.n} documents",
+                log_scale=self.quality.log_scale,
+                bounds=metric_range(self.quality),
+                source=f"lm-eval {metric}_stderr {se:.4g}",
             )
         per_doc = score.per_doc.get(metric)
         if per_doc is None or len(per_doc) < 2:
@@ -280,6 +337,7 @@ class PretrainedLM:
             device,
             max_length=self.max_length,
             batch_size=self.eval_batch,
+            limit=self._limits.get(split),
         )
         value = score.figures[self.quality.name]
         self._scores.pop((split, value), None)

@@ -19,11 +19,12 @@ import hashlib
 import json
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from filelock import FileLock
+from pydantic import PositiveFloat, PositiveInt
 from torch import nn
 
 from benchmark.fileio import atomic_write, atomic_write_text
@@ -51,6 +52,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 HOLDOUT_EVERY = 20
+Preset = Literal["tiny", "llama60m"]  # the keys of PRESETS
 
 
 def _digest(*parts: object) -> str:
@@ -82,19 +84,19 @@ class CorpusLM:
     def __init__(
         self,
         *,
-        preset: str = "tiny",
-        dataset: str = "kjv",
+        preset: Preset = "tiny",
+        dataset: str = "kjv",  # "kjv" (offline) or a datasets corpus name
         dataset_config: str | None = None,
         text_field: str = "text",
-        vocab_size: int | None = None,
-        hidden_size: int | None = None,
-        intermediate_size: int | None = None,
-        num_layers: int | None = None,
-        num_heads: int | None = None,
-        seq_len: int | None = None,
-        batch_size: int | None = None,
-        eval_batches: int = 8,
-        target_loss: float | None = None,
+        vocab_size: PositiveInt | None = None,  # None (here and below): the preset's value
+        hidden_size: PositiveInt | None = None,
+        intermediate_size: PositiveInt | None = None,
+        num_layers: PositiveInt | None = None,
+        num_heads: PositiveInt | None = None,
+        seq_len: PositiveInt | None = None,
+        batch_size: PositiveInt | None = None,
+        eval_batches: PositiveInt = 8,
+        target_loss: PositiveFloat | None = None,  # None: no steps-to-target figure
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")

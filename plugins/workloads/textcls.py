@@ -32,9 +32,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 from torch import nn
 from torch.nn import functional as F
 
@@ -53,6 +55,7 @@ from plugins.workloads.assets import asset_path
 SPLIT_SEED = 20240101
 OT_BOOKS = 39  # Genesis .. Malachi; Matthew starts the New Testament
 FORTUNE_CATEGORIES = ("science", "politics", "food", "love")
+OODTexts = Literal["fortune", "kjv"]  # what ``load_ood_texts`` reads
 
 
 # --------------------------------------------------------------------------- data
@@ -190,21 +193,21 @@ class TextClassification:
     def __init__(
         self,
         *,
-        dataset: str = "kjv-testament",
-        categories: list[str] | None = None,
+        dataset: str = "kjv-testament",  # or "fortune", or a datasets corpus name
+        categories: list[str] | None = None,  # fortune's category files (None: four)
         text_field: str = "text",
         label_field: str = "label",
-        encoder: str | None = None,
-        max_len: int = 64,
-        train_per_class: int = 2000,
-        test_per_class: int = 500,
-        val_per_class: int = 200,
-        epochs: int = 2,
-        lr: float = 5e-5,
-        batch_size: int = 32,
-        train_seed: int = 0,
-        ood: str = "fortune",
-        fit_samples: int = 2000,
+        encoder: str | None = None,  # a transformers encoder directory (None: MiniLM-L6)
+        max_len: PositiveInt = 64,  # tokens per text
+        train_per_class: PositiveInt = 2000,
+        test_per_class: PositiveInt = 500,
+        val_per_class: NonNegativeInt = 200,
+        epochs: NonNegativeInt = 2,
+        lr: PositiveFloat = 5e-5,
+        batch_size: PositiveInt = 32,
+        train_seed: NonNegativeInt = 0,
+        ood: OODTexts = "fortune",
+        fit_samples: PositiveInt = 2000,
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
