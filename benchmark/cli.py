@@ -224,82 +224,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark import store
-    from benchmark.api import plan_suite
+    from benchmark.api import ExecutorUnavailable, open_run
 
-    registry = _registry(args)
-    suite, specs = plan_suite(args.suite, registry, device=args.device, max_runs=_max_runs(args))
-    results_dir = Path(args.results or Path("results") / suite.name)
-    store.check_writable(results_dir)
-    with store.exclusive(results_dir):
-        return _run_holding(args, suite, specs, registry, results_dir)
-
-
-def _run_holding(  # type: ignore[no-untyped-def]
-    args: argparse.Namespace, suite, specs, registry, results_dir: Path
-) -> int:
-    """The rest of ``bench run``, while this process holds the results directory."""
-    from benchmark import store
-    from benchmark.executors.distributed import RayExecutor
-    from benchmark.executors.local import InlineExecutor, LocalExecutor
-
-    done = set() if args.rerun else store.finished_ids(results_dir)
-    todo = [s for s in specs if s.id not in done]
-    skipped = len(specs) - len(todo)
-    device = specs[0].device if specs else "-"
-    resumed = f", {skipped} already finished (resume; --rerun to redo)" if skipped else ""
-    console.print(
-        f"suite [bold]{suite.name}[/]: {len(specs)} runs on {device}{resumed} "
-        f"-> {escape(str(results_dir))}"
-    )
     if args.inline and args.executor != "local":
         raise UsageError("--inline runs in this process; it cannot be combined with --executor")
-    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise UsageError("--executor ray needs Ray: pip install 'methodbench[distributed]'")
-    if args.inline:
-        console.print(
-            "[yellow]--inline: runs share this process: no timeouts, and memory "
-            "figures include earlier runs[/]"
-        )
-        executor: InlineExecutor | LocalExecutor | RayExecutor = InlineExecutor(
-            results_dir, registry
-        )
-    elif args.executor == "ray":
-        executor = RayExecutor(
-            results_dir, registry, address=args.ray_address, plugins=_plugins(args)
-        )
-    else:
-        from benchmark.executors.local import auto_jobs
-
-        threads: int | None = None
-        if args.jobs == "auto":
-            jobs = auto_jobs(device, len(specs))
-            threads = 1 if device == "cpu" else None
-            pinned = "each pinned to its own core, " if jobs > 1 else ""
+    registry = _registry(args)
+    try:
+        with open_run(
+            args.suite,
+            registry=registry,
+            results=args.results,
+            jobs=args.jobs,
+            device=args.device,
+            plugins=_plugins(args),
+            rerun=args.rerun,
+            executor="inline" if args.inline else args.executor,
+            ray_address=args.ray_address,
+            max_runs=_max_runs(args),
+        ) as run:
+            resumed = (
+                f", {run.skipped} already finished (resume; --rerun to redo)" if run.skipped else ""
+            )
             console.print(
-                f"--jobs auto: {jobs} at a time, {pinned}"
-                f"{'1 torch thread each' if threads else 'all threads'} (records name the "
-                "cores, threads and concurrent runs)",
+                f"suite [bold]{run.suite.name}[/]: {len(run.specs)} runs on {run.device}"
+                f"{resumed} -> {escape(str(run.results_dir))}"
+            )
+            for note in run.notes:
+                console.print(note, style="yellow", markup=False)
+            with _ProgressEvents(len(run.todo)) as events:
+                records = run.execute(events)
+            bad = [r for r in records if r.status != "ok"]
+            console.print(
+                f"{len(records)} runs finished, {len(bad)} not ok; records in {run.results_dir}",
                 markup=False,
             )
-        else:
-            jobs = args.jobs or suite.jobs or 1
-        if args.jobs and suite.jobs and jobs != suite.jobs:
-            console.print(
-                f"[yellow]--jobs {args.jobs} overrides the suite's jobs: {suite.jobs}; "
-                "timings are recorded under the regime they ran in[/]"
-            )
-        executor = LocalExecutor(
-            results_dir, registry, jobs=jobs, plugins=_plugins(args), threads_per_job=threads
-        )
-    with _ProgressEvents(len(todo)) as events:
-        records = executor.run(todo, events)
-    bad = [r for r in records if r.status != "ok"]
-    console.print(
-        f"{len(records)} runs finished, {len(bad)} not ok; records in {results_dir}", markup=False
-    )
-    if not args.no_report:
-        _write_and_print_reports(results_dir)
+            if not args.no_report:
+                _write_and_print_reports(run.results_dir)
+    except ExecutorUnavailable as exc:
+        raise UsageError(str(exc)) from exc
     return 0
 
 

@@ -92,3 +92,42 @@ def test_the_api_is_imported_lazily() -> None:
     assert callable(benchmark.run_suite) and callable(benchmark.load_results)
     with pytest.raises(AttributeError):
         benchmark.no_such_thing  # noqa: B018
+
+
+def test_bench_run_goes_through_the_apis_open_run(
+    suite: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bench run`` and ``run_suite`` share one path (planning, lock, resume, executor and
+    jobs): the command calls ``open_run`` with what its flags say."""
+    import contextlib
+
+    import benchmark.api as api
+
+    calls: list[dict[str, object]] = []
+    real = api.open_run
+
+    @contextlib.contextmanager
+    def spy(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        calls.append(kwargs)
+        with real(*args, **kwargs) as run:  # type: ignore[arg-type]
+            yield run
+
+    monkeypatch.setattr(api, "open_run", spy)
+    results = tmp_path / "results"
+    assert main(["run", str(suite), "--results", str(results), "--jobs", "2", "--no-report"]) == 0
+    (call,) = calls
+    assert call["jobs"] == 2 and call["executor"] == "local" and call["results"] == str(results)
+    assert len(list((results / "runs").glob("*.json"))) == 2
+
+
+def test_jobs_auto_and_an_override_are_said(suite: Path, tmp_path: Path) -> None:
+    with benchmark.api.open_run(suite, results=tmp_path / "a", jobs="auto") as run:
+        assert run.executor.jobs == 2 and run.executor.threads == 1  # 2 runs, CPU
+        assert any("--jobs auto" in note for note in run.notes)
+        assert len(run.todo) == 2 and run.skipped == 0
+    suite.write_text(SUITE.replace("name: api\n", "name: api\njobs: 1\n"))
+    with benchmark.api.open_run(suite, results=tmp_path / "b", jobs=2) as run:
+        assert any("overrides the suite's jobs: 1" in note for note in run.notes)
+    slurm = benchmark.api.open_run(suite, results=tmp_path / "c", executor="slurm")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="expected 'local'"), slurm:
+        pass
