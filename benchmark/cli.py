@@ -275,10 +275,22 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     paths = store.record_paths(results_dir)
     if not paths:
         raise UsageError(f"{results_dir}: no run records to report (nothing under runs/)")
-    if not store.read_records(results_dir)[0]:
+    records = store.read_records(results_dir)[0]
+    if not records:
         raise UsageError(f"{results_dir}: none of its {len(paths)} record files can be read")
     if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a directory")
+    from benchmark.kinds.registered import unregistered
+
+    unknown = unregistered(r.spec.kind for r in records)
+    if unknown and not args.out:
+        # The directory's reports were written by a process that knew the kind: an
+        # unranked rewrite in place would replace a ranking with less.
+        raise UsageError(
+            f"{results_dir}: records of kind(s) {', '.join(map(repr, unknown))} that no "
+            "loaded plugin defines; load the plugin with --plugin MODULE, or write the "
+            "unranked reports elsewhere with --out DIR"
+        )
     _write_and_print_reports(results_dir, Path(args.out) if args.out else None)
     return 0
 
@@ -430,7 +442,17 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise UsageError(f"--add {results}: no such results directory")
         _warn_unregistered(r.spec.kind for r in store.load_records(Path(results)))
         n = history.add(folder, Path(results))
-        console.print(f"added {escape(results)}: the history holds {n} points", markup=True)
+        if n:
+            console.print(
+                f"added {escape(results)}: the history holds {n} points for its suite(s)",
+                markup=True,
+            )
+        else:
+            console.print(
+                f"{escape(results)}: no points added (only records of a clean commit and a "
+                "registered kind are tracked)",
+                markup=True,
+            )
     if not history.load(folder):
         raise UsageError(f"{folder}: no history yet (add results with --add RESULTS_DIR)")
     page = history.write_page(folder, Path(args.out) if args.out else None)

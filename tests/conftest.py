@@ -61,3 +61,37 @@ def example_dist(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     importlib.invalidate_caches()
     yield str(site)
     sys.modules.pop("methodbench_example", None)
+
+
+BUILTIN_PROTOCOLS = ("optimizer", "compressor", "security_split", "detector")
+
+
+@pytest.fixture(autouse=True)
+def protocols_emit_only_declared_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A protocol a test calls directly (``detector.run(ctx)``) is held to its kind's
+    metric declarations as the runner holds every run in strict mode: a protocol that
+    starts emitting an undeclared figure fails the tests of its own kind, not only the
+    ones that go through an executor."""
+    import importlib
+    import sys
+
+    for kind in BUILTIN_PROTOCOLS:
+        name = f"benchmark.protocols.{kind}"
+        if name not in sys.modules:
+            continue  # a test that never imported it cannot call it
+        module = importlib.import_module(name)
+        monkeypatch.setattr(module, "run", _declared_only(module.run))
+
+
+def _declared_only(run):  # type: ignore[no-untyped-def]
+    def checked(ctx):  # type: ignore[no-untyped-def]
+        result = run(ctx)
+        kind = ctx.registry.kind(ctx.spec.kind)
+        attacks = tuple(ctx.spec.attacks) or tuple(ctx.registry.attacks)
+        undeclared = kind.undeclared(result.metrics, ctx.workload, placeholders={"attack": attacks})
+        assert not undeclared, (
+            f"the {ctx.spec.kind} protocol emitted metrics its kind does not declare: {undeclared}"
+        )
+        return result
+
+    return checked

@@ -150,6 +150,16 @@ def test_without_the_plugin_the_kind_is_named_and_nothing_is_ranked(
     rows = [line for line in section.splitlines() if line.startswith("| - | constant")]
     assert len(rows) == 3  # every configuration listed, unranked, with its figures
     assert "| guess (units) | error (units) |" in section
+    assert not any(
+        c.startswith("val_")
+        for c in (tmp_path / "leaderboard.csv").read_text().splitlines()[0].split(",")
+    )
+    # In place, the ranked reports the run wrote are kept: refused, with what to do.
+    before = (results / "LEADERBOARD.md").read_text()
+    in_place = _bench("leaderboard", str(results))
+    assert in_place.returncode == 2 and "--plugin MODULE" in in_place.stderr
+    assert "--out DIR" in in_place.stderr
+    assert (results / "LEADERBOARD.md").read_text() == before
 
 
 def test_compare_with_the_plugin_judges_the_kinds_headline(results: Path, tmp_path: Path) -> None:

@@ -256,3 +256,35 @@ def test_reports_rank_a_registered_kind_without_a_registry(tmp_path: Path) -> No
     Registry(extra_plugins=[PLUGIN])
     assert KIND_INFO["toy"].primary == "error"
     assert {"optimizer", "compressor", "security_split", "detector"} <= set(KIND_INFO)
+
+
+def test_a_metric_check_that_raises_loses_no_measurement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kind's check (``extra_metrics`` of a third party's kind, say) that raises once the
+    protocol has returned: the run's figures are kept and the error is said, never a
+    traceback that stops the suite (--inline) or a worker that dies without a record."""
+    import benchmark.executors.runner as runner
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise AttributeError("'Target' object has no attribute 'figure_units'")
+
+    monkeypatch.setattr(runner, "_set_aside_undeclared", broken)
+    monkeypatch.setenv("METHODBENCH_STRICT_METRICS", "0")
+    registry = Registry(extra_plugins=[PLUGIN])
+    spec = RunSpec(
+        suite="t",
+        kind="toy",
+        method="constant",
+        hparams={"value": 3.0},
+        workload="target",
+        seed=0,
+        device="cpu",
+    )
+    (record,) = InlineExecutor(tmp_path, registry).run([spec])
+    assert record.status == "ok" and record.value("error") == 2.0
+    assert "figure_units" in record.info["metric_check_error"]
+    monkeypatch.setenv("METHODBENCH_STRICT_METRICS", "1")
+    (strict,) = InlineExecutor(tmp_path / "s", registry).run([spec])
+    assert strict.status == "failed" and "figure_units" in (strict.reason or "")
+    assert strict.value("error") == 2.0

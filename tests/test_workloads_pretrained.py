@@ -461,3 +461,30 @@ def test_a_task_that_cannot_run_offline_fails_before_the_model_loads(tmp_path: P
     # Not in the include path: lm-eval's own tasks are searched too, then a suggestion.
     with pytest.raises(TaskUnavailable, match=r"'mb_test_ge' is not one of.*'mb_test_gen'"):
         load_task("mb_test_ge", gen)
+
+
+@pytest.mark.parametrize(
+    ("metric", "value", "se", "n", "floor"),
+    [("word_perplexity", 1.3, 0.5, 20, 1.0), ("brier_score", 0.2, 0.1, 5, 0.0)],
+)
+def test_a_task_intervals_floor_is_its_metrics_own(
+    metric: str, value: float, se: float, n: int, floor: float
+) -> None:
+    """A perplexity is at least 1 and a Brier score at least 0, whatever the stderr says
+    (reference: scipy's t quantile, by hand on the log scale for the perplexity)."""
+    import math
+
+    from scipy import stats
+
+    from benchmark.kinds.workload import stderr_interval
+    from plugins.workloads.smollm import metric_range, quality_of
+
+    q = quality_of(metric, higher_is_better=False)
+    got = stderr_interval(value, se, n, log_scale=q.log_scale, bounds=metric_range(q))
+    t = stats.t.ppf(0.975, n - 1)
+    if q.log_scale:
+        low, high = value * math.exp(-t * se / value), value * math.exp(t * se / value)
+    else:
+        low, high = value - t * se, value + t * se
+    assert low < floor  # the unclipped interval crosses the floor
+    assert got.low == floor and got.high == pytest.approx(high, rel=1e-9)

@@ -164,7 +164,13 @@ def execute(
             harness=harness,
             info=_observer_notes(ctx, {}),
         )
-    metrics, aside, warning = _set_aside_undeclared(kind, spec, registry, result.metrics, workload)
+    try:
+        metrics, aside, warning = _set_aside_undeclared(
+            kind, spec, registry, result.metrics, workload
+        )
+    except Exception as exc:  # a kind's check that raises must not lose the measurement
+        metrics, aside = dict(result.metrics), {}
+        warning = f"the kind's metric check raised {type(exc).__name__}: {exc}"[:2000]
     info = _observer_notes(ctx, result.info)
     if aside:
         info = {
@@ -173,6 +179,9 @@ def execute(
                 name: m.model_dump(mode="json", exclude_none=True) for name, m in aside.items()
             },
         }
+    elif warning is not None:
+        info = {**info, "metric_check_error": warning}
+    if warning is not None:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     strict = warning is not None and strict_metrics()
     # Strict: the run fails as if the check had raised, its figures still in the record.

@@ -358,7 +358,7 @@ def check_kind(kind: object) -> None:
 
 
 def _check_options(kind: KindDef) -> None:
-    from benchmark.hparams import Unreadable, annotation_param
+    from benchmark.hparams import Unreadable, annotation_param, annotation_problems
 
     for name, option in kind.options.items():
         if not isinstance(option, Option):
@@ -367,11 +367,16 @@ def _check_options(kind: KindDef) -> None:
                 f"doc), not {type(option).__name__}"
             )
         try:
-            annotation_param(name, option.type)
+            param = annotation_param(name, option.type, option.default)
         except Unreadable as exc:
             raise ContractError(
                 f"kind {kind.name}: protocol option {name!r} ({option.type}): {exc}"
             ) from None
+        # A default its own type refuses would pass every suite that leaves it alone.
+        for _, why in annotation_problems(
+            f"kind {kind.name}", {name: param}, {name: option.default}
+        ):
+            raise ContractError(f"{why} (its own default)")
 
 
 def _leading_args(spec: object) -> int:

@@ -245,7 +245,12 @@ class KindDef:
         workload: Any = None,
         placeholders: Mapping[str, Iterable[str]] | None = None,
     ) -> list[str]:
-        """The names among ``metrics`` that no declaration (nor the workload) covers."""
+        """The names among ``metrics`` that no declaration (nor the workload) covers.
+
+        ``placeholders`` None lets a family's placeholder take any name: for checks of the
+        declarations themselves (ranking columns, step curves), which have no run. A run's
+        figures must be checked with the run's own values (the runner passes
+        ``{"attack": the run's attacks}``), or a misspelt family member would pass."""
         extra = (
             set(self.extra_metrics(workload))
             if self.extra_metrics is not None and workload is not None

@@ -414,7 +414,7 @@ def _scratch(
         model = attack({}, scratch_ctx)
         return {
             "quality": ctx.workload.evaluate(model, ctx.device),
-            "choice": getattr(model, "attack_choice", None),
+            "choice": model.attack_choice if isinstance(model, AttackChoice) else None,
         }
 
     return cached_json(f"security-scratch-{key}", compute)

@@ -559,9 +559,12 @@ def render_csv(tables: list[Table]) -> pd.DataFrame:
                 entry[t.verdict_column] = row.verdict
             for c in _declared_columns(t):
                 entry.update(_cell_fields(c, row.cells.get(c), t.units.get(c)))
-            entry.update(
-                _cell_fields(t.validation_metric, row.validation, t.units.get(t.validation_metric))
-            )
+            if t.primary:  # an unranked table (kind unknown) has no headline to validate
+                entry.update(
+                    _cell_fields(
+                        t.validation_metric, row.validation, t.units.get(t.validation_metric)
+                    )
+                )
             rows.append(entry)
         for f in t.failures:
             rows.append(

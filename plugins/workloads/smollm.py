@@ -164,8 +164,10 @@ def metric_range(quality: QualityMetric) -> tuple[float, float]:
         return 0.0, 1.0
     if quality.unit == "correlation":
         return -1.0, 1.0
-    if quality.log_scale or quality.unit == "bits/byte":
-        return 0.0, math.inf
+    if quality.unit == "perplexity":
+        return 1.0, math.inf  # exp of a mean negative log-likelihood >= 0
+    if quality.log_scale or quality.unit == "bits/byte" or quality.name.startswith("brier"):
+        return 0.0, math.inf  # Brier: a mean of squared errors
     return -math.inf, math.inf
 
 
