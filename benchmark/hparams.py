@@ -503,7 +503,10 @@ def _signature(factory: Any, leading: int) -> list[_Param]:
 
 def _declared(spec: Any) -> Mapping[str, Any]:
     """What the registration itself wrote (before ``defaults`` was derived)."""
-    return getattr(spec, "declared", None) or getattr(spec, "defaults", None) or {}
+    declared = getattr(spec, "declared", None)
+    if declared is not None:  # a spec's own overrides, possibly none
+        return declared
+    return getattr(spec, "defaults", None) or {}
 
 
 def _derived(spec: Any) -> list[_Param] | None:

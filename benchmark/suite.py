@@ -482,14 +482,23 @@ def protocol_options(kind: str) -> dict[str, Any]:
 
 def protocol_option_problems(kind: KindDef, given: dict[str, Any]) -> list[tuple[str, str]]:
     """(option, message) for each value of a suite's ``protocol:`` that the option's
-    declared type refuses (``Option.type``, read by the hyperparameters' machinery)."""
+    declared type refuses (``Option.type``, read by the hyperparameters' machinery), and
+    for each default of the kind's own that its type refuses."""
     from benchmark.hparams import annotation_param, annotation_problems
 
     params = {
         name: annotation_param(name, option.type, option.default)
         for name, option in kind.options.items()
     }
-    return annotation_problems(f"the {kind.name} protocol", params, given)
+    owner = f"the {kind.name} protocol"
+    problems = annotation_problems(owner, params, given)
+    # A default its own type refuses (a plugin kind's bug) would pass every suite that
+    # leaves the option alone, and fail only when the protocol reads it.
+    unset = {name: option.default for name, option in kind.options.items() if name not in given}
+    return problems + [
+        (name, f"{why} (the kind's own default: fix the kind's Option)")
+        for name, why in annotation_problems(owner, params, unset)
+    ]
 
 
 # --------------------------------------------------------------------------- expansion

@@ -199,3 +199,13 @@ def test_every_metric_of_the_committed_records_is_declared() -> None:
             if kind.declaration(name, attacks) is None:
                 problems.append(f"{kind_name}/{workload}: {name}")
     assert sorted(set(problems)) == []
+
+
+def test_a_kinds_option_default_its_own_type_refuses_is_reported_at_validate() -> None:
+    from benchmark.suite import protocol_option_problems
+
+    bad = _toy(options={"every": Option("PositiveInt", 0, "d")})
+    check_kind(bad)  # discovery stays cheap: no pydantic there
+    ((name, message),) = protocol_option_problems(bad, {})
+    assert name == "every" and "own default" in message and "greater than 0" in message
+    assert protocol_option_problems(bad, {"every": 3}) == []  # set by the suite: fine
