@@ -42,17 +42,25 @@ def _specs(registry: Registry) -> list[MethodSpec | AttackSpec | WorkloadSpec]:
 # --------------------------------------------------------------------------- bench validate
 
 
-def _validate(tmp_path: Path, methods: str) -> list[str]:
+def _problems(tmp_path: Path, experiment: str, entries: str) -> list[str]:
+    """What ``bench validate`` says of a one-experiment suite whose last key's entries
+    are ``entries`` (the suite's line 7 is their first)."""
     path = tmp_path / "suite.yaml"
     path.write_text(
-        "name: typed\nexperiments:\n  - kind: optimizer\n    workloads: [tiny-llama]\n"
-        "    methods:\n" + textwrap.indent(textwrap.dedent(methods), "      ")
+        "name: typed\nexperiments:\n"
+        + experiment
+        + textwrap.indent(textwrap.dedent(entries), "      ")
     )
     try:
         check_names(load_suite(path), Registry(), path)
     except SuiteError as exc:
         return exc.problems
     return []
+
+
+def _validate(tmp_path: Path, methods: str) -> list[str]:
+    head = "  - kind: optimizer\n    workloads: [tiny-llama]\n    methods:\n"
+    return _problems(tmp_path, head, methods)
 
 
 @pytest.mark.parametrize(
@@ -338,16 +346,9 @@ def test_a_registration_cannot_override_what_the_factory_lacks(reference: str) -
 
 
 def _validate_workloads(tmp_path: Path, workloads: str) -> list[str]:
-    path = tmp_path / "suite.yaml"
-    path.write_text(
-        "name: typed\nexperiments:\n  - kind: detector\n    methods: [msp]\n"
-        "    workloads:\n" + textwrap.indent(textwrap.dedent(workloads), "      ")
+    return _problems(
+        tmp_path, "  - kind: detector\n    methods: [msp]\n    workloads:\n", workloads
     )
-    try:
-        check_names(load_suite(path), Registry(), path)
-    except SuiteError as exc:
-        return exc.problems
-    return []
 
 
 @pytest.mark.parametrize(

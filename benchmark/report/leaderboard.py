@@ -543,32 +543,7 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
     kept = (primary, info.verdict.metric if info.verdict else primary)
     shown, dropped = _reported(columns, kept, ok)
 
-    configs: dict[tuple[str, str, str], list[RunRecord]] = {}
-    for r in ok:
-        configs.setdefault(_config_key(r), []).append(r)
-    attempted: dict[tuple[str, str, str], set[int]] = {}
-    for r in recs:
-        attempted.setdefault(_config_key(r), set()).add(r.spec.seed)
-    points = []
-    for (m, h, d), rs in configs.items():
-        cells = {c: _cell(rs, c) for c in columns}
-        if timing_note:
-            for c in timing:
-                short = UNRECORDED if timing_note.startswith(UNRECORDED) else MIXED
-                cells[c] = Cell(None, None, 0, reason=timing_note, note=short)
-        has_val = any(validation in r.metrics for r in rs)
-        points.append(
-            Row(
-                method=m,
-                hparams=h,
-                device=d,
-                seeds=sorted(r.spec.seed for r in rs),
-                cells=cells,
-                records=rs,
-                validation=_cell(rs, validation) if has_val else None,
-                seeds_run=len(attempted[(m, h, d)]),
-            )
-        )
+    points = _config_rows(recs, ok, columns, timing, timing_note, validation)
     for row in points:
         row.verdict = _verdict(info, row)
     higher = _declared_direction(ok, primary, info.higher_is_better)
@@ -611,6 +586,47 @@ def _build_table(kind: str, workload: str, recs: list[RunRecord]) -> Table:
     )
 
 
+def _config_rows(
+    recs: list[RunRecord],
+    ok: list[RunRecord],
+    columns: list[str],
+    timing: list[str],
+    timing_note: str | None,
+    validation: str | None,
+) -> list[Row]:
+    """One row per configuration (method, hyperparameters, device) of a table's ok runs,
+    with its cells, its validation figure (``validation``: the metric grid winners are
+    chosen on, None for none) and how many seeds were tried; timing cells are withheld
+    (``timing_note``) where the runs' regimes differ."""
+    configs: dict[tuple[str, str, str], list[RunRecord]] = {}
+    for r in ok:
+        configs.setdefault(_config_key(r), []).append(r)
+    attempted: dict[tuple[str, str, str], set[int]] = {}
+    for r in recs:
+        attempted.setdefault(_config_key(r), set()).add(r.spec.seed)
+    rows = []
+    for (m, h, d), rs in configs.items():
+        cells = {c: _cell(rs, c) for c in columns}
+        if timing_note:
+            short = UNRECORDED if timing_note.startswith(UNRECORDED) else MIXED
+            for c in timing:
+                cells[c] = Cell(None, None, 0, reason=timing_note, note=short)
+        has_val = validation is not None and any(validation in r.metrics for r in rs)
+        rows.append(
+            Row(
+                method=m,
+                hparams=h,
+                device=d,
+                seeds=sorted(r.spec.seed for r in rs),
+                cells=cells,
+                records=rs,
+                validation=_cell(rs, validation) if has_val and validation else None,
+                seeds_run=len(attempted[(m, h, d)]),
+            )
+        )
+    return rows
+
+
 def _unranked_table(kind: str, workload: str, recs: list[RunRecord], why: str) -> Table:
     """The table of a kind without a ranking: every configuration, unranked, in name
     order, with every figure its ok runs report (in the order the records give them),
@@ -622,32 +638,12 @@ def _unranked_table(kind: str, workload: str, recs: list[RunRecord], why: str) -
         for c, m in r.metrics.items():
             units.setdefault(c, m.unit)
     timing, regime, timing_note = _timing(ok, columns)
-    configs: dict[tuple[str, str, str], list[RunRecord]] = {}
-    for r in ok:
-        configs.setdefault(_config_key(r), []).append(r)
-    attempted: dict[tuple[str, str, str], set[int]] = {}
-    for r in recs:
-        attempted.setdefault(_config_key(r), set()).add(r.spec.seed)
-    rows = []
-    for (m, h, d), rs in sorted(configs.items()):
-        cells = {c: _cell(rs, c) for c in columns}
-        if timing_note:
-            short = UNRECORDED if timing_note.startswith(UNRECORDED) else MIXED
-            for c in timing:
-                cells[c] = Cell(None, None, 0, reason=timing_note, note=short)
-        rows.append(
-            Row(
-                method=m,
-                hparams=h,
-                device=d,
-                seeds=sorted(r.spec.seed for r in rs),
-                cells=cells,
-                records=rs,
-                rank_label="-",
-                ranked=False,
-                seeds_run=len(attempted[(m, h, d)]),
-            )
-        )
+    rows = sorted(
+        _config_rows(recs, ok, columns, timing, timing_note, None),
+        key=lambda row: (row.method, row.hparams, row.device),
+    )
+    for row in rows:
+        row.rank_label, row.ranked = "-", False
     return Table(
         kind=kind,
         workload=workload,
