@@ -19,24 +19,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.host import Registry
+from tests.test_toy_kind import PLUGIN, REPO, SUITE
 
-PLUGIN = "tests.toy_kind_plugin"
-REPO = Path(__file__).resolve().parent.parent
-SUITE = """\
-name: toy
-seeds: [0]
-device: cpu
-experiments:
-  - kind: toy
-    workloads: [target]
-    methods:
-      - name: constant
-        hparams: {value: 3.0}
-      - name: constant
-        hparams: {value: 0.9}
-      - name: constant
-        hparams: {value: -0.5}
-"""
 # |guess - 1| ascending; by the guess (the first metric) it would be 3.0, 0.9, -0.5.
 RANKED = ["0.9", "-0.5", "3.0"]
 UNKNOWN = re.compile(r"^warning: kind 'toy' is not registered.*--plugin MODULE$", re.MULTILINE)
@@ -58,7 +42,7 @@ def _bench(*args: str) -> subprocess.CompletedProcess[str]:
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The toy suite run once, in its own process, with its reports written."""
     where = tmp_path_factory.mktemp("toy")
-    (where / "toy.yaml").write_text(SUITE)
+    (where / "toy.yaml").write_text(SUITE.format(kind="toy"))
     done = _bench(
         "--plugin",
         PLUGIN,
